@@ -1,0 +1,275 @@
+/*-------------------------------------------------------------------------
+ *
+ * complete.c
+ *		complete(), fail(), snooze() and heartbeat(): what a worker does with
+ *		a job it holds, fenced by the lease token.
+ *
+ * Each statement matches the job by id, lease token and state 'running'.  A
+ * token from an earlier reservation (the lease expired and was reaped, or
+ * the job was reserved again) matches nothing, so a late worker changes
+ * nothing and is told so: that is a normal race, not an error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "mb/pg_wchar.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "throttle_jobs.h"
+
+PG_FUNCTION_INFO_V1(throttle_jobs_complete);
+PG_FUNCTION_INFO_V1(throttle_jobs_fail);
+PG_FUNCTION_INFO_V1(throttle_jobs_snooze);
+PG_FUNCTION_INFO_V1(throttle_jobs_heartbeat);
+
+#define JOB_COLUMNS \
+	"id, queue_id, priority, run_at, attempt, max_attempts, cost, enqueued_at," \
+	" worker, concurrency_key, rate_limit_key, unique_key"
+
+/* Moves a finished job to the archive, unless its queue keeps nothing. */
+static TJStatement complete_stmt = {
+	"WITH done AS ("
+	"  DELETE FROM throttle_jobs.job j"
+	"   WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
+	"  RETURNING j.*),"
+	" archived AS ("
+	"  INSERT INTO throttle_jobs.job_archive (" JOB_COLUMNS ", reserved_at, finished_at,"
+	"   state, errors, payload, result)"
+	"  SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
+	"   d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key,"
+	"   d.reserved_at, $3, 'completed', d.errors, d.payload, $4"
+	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
+	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
+	" SELECT pg_catalog.count(*) FROM done",
+	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}
+};
+
+/* Locks a running job under a given lease, with its queue's retry policy. */
+static TJStatement fail_lock_stmt = {
+	"SELECT j.id, j.attempt, coalesce(j.max_attempts, q.max_attempts), q.backoff_base, q.backoff_factor,"
+	"       q.backoff_max, q.backoff_jitter"
+	"  FROM throttle_jobs.job j JOIN throttle_jobs.queue q ON q.id = j.queue_id"
+	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
+	" FOR UPDATE OF j",
+	2, {INT8OID, UUIDOID}
+};
+
+#define ERROR_ENTRY \
+	"pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(" \
+	"'attempt', j.attempt, 'at', $2, 'error', $3, 'worker', j.worker))"
+
+static TJStatement retry_stmt = {
+	"UPDATE throttle_jobs.job j"
+	"   SET state = 'available', run_at = $4, lease_token = NULL, lease_until = NULL,"
+	"       reserved_at = NULL, worker = NULL, errors = j.errors || " ERROR_ENTRY
+	" WHERE j.id = $1",
+	4, {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+static TJStatement dead_stmt = {
+	"WITH d AS (DELETE FROM throttle_jobs.job j WHERE j.id = $1"
+	"  RETURNING j.*, j.errors || " ERROR_ENTRY " AS all_errors)"
+	" INSERT INTO throttle_jobs.job_dead (" JOB_COLUMNS ", died_at, reason, errors, payload)"
+	" SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
+	"  d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key,"
+	"  $2, $4, d.all_errors, d.payload FROM d",
+	4, {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
+};
+
+static TJStatement snooze_stmt = {
+	"UPDATE throttle_jobs.job j"
+	"   SET state = 'available', run_at = $3, attempt = j.attempt - 1,"
+	"       lease_token = NULL, lease_until = NULL, reserved_at = NULL, worker = NULL"
+	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'",
+	3, {INT8OID, UUIDOID, TIMESTAMPTZOID}
+};
+
+static TJStatement heartbeat_stmt = {
+	"UPDATE throttle_jobs.job j"
+	"   SET lease_until = $3 + coalesce($4, q.lease)"
+	"  FROM throttle_jobs.queue q"
+	" WHERE q.id = j.queue_id AND j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
+	" RETURNING j.lease_until",
+	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, INTERVALOID}
+};
+
+/*
+ * Records a failed attempt of a job that the caller has locked (it is
+ * running, under the caller's view of its lease): the job goes back to
+ * 'available' after its backoff (or retry_in), or to the dead letters when
+ * its attempts are used up or retryable is false.  Returns true if dead.
+ * The caller must be connected to SPI.
+ */
+bool
+tj_fail_locked(const TJFailedJob *job, const char *error,
+			   const Interval *retry_in, bool retryable,
+			   const char *dead_reason, TimestampTz now)
+{
+	Datum		values[4];
+	bool		dead = !retryable || job->attempt >= job->max_attempts;
+
+	values[0] = Int64GetDatum(job->id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum(error);
+	if (dead)
+	{
+		if (dead_reason == NULL)
+			dead_reason = retryable ? "attempts exhausted" : "failed without retry";
+		values[3] = CStringGetTextDatum(dead_reason);
+		tj_execute(&dead_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+	}
+	else
+	{
+		int64		delay;
+
+		if (retry_in)
+			delay = tj_interval_usecs(retry_in);
+		else
+			delay = tj_backoff_usecs(job->attempt, job->backoff_base, job->backoff_factor,
+									 job->backoff_max, job->backoff_jitter,
+									 pg_prng_double(&pg_global_prng_state));
+		values[3] = TimestampTzGetDatum(now + delay);
+		tj_execute(&retry_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
+	}
+	return dead;
+}
+
+/* complete(id, lease_token, result) returns boolean: false when stale */
+Datum
+throttle_jobs_complete(PG_FUNCTION_ARGS)
+{
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	int64		done;
+
+	tj_require_not_null(fcinfo, 0, "job id");
+	tj_require_not_null(fcinfo, 1, "lease_token");
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
+
+	SPI_connect();
+	tj_execute(&complete_stmt, values, nulls, false, 1, SPI_OK_SELECT);
+	done = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+	SPI_finish();
+	PG_RETURN_BOOL(done > 0);
+}
+
+/* Reads the row locked by fail_lock_stmt. */
+static void
+read_failed_job(TJFailedJob *job)
+{
+	bool		isnull;
+
+	job->id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+	job->attempt = DatumGetInt32(tj_get_datum(0, 2, &isnull));
+	job->max_attempts = DatumGetInt32(tj_get_datum(0, 3, &isnull));
+	job->backoff_base = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(0, 4, &isnull)));
+	job->backoff_factor = DatumGetFloat8(tj_get_datum(0, 5, &isnull));
+	job->backoff_max = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(0, 6, &isnull)));
+	job->backoff_jitter = DatumGetFloat8(tj_get_datum(0, 7, &isnull));
+}
+
+/* fail(id, lease_token, error, retry_in, retryable) returns text */
+Datum
+throttle_jobs_fail(PG_FUNCTION_ARGS)
+{
+	Datum		values[2];
+	TJFailedJob job;
+	Interval   *retry_in = NULL;
+	char	   *error;
+	bool		dead;
+
+	tj_require_not_null(fcinfo, 0, "job id");
+	tj_require_not_null(fcinfo, 1, "lease_token");
+	tj_require_not_null(fcinfo, 2, "error");
+	tj_require_not_null(fcinfo, 4, "retryable");
+	if (!PG_ARGISNULL(3))
+	{
+		retry_in = PG_GETARG_INTERVAL_P(3);
+		tj_check_interval(retry_in, "retry_in", true);
+	}
+	error = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strlen(error) > TJ_MAX_ERROR_LEN)
+		error[pg_mbcliplen(error, strlen(error), TJ_MAX_ERROR_LEN)] = '\0';
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+
+	SPI_connect();
+	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
+	{
+		SPI_finish();
+		PG_RETURN_TEXT_P(cstring_to_text("stale"));
+	}
+	read_failed_job(&job);
+	dead = tj_fail_locked(&job, error, retry_in, PG_GETARG_BOOL(4), NULL,
+						  GetCurrentTransactionStartTimestamp());
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(dead ? "dead" : "available"));
+}
+
+/* snooze(id, lease_token, delay) returns boolean: false when stale */
+Datum
+throttle_jobs_snooze(PG_FUNCTION_ARGS)
+{
+	Datum		values[3];
+	Interval   *delay;
+	uint64		n;
+
+	tj_require_not_null(fcinfo, 0, "job id");
+	tj_require_not_null(fcinfo, 1, "lease_token");
+	tj_require_not_null(fcinfo, 2, "delay");
+	delay = PG_GETARG_INTERVAL_P(2);
+	tj_check_interval(delay, "delay", true);
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = DirectFunctionCall2(timestamptz_pl_interval,
+									TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+									IntervalPGetDatum(delay));
+	SPI_connect();
+	n = tj_execute(&snooze_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
+	SPI_finish();
+	PG_RETURN_BOOL(n > 0);
+}
+
+/* heartbeat(id, lease_token, extend) returns timestamptz: NULL when stale */
+Datum
+throttle_jobs_heartbeat(PG_FUNCTION_ARGS)
+{
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	TimestampTz until = 0;
+	uint64		n;
+	bool		isnull;
+
+	tj_require_not_null(fcinfo, 0, "job id");
+	tj_require_not_null(fcinfo, 1, "lease_token");
+	if (!PG_ARGISNULL(2))
+		tj_check_interval(PG_GETARG_INTERVAL_P(2), "extend", false);
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
+
+	SPI_connect();
+	n = tj_execute(&heartbeat_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (n > 0)
+		until = DatumGetTimestampTz(tj_get_datum(0, 1, &isnull));
+	SPI_finish();
+	if (n == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(until);
+}

@@ -1,0 +1,448 @@
+/*-------------------------------------------------------------------------
+ *
+ * enqueue.c
+ *		enqueue() and enqueue_batch(): adding jobs in the caller's transaction.
+ *
+ * A job with a unique_key that is already live in its queue is not added
+ * again: the live job's id is returned.  Queues with max_size refuse (or
+ * drop) jobs while they hold that many live jobs.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "throttle_jobs.h"
+
+PG_FUNCTION_INFO_V1(throttle_jobs_enqueue);
+PG_FUNCTION_INFO_V1(throttle_jobs_enqueue_batch);
+
+/* One job to add, as given by the caller. */
+typedef struct JobArgs
+{
+	Jsonb	   *payload;
+	TimestampTz run_at;
+	int32		priority;
+	int32		max_attempts;	/* 0: the queue's */
+	text	   *concurrency_key;
+	text	   *rate_limit_key;
+	text	   *unique_key;
+	int32		cost;
+} JobArgs;
+
+static TJStatement insert_stmt = {
+	"INSERT INTO throttle_jobs.job (queue_id, priority, run_at, max_attempts, cost,"
+	" enqueued_at, concurrency_key, rate_limit_key, unique_key, payload)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+	" ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
+	" RETURNING id",
+	10, {INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID,
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID}
+};
+
+static TJStatement unique_stmt = {
+	"SELECT j.id FROM throttle_jobs.job j WHERE j.queue_id = $1 AND j.unique_key = $2",
+	2, {INT4OID, TEXTOID}
+};
+
+static TJStatement size_stmt = {
+	"SELECT pg_catalog.count(*) FROM"
+	" (SELECT 1 FROM throttle_jobs.job j WHERE j.queue_id = $1 LIMIT $2) s",
+	2, {INT4OID, INT8OID}
+};
+
+/* Per backend: when each queue last warned that it dropped a job. */
+#define DROP_WARN_SLOTS 32
+#define DROP_WARN_INTERVAL_MS 10000
+static struct
+{
+	int32		queue_id;
+	TimestampTz last;
+}			drop_warned[DROP_WARN_SLOTS];
+
+static void
+check_job_args(const JobArgs *job)
+{
+	int			size = VARSIZE(job->payload) - VARHDRSZ;
+
+	if (size > tj_max_payload_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("payload is too large (%d bytes)", size),
+				 errhint("throttle_jobs.max_payload_size allows %d bytes.",
+						 tj_max_payload_size)));
+	tj_check_timestamp(job->run_at, "run_at");
+	if (job->priority < PG_INT16_MIN || job->priority > PG_INT16_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("priority must be between %d and %d, not %d",
+						PG_INT16_MIN, PG_INT16_MAX, job->priority)));
+	if (job->cost < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cost must be at least 1, not %d", job->cost)));
+	if (job->concurrency_key)
+		tj_check_key(job->concurrency_key, "concurrency_key");
+	if (job->rate_limit_key)
+		tj_check_key(job->rate_limit_key, "rate_limit_key");
+	if (job->unique_key)
+		tj_check_key(job->unique_key, "unique_key");
+}
+
+static bool
+find_unique(const TJQueue *queue, text *unique_key, int64 *id)
+{
+	Datum		values[2];
+	bool		isnull;
+
+	values[0] = Int32GetDatum(queue->id);
+	values[1] = PointerGetDatum(unique_key);
+	if (tj_execute(&unique_stmt, values, NULL, false, 1, SPI_OK_SELECT) == 0)
+		return false;
+	*id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+	return true;
+}
+
+static bool
+queue_is_full(const TJQueue *queue)
+{
+	Datum		values[2];
+	bool		isnull;
+
+	values[0] = Int32GetDatum(queue->id);
+	values[1] = Int64GetDatum(queue->max_size);
+	tj_execute(&size_stmt, values, NULL, false, 1, SPI_OK_SELECT);
+	return DatumGetInt64(tj_get_datum(0, 1, &isnull)) >= queue->max_size;
+}
+
+/* A WARNING for a dropped job, at most once every 10 s per queue and backend. */
+static void
+warn_dropped(const TJQueue *queue)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			slot = -1;
+
+	for (int i = 0; i < DROP_WARN_SLOTS; i++)
+	{
+		if (drop_warned[i].queue_id == queue->id)
+		{
+			slot = i;
+			break;
+		}
+		if (slot < 0 || drop_warned[i].last < drop_warned[slot].last)
+			slot = i;
+	}
+	if (drop_warned[slot].queue_id == queue->id &&
+		!TimestampDifferenceExceeds(drop_warned[slot].last, now, DROP_WARN_INTERVAL_MS))
+		return;
+	drop_warned[slot].queue_id = queue->id;
+	drop_warned[slot].last = now;
+	ereport(WARNING,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("queue \"%s\" is full: dropping jobs", queue->name),
+			 errdetail("It holds its max_size of " INT64_FORMAT " live jobs; this warning repeats at most every 10 seconds.",
+					   queue->max_size)));
+}
+
+/*
+ * Adds one validated job; returns false (a dropped job) only for a full
+ * queue with on_full = 'drop'.  The caller must be connected to SPI.
+ */
+static bool
+enqueue_one(const TJQueue *queue, const JobArgs *job, int64 *id)
+{
+	Datum		values[10];
+	char		nulls[10];
+	bool		isnull;
+
+	if (queue->max_size > 0 && queue_is_full(queue))
+	{
+		if (job->unique_key && find_unique(queue, job->unique_key, id))
+			return true;
+		if (queue->drop_when_full)
+		{
+			warn_dropped(queue);
+			return false;
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("queue \"%s\" is full", queue->name),
+				 errdetail("It holds its max_size of " INT64_FORMAT " live jobs.",
+						   queue->max_size),
+				 errhint("Retry later, or raise max_size with throttle_jobs.alter_queue().")));
+	}
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(queue->id);
+	values[1] = Int16GetDatum((int16) job->priority);
+	values[2] = TimestampTzGetDatum(job->run_at);
+	values[3] = Int32GetDatum(job->max_attempts);
+	nulls[3] = job->max_attempts > 0 ? ' ' : 'n';
+	values[4] = Int32GetDatum(job->cost);
+	values[5] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	values[6] = PointerGetDatum(job->concurrency_key);
+	nulls[6] = job->concurrency_key ? ' ' : 'n';
+	values[7] = PointerGetDatum(job->rate_limit_key);
+	nulls[7] = job->rate_limit_key ? ' ' : 'n';
+	values[8] = PointerGetDatum(job->unique_key);
+	nulls[8] = job->unique_key ? ' ' : 'n';
+	values[9] = JsonbPGetDatum(job->payload);
+
+	/*
+	 * ON CONFLICT DO NOTHING leaves no row when the unique key is live; the
+	 * live job can finish before we look it up, so try again a few times.
+	 */
+	for (int tries = 0; tries < 5; tries++)
+	{
+		if (tj_execute(&insert_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
+		{
+			*id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+			return true;
+		}
+		Assert(job->unique_key != NULL);
+		if (find_unique(queue, job->unique_key, id))
+			return true;
+		CHECK_FOR_INTERRUPTS();
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not enqueue a job with unique_key \"%s\" into queue \"%s\"",
+					text_to_cstring(job->unique_key), queue->name),
+			 errdetail("Live jobs with that key kept appearing and finishing concurrently."),
+			 errhint("Retry the transaction.")));
+	return false;				/* keep compiler quiet */
+}
+
+/* enqueue(queue, payload, run_at, priority, max_attempts, concurrency_key,
+ *		   rate_limit_key, unique_key, cost) returns bigint */
+Datum
+throttle_jobs_enqueue(PG_FUNCTION_ARGS)
+{
+	JobArgs		job;
+	TJQueue		queue;
+	int64		id;
+	bool		added;
+
+	tj_require_not_null(fcinfo, 0, "queue name");
+	tj_require_not_null(fcinfo, 1, "payload");
+	tj_require_not_null(fcinfo, 3, "priority");
+	tj_require_not_null(fcinfo, 8, "cost");
+
+	job.payload = PG_GETARG_JSONB_P(1);
+	job.run_at = PG_ARGISNULL(2) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(2);
+	job.priority = PG_GETARG_INT32(3);
+	job.max_attempts = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
+	if (!PG_ARGISNULL(4) && job.max_attempts < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be at least 1, not %d", job.max_attempts),
+				 errhint("Pass NULL to use the queue's max_attempts.")));
+	job.concurrency_key = PG_ARGISNULL(5) ? NULL : PG_GETARG_TEXT_PP(5);
+	job.rate_limit_key = PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6);
+	job.unique_key = PG_ARGISNULL(7) ? NULL : PG_GETARG_TEXT_PP(7);
+	job.cost = PG_GETARG_INT32(8);
+	check_job_args(&job);
+
+	SPI_connect();
+	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	added = enqueue_one(&queue, &job, &id);
+	SPI_finish();
+
+	if (!added)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(id);
+}
+
+/* ---- enqueue_batch ---- */
+
+typedef struct BatchContext
+{
+	int			index;			/* 1-based position of the job being read */
+} BatchContext;
+
+static void
+batch_error_context(void *arg)
+{
+	BatchContext *ctx = (BatchContext *) arg;
+
+	if (ctx->index > 0)
+		errcontext("job %d of the batch", ctx->index);
+}
+
+static int32
+jbv_int32(const JsonbValue *v, const char *key)
+{
+	if (v->type != jbvNumeric)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" must be a number", key)));
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
+}
+
+static text *
+jbv_text(const JsonbValue *v, const char *key)
+{
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" must be a string", key)));
+	return cstring_to_text_with_len(v->val.string.val, v->val.string.len);
+}
+
+/* Reads one element of the jobs array into *job (defaults as enqueue's). */
+static void
+read_batch_job(JsonbValue *elem, JobArgs *job)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k,
+				v;
+
+	memset(job, 0, sizeof(*job));
+	job->run_at = GetCurrentTransactionStartTimestamp();
+	job->cost = 1;
+	job->payload = NULL;
+
+	if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("each job must be a JSON object"),
+				 errhint("Pass [{\"payload\": {...}, \"priority\": 1}, ...].")));
+
+	it = JsonbIteratorInit(elem->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		char	   *key;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(k.val.string.val, k.val.string.len);
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+		if (strcmp(key, "payload") == 0)
+		{
+			job->payload = JsonbValueToJsonb(&v);
+			continue;
+		}
+		if (v.type == jbvNull)
+			continue;			/* null stands for "not given" */
+		if (strcmp(key, "run_at") == 0)
+		{
+			char	   *s = text_to_cstring(jbv_text(&v, key));
+
+			job->run_at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+																  CStringGetDatum(s),
+																  ObjectIdGetDatum(InvalidOid),
+																  Int32GetDatum(-1)));
+		}
+		else if (strcmp(key, "priority") == 0)
+			job->priority = jbv_int32(&v, key);
+		else if (strcmp(key, "max_attempts") == 0)
+		{
+			job->max_attempts = jbv_int32(&v, key);
+			if (job->max_attempts < 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("max_attempts must be at least 1, not %d", job->max_attempts)));
+		}
+		else if (strcmp(key, "concurrency_key") == 0)
+			job->concurrency_key = jbv_text(&v, key);
+		else if (strcmp(key, "rate_limit_key") == 0)
+			job->rate_limit_key = jbv_text(&v, key);
+		else if (strcmp(key, "unique_key") == 0)
+			job->unique_key = jbv_text(&v, key);
+		else if (strcmp(key, "cost") == 0)
+			job->cost = jbv_int32(&v, key);
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown job field \"%s\"", key),
+					 errhint("Job fields are payload, run_at, priority, max_attempts, concurrency_key, rate_limit_key, unique_key and cost.")));
+	}
+	if (job->payload == NULL)
+		job->payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	check_job_args(job);
+}
+
+/* enqueue_batch(queue, jobs jsonb) returns setof bigint, in input order */
+Datum
+throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Jsonb	   *jobs;
+	int			njobs;
+	JobArgs    *args;
+	TJQueue		queue;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	BatchContext ctx = {0};
+	ErrorContextCallback errcb;
+	int			i;
+
+	tj_require_not_null(fcinfo, 0, "queue name");
+	tj_require_not_null(fcinfo, 1, "jobs");
+	jobs = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_ARRAY(jobs) || JB_ROOT_IS_SCALAR(jobs))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("jobs must be a JSON array of job objects")));
+	njobs = JB_ROOT_COUNT(jobs);
+	if (njobs < 1 || njobs > tj_max_batch_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a batch must hold 1 to %d jobs, not %d", tj_max_batch_size, njobs),
+				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	/* Read and check every job before adding any. */
+	errcb.callback = batch_error_context;
+	errcb.arg = &ctx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	args = palloc(sizeof(JobArgs) * njobs);
+	it = JsonbIteratorInit(&jobs->root);
+	i = 0;
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		ctx.index = i + 1;
+		read_batch_job(&v, &args[i]);
+		i++;
+	}
+
+	SPI_connect();
+	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	for (i = 0; i < njobs; i++)
+	{
+		int64		id;
+		Datum		value;
+		bool		isnull = false;
+
+		ctx.index = i + 1;
+		if (enqueue_one(&queue, &args[i], &id))
+			value = Int64GetDatum(id);
+		else
+		{
+			value = (Datum) 0;
+			isnull = true;
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_finish();
+	error_context_stack = errcb.previous;
+	return (Datum) 0;
+}

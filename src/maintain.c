@@ -1,0 +1,115 @@
+/*-------------------------------------------------------------------------
+ *
+ * maintain.c
+ *		maintain(): one maintenance pass.
+ *
+ *		1. Expired leases count as failed attempts: the job is retried after
+ *		   its backoff, or dead-lettered when its attempts are used up.
+ *		2. Dead letters older than their queue's retain_dead are deleted.
+ *		3. The archive's day partitions are created ahead of time and dropped
+ *		   whole once past retention (throttle_jobs._maintain_archive).
+ *
+ * Safe to run concurrently: expired jobs are claimed with SKIP LOCKED, and
+ * partition changes are serialised by an advisory lock and a lock_timeout.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "throttle_jobs.h"
+
+PG_FUNCTION_INFO_V1(throttle_jobs_maintain);
+
+#define REAP_BATCH 1000
+#define REAP_MAX_BATCHES 100
+
+static TJStatement expired_stmt = {
+	"SELECT j.id, j.attempt, coalesce(j.max_attempts, q.max_attempts), q.backoff_base, q.backoff_factor,"
+	"       q.backoff_max, q.backoff_jitter"
+	"  FROM throttle_jobs.job j JOIN throttle_jobs.queue q ON q.id = j.queue_id"
+	" WHERE j.state = 'running' AND j.lease_until < $1"
+	" ORDER BY j.id LIMIT " CppAsString2(REAP_BATCH)
+	" FOR UPDATE OF j SKIP LOCKED",
+	1, {TIMESTAMPTZOID}
+};
+
+static TJStatement purge_dead_stmt = {
+	"DELETE FROM throttle_jobs.job_dead d USING throttle_jobs.queue q"
+	" WHERE q.id = d.queue_id AND d.died_at < $1 - q.retain_dead",
+	1, {TIMESTAMPTZOID}
+};
+
+static TJStatement archive_stmt = {
+	"SELECT throttle_jobs._maintain_archive($1)::pg_catalog.text",
+	1, {TIMESTAMPTZOID}
+};
+
+/* maintain() returns jsonb: what the pass did */
+Datum
+throttle_jobs_maintain(PG_FUNCTION_ARGS)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	Datum		values[1];
+	int64		expired = 0,
+				dead = 0,
+				purged;
+	char	   *archive;
+	bool		isnull;
+	StringInfoData out;
+
+	values[0] = TimestampTzGetDatum(now);
+	/* made before SPI_connect so that it outlives SPI_finish */
+	initStringInfo(&out);
+
+	SPI_connect();
+	for (int batch = 0; batch < REAP_MAX_BATCHES; batch++)
+	{
+		uint64		n = tj_execute(&expired_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+		TJFailedJob *jobs = palloc(sizeof(TJFailedJob) * (n > 0 ? n : 1));
+
+		/* read them all before tj_fail_locked replaces SPI_tuptable */
+		for (uint64 i = 0; i < n; i++)
+		{
+			jobs[i].id = DatumGetInt64(tj_get_datum(i, 1, &isnull));
+			jobs[i].attempt = DatumGetInt32(tj_get_datum(i, 2, &isnull));
+			jobs[i].max_attempts = DatumGetInt32(tj_get_datum(i, 3, &isnull));
+			jobs[i].backoff_base = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(i, 4, &isnull)));
+			jobs[i].backoff_factor = DatumGetFloat8(tj_get_datum(i, 5, &isnull));
+			jobs[i].backoff_max = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(i, 6, &isnull)));
+			jobs[i].backoff_jitter = DatumGetFloat8(tj_get_datum(i, 7, &isnull));
+		}
+		SPI_freetuptable(SPI_tuptable);
+		for (uint64 i = 0; i < n; i++)
+		{
+			if (tj_fail_locked(&jobs[i], "lease expired", NULL, true, NULL, now))
+				dead++;
+			expired++;
+			SPI_freetuptable(SPI_tuptable);
+		}
+		pfree(jobs);
+		CHECK_FOR_INTERRUPTS();
+		if (n < REAP_BATCH)
+			break;
+	}
+
+	purged = tj_execute(&purge_dead_stmt, values, NULL, false, 0, SPI_OK_DELETE);
+
+	tj_execute(&archive_stmt, values, NULL, false, 1, SPI_OK_SELECT);
+	archive = TextDatumGetCString(tj_get_datum(0, 1, &isnull));
+
+	appendStringInfo(&out,
+					 "{\"expired_leases\": " INT64_FORMAT ", \"retried\": " INT64_FORMAT
+					 ", \"dead_lettered\": " INT64_FORMAT ", \"dead_letters_purged\": " INT64_FORMAT
+					 ", \"archive\": %s}",
+					 expired, expired - dead, dead, purged, archive);
+	SPI_finish();
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+}

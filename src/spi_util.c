@@ -1,0 +1,83 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi_util.c
+ *		Statements prepared once per backend, kept, and executed with the
+ *		result code checked in one place.
+ *
+ * Kept plans live in CacheMemoryContext through the plan cache, which
+ * re-plans them when the tables they name change (or are dropped and made
+ * anew by DROP/CREATE EXTENSION), because each is re-analysed from its text.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+
+#include "throttle_jobs.h"
+
+static void
+check_result(const char *sql, int rc, int expected)
+{
+	if (rc != expected)
+		elog(ERROR, "throttle_jobs: SPI returned %s, expected %s, for: %s",
+			 SPI_result_code_string(rc), SPI_result_code_string(expected), sql);
+}
+
+/*
+ * Executes a kept statement, preparing it on first use.  The caller must be
+ * connected to SPI.  Returns the number of rows processed.
+ */
+uint64
+tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
+		   bool read_only, long count, int expected)
+{
+	int			rc;
+
+	if (stmt->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "throttle_jobs: SPI_prepare failed (%s) for: %s",
+				 SPI_result_code_string(SPI_result), stmt->sql);
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "throttle_jobs: SPI_keepplan failed");
+		stmt->plan = plan;
+	}
+	rc = SPI_execute_plan(stmt->plan, values, nulls, read_only, count);
+	check_result(stmt->sql, rc, expected);
+	return SPI_processed;
+}
+
+/* Runs a one-off statement without parameters (DDL, rare maintenance). */
+void
+tj_execute_sql(const char *sql, int expected)
+{
+	check_result(sql, SPI_execute(sql, false, 0), expected);
+}
+
+/* A column of a result row; by-reference values live in the SPI context. */
+Datum
+tj_get_datum(uint64 row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+/* A column of a result row, copied out to the caller's context before SPI_finish. */
+Datum
+tj_get_datum_copy(uint64 row, int col, bool *isnull)
+{
+	Datum		d = tj_get_datum(row, col, isnull);
+	Oid			typid;
+	int16		typlen;
+	bool		typbyval;
+
+	if (*isnull)
+		return (Datum) 0;
+	typid = SPI_gettypeid(SPI_tuptable->tupdesc, col);
+	get_typlenbyval(typid, &typlen, &typbyval);
+	return SPI_datumTransfer(d, typbyval, typlen);
+}

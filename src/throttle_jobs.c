@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ *
+ * throttle_jobs.c
+ *		Module magic and initialisation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "throttle_jobs.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	tj_define_gucs();
+}
