@@ -8,9 +8,12 @@
 -- objects that our SECURITY DEFINER functions would then trust.
 DO $tj$
 BEGIN
-	IF (SELECT n.nspowner FROM pg_catalog.pg_namespace n
-		WHERE n.nspname = 'throttle_jobs') IS DISTINCT FROM
-	   (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = pg_catalog.current_user()) THEN
+	-- (CREATE EXTENSION makes the schema itself and DROP EXTENSION leaves
+	-- it, so an empty one owned by us or another superuser is accepted.)
+	IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n
+			   JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+			   WHERE n.nspname = 'throttle_jobs'
+				 AND r.rolname <> pg_catalog.current_user() AND NOT r.rolsuper) THEN
 		RAISE EXCEPTION 'schema "throttle_jobs" is owned by another role'
 			USING ERRCODE = 'insufficient_privilege',
 				  HINT = 'Drop the schema, or create the extension as its owner.';
@@ -148,6 +151,7 @@ CREATE TABLE throttle_jobs.job_archive (
 	result				jsonb
 ) PARTITION BY RANGE (finished_at);
 CREATE TABLE throttle_jobs.job_archive_default PARTITION OF throttle_jobs.job_archive DEFAULT;
+COMMENT ON TABLE throttle_jobs.job_archive_default IS 'Archive rows outside the day partitions that maintain() creates.';
 CREATE INDEX job_archive_queue_idx ON throttle_jobs.job_archive (queue_id, finished_at);
 CREATE INDEX job_archive_id_idx ON throttle_jobs.job_archive (id);
 COMMENT ON TABLE throttle_jobs.job_archive IS 'Completed and cancelled jobs, kept for the queue''s retain_completed.';
@@ -205,25 +209,35 @@ COMMENT ON TYPE throttle_jobs.reserved_job IS 'A job handed to a worker by reser
 -- Internal helpers (not granted to anyone)
 ------------------------------------------------------------------------------
 
--- The role that called us, looked through SECURITY DEFINER frames.
-CREATE FUNCTION throttle_jobs._caller()
-RETURNS oid
-AS 'MODULE_PATHNAME', 'throttle_jobs_caller'
-LANGUAGE C STABLE STRICT;
-REVOKE ALL ON FUNCTION throttle_jobs._caller() FROM PUBLIC;
-COMMENT ON FUNCTION throttle_jobs._caller() IS 'Internal: the calling role outside SECURITY DEFINER functions.';
+-- The interval checks of the C functions, for the SQL ones.
+CREATE FUNCTION throttle_jobs._check_interval(value interval, what text, allow_zero boolean)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_check_interval'
+LANGUAGE C IMMUTABLE STRICT;
+REVOKE ALL ON FUNCTION throttle_jobs._check_interval(interval, text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._check_interval(interval, text, boolean) IS 'Internal: refuses a negative (or zero) interval, or one over 100 years.';
+
+-- Waits for every transaction that enqueued into the queue to end, and keeps
+-- new enqueues out until the caller's transaction ends.
+CREATE FUNCTION throttle_jobs._lock_queue(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_lock_queue'
+LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION throttle_jobs._lock_queue(text) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._lock_queue(text) IS 'Internal: takes a queue''s lock in exclusive mode (drop_queue).';
 
 -- Validates queue options; raises a clear error for the first bad one.
+-- When creating, only max_size may be NULL.
 CREATE FUNCTION throttle_jobs._check_queue_options(
-	name text, max_size bigint, on_full text, max_attempts integer,
+	creating boolean, name text, max_size bigint, on_full text, max_attempts integer,
 	backoff_base interval, backoff_factor double precision, backoff_max interval,
 	backoff_jitter double precision, lease interval, retain_completed interval,
 	retain_dead interval, fairness text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'throttle_jobs_check_queue_options'
 LANGUAGE C STABLE;
-REVOKE ALL ON FUNCTION throttle_jobs._check_queue_options(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, text) FROM PUBLIC;
-COMMENT ON FUNCTION throttle_jobs._check_queue_options(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, text) IS 'Internal: validates queue options.';
+REVOKE ALL ON FUNCTION throttle_jobs._check_queue_options(boolean, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, text) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._check_queue_options(boolean, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, text) IS 'Internal: validates queue options.';
 
 -- Returns the id of a queue, or raises undefined_object.
 CREATE FUNCTION throttle_jobs._queue_id(queue text)
@@ -249,8 +263,9 @@ $$;
 REVOKE ALL ON FUNCTION throttle_jobs._queue_id(text) FROM PUBLIC;
 COMMENT ON FUNCTION throttle_jobs._queue_id(text) IS 'Internal: the id of a queue by name, or an error.';
 
--- Checks a handler: a function taking one jsonb argument.
-CREATE FUNCTION throttle_jobs._check_handler(handler regprocedure)
+-- Checks a handler: a function or procedure taking one jsonb argument that
+-- the queue's owner may execute (handlers run as the owner).
+CREATE FUNCTION throttle_jobs._check_handler(handler regprocedure, owner oid)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -267,15 +282,15 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Declare it as FUNCTION name(payload jsonb) or PROCEDURE name(payload jsonb).';
 	END IF;
-	IF NOT pg_catalog.has_function_privilege(throttle_jobs._caller(), handler, 'EXECUTE') THEN
-		RAISE EXCEPTION 'permission denied to use % as a handler', handler
+	IF NOT pg_catalog.has_function_privilege(owner, handler, 'EXECUTE') THEN
+		RAISE EXCEPTION 'role "%" may not execute handler %', owner::pg_catalog.regrole, handler
 			USING ERRCODE = 'insufficient_privilege',
-				  HINT = 'The queue owner must be allowed to EXECUTE the handler.';
+				  HINT = 'Handlers run as the queue''s owner, who needs EXECUTE on them.';
 	END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION throttle_jobs._check_handler(regprocedure) FROM PUBLIC;
-COMMENT ON FUNCTION throttle_jobs._check_handler(regprocedure) IS 'Internal: checks a queue handler''s signature and privileges.';
+REVOKE ALL ON FUNCTION throttle_jobs._check_handler(regprocedure, oid) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._check_handler(regprocedure, oid) IS 'Internal: checks a queue handler''s signature and the owner''s right to run it.';
 
 -- Archive upkeep for maintain(): day partitions (UTC) are created two days
 -- ahead and dropped whole once every row in them is past the longest
@@ -321,6 +336,8 @@ BEGIN
 				'CREATE TABLE throttle_jobs.%I PARTITION OF throttle_jobs.job_archive FOR VALUES FROM (%L) TO (%L)',
 				part, lo, hi);
 			EXECUTE pg_catalog.format('REVOKE ALL ON throttle_jobs.%I FROM PUBLIC', part);
+			EXECUTE pg_catalog.format('COMMENT ON TABLE throttle_jobs.%I IS %L', part,
+				'Archive rows finished on ' || day || ' (UTC); dropped whole by maintain().');
 			created := created + 1;
 		EXCEPTION WHEN lock_not_available THEN
 			skipped := skipped + 1;
@@ -364,6 +381,10 @@ COMMENT ON FUNCTION throttle_jobs._maintain_archive(timestamptz) IS 'Internal: a
 -- Queues
 ------------------------------------------------------------------------------
 
+-- create_queue and alter_queue are not SECURITY DEFINER: the C wrapper
+-- reads the role in effect at the call (the queue's owner-to-be, or the role
+-- asking for a change) and hands it to the internal function below, which
+-- only the extension owner can call by name.
 CREATE FUNCTION throttle_jobs.create_queue(
 	name				text,
 	max_size			bigint DEFAULT NULL,
@@ -379,23 +400,35 @@ CREATE FUNCTION throttle_jobs.create_queue(
 	handler				regprocedure DEFAULT NULL,
 	fairness			text DEFAULT 'fifo')
 RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_create_queue'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION throttle_jobs._create_queue(
+	caller				oid,
+	name				text,
+	max_size			bigint,
+	on_full				text,
+	max_attempts		integer,
+	backoff_base		interval,
+	backoff_factor		double precision,
+	backoff_max			interval,
+	backoff_jitter		double precision,
+	lease				interval,
+	retain_completed	interval,
+	retain_dead			interval,
+	handler				regprocedure,
+	fairness			text)
+RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM throttle_jobs._check_queue_options(name, max_size, on_full, max_attempts,
+	PERFORM throttle_jobs._check_queue_options(true, name, max_size, on_full, max_attempts,
 		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
 		retain_completed, retain_dead, fairness);
-	IF on_full IS NULL OR max_attempts IS NULL OR backoff_base IS NULL
-	   OR backoff_factor IS NULL OR backoff_max IS NULL OR backoff_jitter IS NULL
-	   OR lease IS NULL OR retain_completed IS NULL OR retain_dead IS NULL
-	   OR fairness IS NULL THEN
-		RAISE EXCEPTION 'queue options other than max_size and handler must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	PERFORM throttle_jobs._check_handler(handler);
-	IF EXISTS (SELECT 1 FROM throttle_jobs.queue q WHERE q.name = create_queue.name) THEN
+	PERFORM throttle_jobs._check_handler(handler, caller);
+	IF EXISTS (SELECT 1 FROM throttle_jobs.queue q WHERE q.name = _create_queue.name) THEN
 		RAISE EXCEPTION 'queue "%" already exists', name
 			USING ERRCODE = 'duplicate_object';
 	END IF;
@@ -404,7 +437,7 @@ BEGIN
 		retain_completed, retain_dead, handler, fairness, owner)
 	VALUES (name, max_size, on_full, max_attempts, backoff_base, backoff_factor,
 		backoff_max, backoff_jitter, lease, retain_completed, retain_dead,
-		handler, fairness, throttle_jobs._caller()::regrole);
+		handler, fairness, caller::pg_catalog.regrole);
 END
 $$;
 
@@ -423,33 +456,69 @@ CREATE FUNCTION throttle_jobs.alter_queue(
 	handler				regprocedure DEFAULT NULL,
 	fairness			text DEFAULT NULL)
 RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_alter_queue'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION throttle_jobs._alter_queue(
+	caller				oid,
+	name				text,
+	max_size			bigint,
+	on_full				text,
+	max_attempts		integer,
+	backoff_base		interval,
+	backoff_factor		double precision,
+	backoff_max			interval,
+	backoff_jitter		double precision,
+	lease				interval,
+	retain_completed	interval,
+	retain_dead			interval,
+	handler				regprocedure,
+	fairness			text)
+RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	qid integer := throttle_jobs._queue_id(name);
+	queue_owner oid;
 BEGIN
-	PERFORM throttle_jobs._check_queue_options(name, max_size, on_full, max_attempts,
+	PERFORM throttle_jobs._check_queue_options(false, name, max_size, on_full, max_attempts,
 		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
 		retain_completed, retain_dead, fairness);
-	PERFORM throttle_jobs._check_handler(handler);
+	SELECT q.owner INTO queue_owner FROM throttle_jobs.queue q WHERE q.id = qid FOR UPDATE;
+	IF handler IS NOT NULL THEN
+		-- the handler runs as the owner: only the owner may choose it
+		IF NOT pg_catalog.pg_has_role(caller, queue_owner, 'USAGE') THEN
+			RAISE EXCEPTION 'only the owner of queue "%" may set its handler', name
+				USING ERRCODE = 'insufficient_privilege',
+					  HINT = pg_catalog.format('The queue is owned by %s; handlers run as that role.',
+											   queue_owner::pg_catalog.regrole);
+		END IF;
+		PERFORM throttle_jobs._check_handler(handler, queue_owner);
+	END IF;
 	UPDATE throttle_jobs.queue q SET
-		max_size = coalesce(alter_queue.max_size, q.max_size),
-		on_full = coalesce(alter_queue.on_full, q.on_full),
-		max_attempts = coalesce(alter_queue.max_attempts, q.max_attempts),
-		backoff_base = coalesce(alter_queue.backoff_base, q.backoff_base),
-		backoff_factor = coalesce(alter_queue.backoff_factor, q.backoff_factor),
-		backoff_max = coalesce(alter_queue.backoff_max, q.backoff_max),
-		backoff_jitter = coalesce(alter_queue.backoff_jitter, q.backoff_jitter),
-		lease = coalesce(alter_queue.lease, q.lease),
-		retain_completed = coalesce(alter_queue.retain_completed, q.retain_completed),
-		retain_dead = coalesce(alter_queue.retain_dead, q.retain_dead),
-		handler = coalesce(alter_queue.handler, q.handler),
-		fairness = coalesce(alter_queue.fairness, q.fairness)
+		max_size = coalesce(_alter_queue.max_size, q.max_size),
+		on_full = coalesce(_alter_queue.on_full, q.on_full),
+		max_attempts = coalesce(_alter_queue.max_attempts, q.max_attempts),
+		backoff_base = coalesce(_alter_queue.backoff_base, q.backoff_base),
+		backoff_factor = coalesce(_alter_queue.backoff_factor, q.backoff_factor),
+		backoff_max = coalesce(_alter_queue.backoff_max, q.backoff_max),
+		backoff_jitter = coalesce(_alter_queue.backoff_jitter, q.backoff_jitter),
+		lease = coalesce(_alter_queue.lease, q.lease),
+		retain_completed = coalesce(_alter_queue.retain_completed, q.retain_completed),
+		retain_dead = coalesce(_alter_queue.retain_dead, q.retain_dead),
+		handler = coalesce(_alter_queue.handler, q.handler),
+		fairness = coalesce(_alter_queue.fairness, q.fairness)
 	WHERE q.id = qid;
 END
 $$;
+
+REVOKE ALL ON FUNCTION throttle_jobs._create_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text),
+				   throttle_jobs._alter_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text)
+	FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._create_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text) IS 'Internal: create_queue for a given owner.';
+COMMENT ON FUNCTION throttle_jobs._alter_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text) IS 'Internal: alter_queue on behalf of a given role.';
 
 CREATE FUNCTION throttle_jobs.drop_queue(name text, force boolean DEFAULT false)
 RETURNS void
@@ -463,8 +532,9 @@ BEGIN
 	IF force IS NULL THEN
 		RAISE EXCEPTION 'force must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	-- Lock the queue row first so that concurrent enqueues wait or see it gone.
-	PERFORM 1 FROM throttle_jobs.queue q WHERE q.id = qid FOR UPDATE;
+	-- Enqueues hold this lock in shared mode from before they look the queue
+	-- up until they commit: once we have it, no job can still arrive.
+	PERFORM throttle_jobs._lock_queue(name);
 	IF NOT force AND EXISTS (SELECT 1 FROM throttle_jobs.job j WHERE j.queue_id = qid) THEN
 		RAISE EXCEPTION 'queue "%" still holds live jobs', name
 			USING ERRCODE = 'object_in_use',
@@ -483,7 +553,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-	UPDATE throttle_jobs.queue SET paused = true WHERE id = throttle_jobs._queue_id(name);
+	UPDATE throttle_jobs.queue SET paused = true WHERE id = throttle_jobs._queue_id(pause_queue.name);
 END;
 
 CREATE FUNCTION throttle_jobs.resume_queue(name text)
@@ -492,7 +562,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-	UPDATE throttle_jobs.queue SET paused = false WHERE id = throttle_jobs._queue_id(name);
+	UPDATE throttle_jobs.queue SET paused = false WHERE id = throttle_jobs._queue_id(resume_queue.name);
 END;
 
 ------------------------------------------------------------------------------
@@ -701,10 +771,7 @@ BEGIN
 	IF older_than IS NULL THEN
 		RAISE EXCEPTION 'older_than must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF older_than < interval '0' OR NOT pg_catalog.isfinite(older_than) THEN
-		RAISE EXCEPTION 'older_than must be a finite interval of zero or more, not %', older_than
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
+	PERFORM throttle_jobs._check_interval(older_than, 'older_than', true);
 	DELETE FROM throttle_jobs.job_dead d
 	WHERE d.queue_id = qid AND d.died_at <= pg_catalog.now() - older_than;
 	GET DIAGNOSTICS n = ROW_COUNT;
@@ -806,7 +873,7 @@ GRANT SELECT ON throttle_jobs.queues, throttle_jobs.jobs, throttle_jobs.running_
 
 COMMENT ON FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text) IS 'Creates a queue with its retry policy, lease, retention, backpressure and optional SQL handler.';
 COMMENT ON FUNCTION throttle_jobs.alter_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text) IS 'Changes a queue''s options; NULL leaves an option unchanged.';
-COMMENT ON FUNCTION throttle_jobs.drop_queue(text, boolean) IS 'Drops a queue; with force => true also its live jobs, archive and dead letters.';
+COMMENT ON FUNCTION throttle_jobs.drop_queue(text, boolean) IS 'Drops a queue with its dead letters and archive; refuses while it holds live jobs unless force => true.';
 COMMENT ON FUNCTION throttle_jobs.pause_queue(text) IS 'Stops reservations from a queue; enqueues still land.';
 COMMENT ON FUNCTION throttle_jobs.resume_queue(text) IS 'Lets reservations from a paused queue resume.';
 COMMENT ON FUNCTION throttle_jobs.enqueue(text, jsonb, timestamptz, integer, integer, text, text, text, integer) IS 'Adds a job to a queue in the caller''s transaction; returns its id (the live job''s id for a repeated unique_key).';

@@ -52,8 +52,7 @@ static TJStatement complete_stmt = {
 
 /* Locks a running job under a given lease, with its queue's retry policy. */
 static TJStatement fail_lock_stmt = {
-	"SELECT j.id, j.attempt, coalesce(j.max_attempts, q.max_attempts), q.backoff_base, q.backoff_factor,"
-	"       q.backoff_max, q.backoff_jitter"
+	"SELECT " TJ_FAILED_JOB_COLUMNS
 	"  FROM throttle_jobs.job j JOIN throttle_jobs.queue q ON q.id = j.queue_id"
 	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 	" FOR UPDATE OF j",
@@ -164,19 +163,19 @@ throttle_jobs_complete(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(done > 0);
 }
 
-/* Reads the row locked by fail_lock_stmt. */
-static void
-read_failed_job(TJFailedJob *job)
+/* Reads row `row` of a result whose columns are TJ_FAILED_JOB_COLUMNS. */
+void
+tj_read_failed_job(uint64 row, TJFailedJob *job)
 {
 	bool		isnull;
 
-	job->id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
-	job->attempt = DatumGetInt32(tj_get_datum(0, 2, &isnull));
-	job->max_attempts = DatumGetInt32(tj_get_datum(0, 3, &isnull));
-	job->backoff_base = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(0, 4, &isnull)));
-	job->backoff_factor = DatumGetFloat8(tj_get_datum(0, 5, &isnull));
-	job->backoff_max = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(0, 6, &isnull)));
-	job->backoff_jitter = DatumGetFloat8(tj_get_datum(0, 7, &isnull));
+	job->id = DatumGetInt64(tj_get_datum(row, 1, &isnull));
+	job->attempt = DatumGetInt32(tj_get_datum(row, 2, &isnull));
+	job->max_attempts = DatumGetInt32(tj_get_datum(row, 3, &isnull));
+	job->backoff_base = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(row, 4, &isnull)));
+	job->backoff_factor = DatumGetFloat8(tj_get_datum(row, 5, &isnull));
+	job->backoff_max = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(row, 6, &isnull)));
+	job->backoff_jitter = DatumGetFloat8(tj_get_datum(row, 7, &isnull));
 }
 
 /* fail(id, lease_token, error, retry_in, retryable) returns text */
@@ -211,7 +210,7 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_TEXT_P(cstring_to_text("stale"));
 	}
-	read_failed_job(&job);
+	tj_read_failed_job(0, &job);
 	dead = tj_fail_locked(&job, error, retry_in, PG_GETARG_BOOL(4), NULL,
 						  GetCurrentTransactionStartTimestamp());
 	SPI_finish();

@@ -252,6 +252,7 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 	job.cost = PG_GETARG_INT32(8);
 	check_job_args(&job);
 
+	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
 	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
 	added = enqueue_one(&queue, &job, &id);
@@ -285,6 +286,15 @@ jbv_int32(const JsonbValue *v, const char *key)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("\"%s\" must be a number", key)));
+	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(v->val.numeric),
+										  DirectFunctionCall2(numeric_trunc,
+															  NumericGetDatum(v->val.numeric),
+															  Int32GetDatum(0)))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" must be a whole number, not %s", key,
+						DatumGetCString(DirectFunctionCall1(numeric_out,
+															NumericGetDatum(v->val.numeric))))));
 	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
 }
 
@@ -328,13 +338,13 @@ read_batch_job(JsonbValue *elem, JobArgs *job)
 		key = pnstrdup(k.val.string.val, k.val.string.len);
 		tok = JsonbIteratorNext(&it, &v, true);
 		Assert(tok == WJB_VALUE);
+		if (v.type == jbvNull)
+			continue;			/* null stands for "not given" */
 		if (strcmp(key, "payload") == 0)
 		{
 			job->payload = JsonbValueToJsonb(&v);
 			continue;
 		}
-		if (v.type == jbvNull)
-			continue;			/* null stands for "not given" */
 		if (strcmp(key, "run_at") == 0)
 		{
 			char	   *s = text_to_cstring(jbv_text(&v, key));
@@ -423,6 +433,8 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 		i++;
 	}
 
+	ctx.index = 0;				/* errors from here on are the queue's */
+	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
 	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
 	for (i = 0; i < njobs; i++)

@@ -31,8 +31,7 @@ PG_FUNCTION_INFO_V1(throttle_jobs_maintain);
 #define REAP_MAX_BATCHES 100
 
 static TJStatement expired_stmt = {
-	"SELECT j.id, j.attempt, coalesce(j.max_attempts, q.max_attempts), q.backoff_base, q.backoff_factor,"
-	"       q.backoff_max, q.backoff_jitter"
+	"SELECT " TJ_FAILED_JOB_COLUMNS
 	"  FROM throttle_jobs.job j JOIN throttle_jobs.queue q ON q.id = j.queue_id"
 	" WHERE j.state = 'running' AND j.lease_until < $1"
 	" ORDER BY j.id LIMIT " CppAsString2(REAP_BATCH)
@@ -76,15 +75,7 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 
 		/* read them all before tj_fail_locked replaces SPI_tuptable */
 		for (uint64 i = 0; i < n; i++)
-		{
-			jobs[i].id = DatumGetInt64(tj_get_datum(i, 1, &isnull));
-			jobs[i].attempt = DatumGetInt32(tj_get_datum(i, 2, &isnull));
-			jobs[i].max_attempts = DatumGetInt32(tj_get_datum(i, 3, &isnull));
-			jobs[i].backoff_base = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(i, 4, &isnull)));
-			jobs[i].backoff_factor = DatumGetFloat8(tj_get_datum(i, 5, &isnull));
-			jobs[i].backoff_max = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(i, 6, &isnull)));
-			jobs[i].backoff_jitter = DatumGetFloat8(tj_get_datum(i, 7, &isnull));
-		}
+			tj_read_failed_job(i, &jobs[i]);
 		SPI_freetuptable(SPI_tuptable);
 		for (uint64 i = 0; i < n; i++)
 		{

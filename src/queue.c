@@ -1,16 +1,102 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *		Looking up a queue's settings by name.
+ *		Looking up a queue's settings by name, and the queue lock.
+ *
+ * The queue lock is a heavyweight lock on the object (throttle_jobs.queue,
+ * hash of the queue name): enqueue takes it in AccessShareLock before it
+ * looks the queue up and keeps it to commit, drop_queue takes it in
+ * AccessExclusiveLock, so a job can never land in a queue being dropped.
+ * Names that share a hash only wait for each other.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 
 #include "throttle_jobs.h"
+
+PG_FUNCTION_INFO_V1(throttle_jobs_lock_queue);
+PG_FUNCTION_INFO_V1(throttle_jobs_create_queue);
+PG_FUNCTION_INFO_V1(throttle_jobs_alter_queue);
+
+#define QUEUE_OPTION_TYPES \
+	"pg_catalog.text, pg_catalog.int8, pg_catalog.text, pg_catalog.int4," \
+	" pg_catalog.interval, pg_catalog.float8, pg_catalog.interval, pg_catalog.float8," \
+	" pg_catalog.interval, pg_catalog.interval, pg_catalog.interval," \
+	" pg_catalog.regprocedure, pg_catalog.text"
+
+/*
+ * Calls the internal SECURITY DEFINER function `target` with the current
+ * role (the one in effect where our caller called us: these wrappers are not
+ * SECURITY DEFINER) followed by our own arguments.  The call goes through
+ * fmgr directly, so the internal function needs no EXECUTE grant, and no
+ * one can call it by name to claim another role.
+ */
+static Datum
+call_with_role(FunctionCallInfo fcinfo, const char *target)
+{
+	Oid			fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
+														  CStringGetDatum(target)));
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(call, FUNC_MAX_ARGS);
+
+	fmgr_info(fn, &flinfo);
+	InitFunctionCallInfoData(*call, &flinfo, fcinfo->nargs + 1, InvalidOid, NULL, NULL);
+	call->args[0].value = ObjectIdGetDatum(GetUserId());
+	call->args[0].isnull = false;
+	for (int i = 0; i < fcinfo->nargs; i++)
+		call->args[i + 1] = fcinfo->args[i];
+	(void) FunctionCallInvoke(call);
+	PG_RETURN_VOID();
+}
+
+/* create_queue(name, options...): the calling role becomes the owner */
+Datum
+throttle_jobs_create_queue(PG_FUNCTION_ARGS)
+{
+	return call_with_role(fcinfo,
+						  "throttle_jobs._create_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+}
+
+/* alter_queue(name, options...): only the owner may change the handler */
+Datum
+throttle_jobs_alter_queue(PG_FUNCTION_ARGS)
+{
+	return call_with_role(fcinfo,
+						  "throttle_jobs._alter_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+}
+
+/* Locks the queue called `name` (it need not exist) until transaction end. */
+void
+tj_lock_queue(text *name, LOCKMODE mode)
+{
+	Oid			nsp = get_namespace_oid("throttle_jobs", false);
+	Oid			queue_table = get_relname_relid("queue", nsp);
+
+	if (!OidIsValid(queue_table))
+		elog(ERROR, "throttle_jobs: table throttle_jobs.queue is missing");
+	LockDatabaseObject(queue_table,
+					   DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(name),
+											   VARSIZE_ANY_EXHDR(name))),
+					   0, mode);
+}
+
+/* SQL: _lock_queue(name), for drop_queue */
+Datum
+throttle_jobs_lock_queue(PG_FUNCTION_ARGS)
+{
+	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessExclusiveLock);
+	PG_RETURN_VOID();
+}
 
 static TJStatement lookup_stmt = {
 	"SELECT q.id, q.paused, q.max_size, q.on_full = 'drop', q.lease"
@@ -30,7 +116,7 @@ tj_lookup_queue(text *name, TJQueue *queue)
 	bool		isnull;
 
 	values[0] = PointerGetDatum(name);
-	if (tj_execute(&lookup_stmt, values, NULL, true, 1, SPI_OK_SELECT) == 0)
+	if (tj_execute(&lookup_stmt, values, NULL, false, 1, SPI_OK_SELECT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("queue \"%s\" does not exist", text_to_cstring(name)),

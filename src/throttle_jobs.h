@@ -16,13 +16,14 @@
 
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "storage/lockdefs.h"
 #include "utils/timestamp.h"
 
 /* Limits that are not settings */
 #define TJ_MAX_KEY_LEN			255		/* bytes in a key, worker name */
 #define TJ_MAX_ERROR_LEN		8192	/* bytes of an error text kept */
 #define TJ_MAX_BACKOFF_FACTOR	1000.0
-#define TJ_MAX_INTERVAL_USECS	((int64) 100 * 365 * USECS_PER_DAY) /* 100 years */
+#define TJ_MAX_INTERVAL_USECS	((int64) 100 * 12 * DAYS_PER_MONTH * USECS_PER_DAY)	/* 100 years of 12 30-day months */
 
 /* guc.c */
 extern int	tj_max_payload_size;
@@ -64,6 +65,7 @@ typedef struct TJQueue
 } TJQueue;
 
 extern void tj_lookup_queue(text *name, TJQueue *queue);
+extern void tj_lock_queue(text *name, LOCKMODE mode);
 
 /* backoff.c */
 extern int64 tj_backoff_usecs(int32 attempt, int64 base_usecs, double factor,
@@ -81,6 +83,12 @@ typedef struct TJFailedJob
 	double		backoff_jitter;
 } TJFailedJob;
 
+/* The columns tj_read_failed_job reads, from job j joined with queue q */
+#define TJ_FAILED_JOB_COLUMNS \
+	"j.id, j.attempt, coalesce(j.max_attempts, q.max_attempts), q.backoff_base," \
+	" q.backoff_factor, q.backoff_max, q.backoff_jitter"
+
+extern void tj_read_failed_job(uint64 row, TJFailedJob *job);
 extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 						   const Interval *retry_in, bool retryable,
 						   const char *dead_reason, TimestampTz now);

@@ -12,13 +12,12 @@
 #include <math.h>
 
 #include "fmgr.h"
-#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "throttle_jobs.h"
 
-PG_FUNCTION_INFO_V1(throttle_jobs_caller);
+PG_FUNCTION_INFO_V1(throttle_jobs_check_interval);
 PG_FUNCTION_INFO_V1(throttle_jobs_check_queue_options);
 
 void
@@ -134,56 +133,71 @@ check_choice(const char *what, const char *value, const char *a, const char *b)
 				 errhint("Use '%s' or '%s'.", a, b)));
 }
 
-/* The role that called us, seen through any SECURITY DEFINER frames. */
+/* SQL: _check_interval(value, what, allow_zero) */
 Datum
-throttle_jobs_caller(PG_FUNCTION_ARGS)
+throttle_jobs_check_interval(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_OID(GetOuterUserId());
+	char	   *what = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	tj_check_interval(PG_GETARG_INTERVAL_P(0), what, PG_GETARG_BOOL(2));
+	PG_RETURN_VOID();
 }
 
 /*
- * Checks the options of create_queue/alter_queue; NULL means "not given"
- * here, the callers decide which NULLs are allowed.  The name is required.
+ * Checks the options of create_queue/alter_queue (argument 0 says which):
+ * NULL means "not given"; when creating, only max_size (and the handler,
+ * checked elsewhere) may be NULL.  The name is always required.
  */
 Datum
 throttle_jobs_check_queue_options(PG_FUNCTION_ARGS)
 {
+	static const char *const option_names[] = {
+		NULL, "queue name", "max_size", "on_full", "max_attempts", "backoff_base",
+		"backoff_factor", "backoff_max", "backoff_jitter", "lease",
+		"retain_completed", "retain_dead", "fairness"
+	};
+	bool		creating = PG_GETARG_BOOL(0);
 	char	   *name;
 
-	tj_require_not_null(fcinfo, 0, "queue name");
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	for (int i = 1; i < lengthof(option_names); i++)
+		if ((i == 1 || (creating && i != 2)) && PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be null", option_names[i])));
+
+	name = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (!valid_queue_name(name))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
 				 errmsg("invalid queue name \"%s\"", name),
 				 errdetail("Queue names are 1 to 63 characters: letters, digits, \"_\", \".\", \":\" and \"-\", not starting with \".\", \":\" or \"-\".")));
 
-	if (!PG_ARGISNULL(1) && PG_GETARG_INT64(1) < 1)
+	if (!PG_ARGISNULL(2) && PG_GETARG_INT64(2) < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_size must be at least 1, not " INT64_FORMAT, PG_GETARG_INT64(1)),
+				 errmsg("max_size must be at least 1, not " INT64_FORMAT, PG_GETARG_INT64(2)),
 				 errhint("Pass NULL for a queue without a size limit.")));
-	if (!PG_ARGISNULL(2))
-		check_choice("on_full", text_to_cstring(PG_GETARG_TEXT_PP(2)), "error", "drop");
-	if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) < 1)
+	if (!PG_ARGISNULL(3))
+		check_choice("on_full", text_to_cstring(PG_GETARG_TEXT_PP(3)), "error", "drop");
+	if (!PG_ARGISNULL(4) && PG_GETARG_INT32(4) < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be at least 1, not %d", PG_GETARG_INT32(3))));
-	if (!PG_ARGISNULL(4))
-		tj_check_interval(PG_GETARG_INTERVAL_P(4), "backoff_base", false);
+				 errmsg("max_attempts must be at least 1, not %d", PG_GETARG_INT32(4))));
 	if (!PG_ARGISNULL(5))
-		tj_check_range(PG_GETARG_FLOAT8(5), "backoff_factor", 1.0, TJ_MAX_BACKOFF_FACTOR);
+		tj_check_interval(PG_GETARG_INTERVAL_P(5), "backoff_base", false);
 	if (!PG_ARGISNULL(6))
-		tj_check_interval(PG_GETARG_INTERVAL_P(6), "backoff_max", false);
+		tj_check_range(PG_GETARG_FLOAT8(6), "backoff_factor", 1.0, TJ_MAX_BACKOFF_FACTOR);
 	if (!PG_ARGISNULL(7))
-		tj_check_range(PG_GETARG_FLOAT8(7), "backoff_jitter", 0.0, 1.0);
+		tj_check_interval(PG_GETARG_INTERVAL_P(7), "backoff_max", false);
 	if (!PG_ARGISNULL(8))
-		tj_check_interval(PG_GETARG_INTERVAL_P(8), "lease", false);
+		tj_check_range(PG_GETARG_FLOAT8(8), "backoff_jitter", 0.0, 1.0);
 	if (!PG_ARGISNULL(9))
-		tj_check_interval(PG_GETARG_INTERVAL_P(9), "retain_completed", true);
+		tj_check_interval(PG_GETARG_INTERVAL_P(9), "lease", false);
 	if (!PG_ARGISNULL(10))
-		tj_check_interval(PG_GETARG_INTERVAL_P(10), "retain_dead", true);
+		tj_check_interval(PG_GETARG_INTERVAL_P(10), "retain_completed", true);
 	if (!PG_ARGISNULL(11))
-		check_choice("fairness", text_to_cstring(PG_GETARG_TEXT_PP(11)), "fifo", "round_robin");
+		tj_check_interval(PG_GETARG_INTERVAL_P(11), "retain_dead", true);
+	if (!PG_ARGISNULL(12))
+		check_choice("fairness", text_to_cstring(PG_GETARG_TEXT_PP(12)), "fifo", "round_robin");
 	PG_RETURN_VOID();
 }

@@ -1,0 +1,313 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # TJ_* variables are for the scripts sourcing this
+# test/lib.sh -- shared shell helpers for test/run (and test/demo, test/bench).
+#
+# Source it from bash; it only defines functions and TJ_* variables and runs
+# nothing by itself.  Typical use:
+#
+#   . "$(dirname "$0")/lib.sh"
+#   tj_install_deps && tj_pg_env && tj_pick_user || exit 1
+#   tj_make_scratch                      # -> $TJ_SCRATCH
+#   trap tj_cleanup EXIT
+#   tj_copy_repo "$TJ_ROOT" "$TJ_SCRATCH/src"
+#   tj_build_install "$TJ_SCRATCH/src" || exit 1
+#   tj_start_cluster "$TJ_SCRATCH/cluster" || exit 1   # -> $TJ_PGHOST/$TJ_PGPORT
+#   tj_psql -c 'CREATE EXTENSION throttle_jobs'
+#   tj_stop_cluster
+#
+# When run as root, everything that starts or talks to a server runs as the
+# unprivileged $TJ_PGUSER ("postgres", created by the Debian package);
+# otherwise everything runs as the current user and apt is never used.
+
+# Repository root (the directory above this file).
+TJ_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Major PostgreSQL version this extension targets.
+TJ_PG_MAJOR=${TJ_PG_MAJOR:-15}
+# Debian packages needed to build and test (checked with dpkg-query).
+TJ_APT_PACKAGES=("postgresql-$TJ_PG_MAJOR" "postgresql-server-dev-$TJ_PG_MAJOR"
+                 "postgresql-$TJ_PG_MAJOR-cron" libipc-run-perl perl
+                 build-essential make gcc)
+# Data directories of the clusters started by tj_start_cluster.
+TJ_CLUSTERS=()
+
+# tj_log MSG...: print a "==> MSG" progress line on stdout.
+tj_log() { printf '==> %s\n' "$*"; }
+
+# tj_warn MSG...: print a warning on stderr.
+tj_warn() { printf 'WARNING: %s\n' "$*" >&2; }
+
+# tj_is_root: succeed when running as uid 0.
+tj_is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# tj_install_deps: as root, apt-get install whatever of TJ_APT_PACKAGES is missing (apt-get update once, only if needed); as non-root, only check.
+tj_install_deps() {
+    local p missing=()
+    for p in "${TJ_APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+            missing+=("$p")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        return 0
+    fi
+    if ! tj_is_root; then
+        if command -v dpkg-query >/dev/null 2>&1; then
+            tj_warn "not root, not installing missing packages: ${missing[*]}"
+        fi
+        return 0
+    fi
+    tj_log "installing missing packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q </dev/null || return 1
+    apt-get install -y -q -o Dpkg::Options::=--force-confdef \
+        -o Dpkg::Options::=--force-confold "${missing[@]}" </dev/null || return 1
+}
+
+# tj_pg_env: find pg_config and set PG_CONFIG, TJ_BINDIR, TJ_PKGLIBDIR, TJ_PGXS_TEST, TJ_PG_REGRESS, TJ_PG_ISOLATION_REGRESS; put the pg bindir first in PATH.
+tj_pg_env() {
+    if [ -z "${PG_CONFIG:-}" ]; then
+        if [ -x "/usr/lib/postgresql/$TJ_PG_MAJOR/bin/pg_config" ]; then
+            PG_CONFIG=/usr/lib/postgresql/$TJ_PG_MAJOR/bin/pg_config
+        else
+            PG_CONFIG=$(command -v pg_config) ||
+                { echo "pg_config not found" >&2; return 1; }
+        fi
+    fi
+    export PG_CONFIG
+    TJ_BINDIR=$("$PG_CONFIG" --bindir) || return 1
+    TJ_PKGLIBDIR=$("$PG_CONFIG" --pkglibdir) || return 1
+    TJ_PGXS_TEST=$TJ_PKGLIBDIR/pgxs/src/test
+    TJ_PG_REGRESS=$TJ_PGXS_TEST/regress/pg_regress
+    TJ_PG_ISOLATION_REGRESS=$TJ_PGXS_TEST/isolation/pg_isolation_regress
+    # Never trust PATH order (stray initdb/pg_ctl/postgres may live elsewhere).
+    case ":$PATH:" in
+        ":$TJ_BINDIR:"*) ;;
+        *) PATH=$TJ_BINDIR:$PATH ;;
+    esac
+    export PATH
+}
+
+# tj_pick_user: set TJ_PGUSER, the account that runs servers ("postgres" when root, else the current user).
+tj_pick_user() {
+    if tj_is_root; then
+        TJ_PGUSER=${TJ_PGUSER:-postgres}
+        if ! id "$TJ_PGUSER" >/dev/null 2>&1; then
+            echo "user '$TJ_PGUSER' does not exist (is postgresql-$TJ_PG_MAJOR installed?)" >&2
+            return 1
+        fi
+        # The server user needs a usable TMPDIR too (TAP tests put sockets there).
+        if [ -n "${TMPDIR:-}" ] && ! runuser -u "$TJ_PGUSER" -- test -w "$TMPDIR" 2>/dev/null; then
+            unset TMPDIR
+        fi
+    else
+        TJ_PGUSER=$(id -un)
+    fi
+}
+
+# tj_as_pguser CMD...: run CMD as $TJ_PGUSER (directly when not root), keeping PATH and the environment.
+tj_as_pguser() {
+    if tj_is_root && [ "$TJ_PGUSER" != root ]; then
+        runuser -u "$TJ_PGUSER" -- env "PATH=$PATH" "$@"
+    else
+        "$@"
+    fi
+}
+
+# tj_give DIR...: hand DIR (recursively) to $TJ_PGUSER when root; no-op otherwise.
+tj_give() {
+    if tj_is_root; then chown -R "$TJ_PGUSER:" "$@"; fi
+}
+
+# tj_make_scratch: create a scratch dir with mktemp -d owned by $TJ_PGUSER and set TJ_SCRATCH.
+tj_make_scratch() {
+    TJ_SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/throttle_jobs.XXXXXX") || return 1
+    chmod 755 "$TJ_SCRATCH"
+    tj_give "$TJ_SCRATCH"
+}
+
+# tj_copy_repo SRC DEST: copy the working tree SRC (without .git and build/test leftovers) into DEST.
+tj_copy_repo() {
+    local src=$1 dest=$2
+    mkdir -p "$dest" || return 1
+    tar -C "$src" --exclude=./.git --exclude='*.o' --exclude='*.so' \
+        --exclude='*.bc' --exclude=./results --exclude=./regression.diffs \
+        --exclude=./regression.out --exclude=tmp_check --exclude=./log \
+        -cf - . | tar -C "$dest" -xf - || return 1
+    tj_give "$dest"
+}
+
+# tj_make_var VAR [DIR]: print the value of Makefile variable VAR of the extension in DIR (default $TJ_ROOT).
+tj_make_var() {
+    local var=$1 dir=${2:-$TJ_ROOT}
+    make -s --no-print-directory -C "$dir" PG_CONFIG="$PG_CONFIG" \
+        -f Makefile -f - tj-print-var <<<"tj-print-var: ; @echo \$($var)"
+}
+
+# tj_build_install [DIR]: make clean all, then make install, the extension in DIR (default $TJ_ROOT); output on stdout/stderr.
+tj_build_install() {
+    local dir=${1:-$TJ_ROOT} sudo=()
+    make -C "$dir" PG_CONFIG="$PG_CONFIG" clean all </dev/null || return 1
+    if ! tj_is_root && [ ! -w "$("$PG_CONFIG" --pkglibdir)" ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo=(sudo -n)
+        else
+            echo "cannot write $("$PG_CONFIG" --pkglibdir): run as root or allow sudo -n" >&2
+            return 1
+        fi
+    fi
+    "${sudo[@]}" make -C "$dir" PG_CONFIG="$PG_CONFIG" install </dev/null || return 1
+    tj_give "$dir"
+}
+
+# tj_port_free PORT: succeed if nothing listens on (and nothing has bound) 127.0.0.1:PORT.
+tj_port_free() {
+    perl -MIO::Socket::INET -e '
+        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0],
+                                      Proto => "tcp", Listen => 1, ReuseAddr => 1)
+            or exit 1;
+        close $s; exit 0' "$1"
+}
+
+# tj_free_port [START]: print the first free TCP port on 127.0.0.1 from START (default 54321) upward.
+tj_free_port() {
+    local p=${1:-54321} last
+    last=$((p + 1000))
+    while [ "$p" -le "$last" ]; do
+        if tj_port_free "$p"; then echo "$p"; return 0; fi
+        p=$((p + 1))
+    done
+    echo "no free port in ${1:-54321}..$last" >&2
+    return 1
+}
+
+# tj_write_conf FILE CONF...: append the throwaway-cluster settings and the CONF files to postgresql.conf FILE.
+tj_write_conf() {
+    local file=$1 sockdir f
+    shift
+    sockdir=$(dirname "$(dirname "$file")")
+    {
+        echo
+        echo "# added by test/lib.sh"
+        echo "listen_addresses = '127.0.0.1'"
+        echo "unix_socket_directories = '$sockdir'"
+        echo "fsync = off"
+        for f in "$@"; do
+            echo "# from $(basename "$f")"
+            cat "$f" || return 1
+        done
+    } >>"$file"
+}
+
+# tj_start_cluster DIR [PORT [CONF...]]: initdb DIR/data, append settings and CONF files (default test/throttle_jobs.conf), start; sets TJ_PGDATA, TJ_PGHOST, TJ_PGPORT, TJ_SOCKDIR, TJ_PGLOG.
+tj_start_cluster() {
+    local dir=$1 port=${2:-} confs=("${@:3}") tries=0
+    [ ${#confs[@]} -gt 0 ] || confs=("$TJ_ROOT/test/throttle_jobs.conf")
+    mkdir -p "$dir" || return 1
+    tj_give "$dir"
+    dir=$(cd "$dir" && pwd)
+    TJ_PGDATA=$dir/data
+    TJ_SOCKDIR=$dir
+    TJ_PGLOG=$dir/server.log
+    TJ_PGHOST=127.0.0.1
+    if [ -f "$TJ_PGDATA/PG_VERSION" ]; then
+        tj_log "reusing existing cluster in $TJ_PGDATA"
+    else
+        tj_as_pguser initdb -D "$TJ_PGDATA" -U postgres --auth=trust --no-locale \
+            --encoding=UTF8 --no-sync >"$dir/initdb.log" 2>&1 </dev/null ||
+            { cat "$dir/initdb.log"; return 1; }
+        tj_write_conf "$TJ_PGDATA/postgresql.conf" "${confs[@]}" || return 1
+    fi
+    TJ_CLUSTERS+=("$TJ_PGDATA")
+    while :; do
+        TJ_PGPORT=${port:-$(tj_free_port 54321)} || return 1
+        if tj_as_pguser pg_ctl -D "$TJ_PGDATA" -l "$TJ_PGLOG" -o "-p $TJ_PGPORT" \
+                -w -t 120 start >/dev/null </dev/null; then
+            return 0
+        fi
+        # An auto-picked port may have been taken meanwhile: retry a few times.
+        tries=$((tries + 1))
+        if [ -n "$port" ] || [ $tries -ge 3 ] || tj_port_free "$TJ_PGPORT"; then
+            echo "could not start the cluster in $TJ_PGDATA; server log:" >&2
+            tail -n 50 "$TJ_PGLOG" >&2
+            return 1
+        fi
+    done
+}
+
+# tj_stop_cluster [DATADIR]: stop the cluster in DATADIR (default: the last one tj_start_cluster started).
+tj_stop_cluster() {
+    local d=${1:-${TJ_PGDATA:-}}
+    [ -n "$d" ] && [ -f "$d/postmaster.pid" ] || return 0
+    tj_as_pguser pg_ctl -D "$d" -m fast -w -t 60 stop >/dev/null 2>&1 </dev/null ||
+        tj_as_pguser pg_ctl -D "$d" -m immediate -w -t 30 stop >/dev/null 2>&1 </dev/null
+}
+
+# tj_pgenv: print PGHOST/PGPORT/PGUSER/PGDATABASE assignments for the current cluster (for use with env).
+tj_pgenv() {
+    echo "PGHOST=$TJ_PGHOST" "PGPORT=$TJ_PGPORT" "PGUSER=postgres" \
+         "PGDATABASE=${PGDATABASE:-postgres}"
+}
+
+# tj_psql ARGS...: run psql (no psqlrc, stop on error) as $TJ_PGUSER against the current cluster.
+tj_psql() {
+    # shellcheck disable=SC2046
+    tj_as_pguser env $(tj_pgenv) psql -X -v ON_ERROR_STOP=1 "$@"
+}
+
+# tj_run_limited SECS LOG CMD...: run CMD (a command or shell function) in its own process group, output shown and saved to LOG; the group is killed after SECS seconds (status 124).
+tj_run_limited() {
+    local secs=$1 log=$2 rc
+    shift 2
+    rm -f "$log.timeout"
+    set -m   # background jobs get their own process group
+    ( "$@" 2>&1 | tee "$log"; exit "${PIPESTATUS[0]}" ) &
+    TJ_CHILD=$!
+    ( trap - INT TERM
+      sleep "$secs"
+      : >"$log.timeout"
+      kill -TERM -- "-$TJ_CHILD"
+      sleep 10
+      kill -KILL -- "-$TJ_CHILD" ) >/dev/null 2>&1 &
+    TJ_WATCHDOG=$!
+    set +m
+    wait "$TJ_CHILD"
+    rc=$?
+    kill -- "-$TJ_WATCHDOG" 2>/dev/null
+    wait "$TJ_WATCHDOG" 2>/dev/null
+    TJ_CHILD='' TJ_WATCHDOG=''
+    if [ -e "$log.timeout" ]; then
+        rm -f "$log.timeout"
+        echo "timed out after ${secs}s"
+        rc=124
+    fi
+    return "$rc"
+}
+
+# tj_kill_children: kill the process groups of a tj_run_limited still running (for signal handlers).
+tj_kill_children() {
+    local g
+    for g in ${TJ_CHILD:-} ${TJ_WATCHDOG:-}; do
+        kill -TERM -- "-$g" 2>/dev/null
+    done
+    TJ_CHILD='' TJ_WATCHDOG=''
+}
+
+# tj_cleanup: stop every cluster started here (and stray ones left under TJ_SCRATCH), then remove TJ_SCRATCH unless KEEP=1; quiet and idempotent.
+tj_cleanup() {
+    local d pid
+    tj_kill_children
+    for d in "${TJ_CLUSTERS[@]}"; do tj_stop_cluster "$d"; done
+    TJ_CLUSTERS=()
+    if [ -n "${TJ_SCRATCH:-}" ] && [ -d "$TJ_SCRATCH" ]; then
+        # TAP nodes survive if their perl process was killed.
+        while IFS= read -r pid; do
+            d=$(dirname "$pid")
+            tj_as_pguser pg_ctl -D "$d" -m immediate -w -t 30 stop >/dev/null 2>&1 </dev/null
+        done < <(find "$TJ_SCRATCH" -name postmaster.pid 2>/dev/null)
+        if [ "${KEEP:-0}" = 1 ]; then
+            echo "kept scratch dir $TJ_SCRATCH" >&2
+        else
+            rm -rf "$TJ_SCRATCH"
+        fi
+    fi
+    TJ_SCRATCH=
+}
