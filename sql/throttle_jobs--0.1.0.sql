@@ -93,7 +93,7 @@ CREATE TABLE throttle_jobs.job (
 	id					bigint NOT NULL,
 	queue_id			integer NOT NULL,
 	state				text NOT NULL DEFAULT 'available'
-		CONSTRAINT job_state_check CHECK (state IN ('available', 'running')),
+		CONSTRAINT job_state_check CHECK (state IN ('available', 'running', 'throttled')),
 	priority			smallint NOT NULL DEFAULT 0,
 	run_at				timestamptz NOT NULL,
 	attempt				integer NOT NULL DEFAULT 0,
@@ -107,21 +107,43 @@ CREATE TABLE throttle_jobs.job (
 	concurrency_key		text,
 	rate_limit_key		text,
 	unique_key			text,
+	rr_rank				bigint NOT NULL DEFAULT 0,	-- round_robin queues: the job's turn within its key
+	blocked_key			text,			-- throttled: the key holding it back
+	blocked_until		timestamptz,	-- throttled by a rate: when it may pass
 	errors				jsonb NOT NULL DEFAULT '[]',
 	payload				jsonb NOT NULL,
 	CONSTRAINT job_pkey PRIMARY KEY (id)
 ) WITH (fillfactor = 80);
-COMMENT ON TABLE throttle_jobs.job IS 'Live jobs (available, scheduled or running); finished jobs move to job_archive or job_dead.';
+COMMENT ON TABLE throttle_jobs.job IS 'Live jobs (available, scheduled, throttled or running); finished jobs move to job_archive or job_dead.';
 
 CREATE SEQUENCE throttle_jobs.job_id_seq AS bigint;
 ALTER SEQUENCE throttle_jobs.job_id_seq OWNED BY throttle_jobs.job.id;
 ALTER TABLE throttle_jobs.job ALTER COLUMN id SET DEFAULT pg_catalog.nextval('throttle_jobs.job_id_seq');
 
--- Reservation order: priority desc, run_at, id; only ready rows are indexed.
-CREATE INDEX job_ready_idx ON throttle_jobs.job (queue_id, priority DESC, run_at, id)
+-- Reservation order: priority desc, rr_rank (0 in fifo queues), run_at, id;
+-- only ready rows are indexed.
+CREATE INDEX job_ready_idx ON throttle_jobs.job (queue_id, priority DESC, rr_rank, run_at, id)
 	WHERE state = 'available';
+-- round_robin queues: the last turn taken by each concurrency key.
+CREATE INDEX job_rr_idx ON throttle_jobs.job (queue_id, concurrency_key, rr_rank)
+	WHERE rr_rank > 0;
 -- Lease expiry scans the running jobs (few: at most one per worker slot).
 CREATE INDEX job_running_idx ON throttle_jobs.job (queue_id) WHERE state = 'running';
+-- A concurrency cap counts the running jobs of its key.
+CREATE INDEX job_running_key_idx ON throttle_jobs.job (concurrency_key)
+	WHERE state = 'running' AND concurrency_key IS NOT NULL;
+-- Throttled jobs leave job_ready_idx, so reservation never walks them; they
+-- come back best first when their key frees a slot or their time comes.
+CREATE INDEX job_throttled_idx ON throttle_jobs.job (blocked_key, priority DESC, run_at, id)
+	WHERE state = 'throttled';
+CREATE INDEX job_throttled_due_idx ON throttle_jobs.job (queue_id, blocked_until)
+	WHERE state = 'throttled' AND blocked_until IS NOT NULL;
+-- When a key turns out to be blocked, reservation parks all its ready jobs
+-- at once through these.
+CREATE INDEX job_ready_ckey_idx ON throttle_jobs.job (concurrency_key)
+	WHERE state = 'available' AND concurrency_key IS NOT NULL;
+CREATE INDEX job_ready_rkey_idx ON throttle_jobs.job (rate_limit_key)
+	WHERE state = 'available' AND rate_limit_key IS NOT NULL;
 -- At most one live job per (queue, unique_key).
 CREATE UNIQUE INDEX job_unique_key_idx ON throttle_jobs.job (queue_id, unique_key)
 	WHERE unique_key IS NOT NULL;
@@ -189,6 +211,68 @@ SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.queue_id_seq', '');
 
 REVOKE ALL ON ALL TABLES IN SCHEMA throttle_jobs FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA throttle_jobs FROM PUBLIC;
+
+-- Per-key limits.  A key ending in "*" is a template: every concrete key
+-- that starts with what precedes the "*" gets a limit of its own of that
+-- size.  The most specific limit governs a key: its own, else the longest
+-- matching template.
+CREATE TABLE throttle_jobs.key_limit (
+	key					text NOT NULL CONSTRAINT key_limit_pkey PRIMARY KEY,
+	max_running			integer CONSTRAINT key_limit_max_running_check CHECK (max_running >= 1),
+	max_per_period		integer CONSTRAINT key_limit_max_per_period_check CHECK (max_per_period >= 1),
+	period				interval,
+	algorithm			text CONSTRAINT key_limit_algorithm_check
+		CHECK (algorithm IN ('token_bucket', 'sliding_window', 'fixed_window')),
+	burst				integer CONSTRAINT key_limit_burst_check CHECK (burst >= 1),
+	adaptive			boolean NOT NULL DEFAULT false,
+	error_threshold		double precision NOT NULL DEFAULT 0.5
+		CONSTRAINT key_limit_error_threshold_check CHECK (error_threshold >= 0 AND error_threshold < 1),
+	min_factor			double precision NOT NULL DEFAULT 0.1
+		CONSTRAINT key_limit_min_factor_check CHECK (min_factor > 0 AND min_factor <= 1),
+	updated_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT key_limit_rate_check CHECK ((max_per_period IS NULL) = (period IS NULL)
+		AND (max_per_period IS NULL) = (algorithm IS NULL)),
+	CONSTRAINT key_limit_some_check CHECK (max_running IS NOT NULL OR max_per_period IS NOT NULL)
+);
+COMMENT ON TABLE throttle_jobs.key_limit IS 'Concurrency caps and rate limits per key or key template.';
+
+-- Rate limiter state per concrete key, read and written only under the
+-- key's mutex (see src/limits.c).  Not dumped: it is recomputed from scratch.
+CREATE TABLE throttle_jobs.key_rate_state (
+	key					text NOT NULL CONSTRAINT key_rate_state_pkey PRIMARY KEY,
+	tokens				double precision NOT NULL,
+	stamp				timestamptz NOT NULL,
+	log_at				timestamptz[] NOT NULL,
+	log_cost			integer[] NOT NULL,
+	next_at				timestamptz,
+	factor				double precision NOT NULL DEFAULT 1,	-- adaptive: share of the rate in force
+	evaluated_at		timestamptz		-- adaptive: when the factor was last set
+);
+
+-- Keys whose freed slot a completion could not hand on because a
+-- reservation was admitting for the key at that moment (and may have
+-- parked jobs the completion could not see yet): the next reservation or
+-- maintain() hands it on.  Unlogged: maintain() reconciles after a crash.
+CREATE UNLOGGED TABLE throttle_jobs.key_recheck (
+	key					text NOT NULL
+);
+COMMENT ON TABLE throttle_jobs.key_recheck IS 'Capped keys to look at again for free slots and parked jobs.';
+REVOKE ALL ON throttle_jobs.key_recheck FROM PUBLIC;
+
+-- Adaptive rate limits: outcomes (success or failure) of the jobs of each
+-- adaptive rate key since its last evaluation.  Insert-only on the hot
+-- path; the evaluation deletes what it has counted.
+CREATE TABLE throttle_jobs.key_outcome (
+	key					text NOT NULL,
+	at					timestamptz NOT NULL,
+	failed				boolean NOT NULL
+);
+CREATE INDEX key_outcome_key_idx ON throttle_jobs.key_outcome (key, at);
+COMMENT ON TABLE throttle_jobs.key_outcome IS 'Recent job outcomes per adaptive rate key, for the next evaluation.';
+REVOKE ALL ON throttle_jobs.key_outcome FROM PUBLIC;
+COMMENT ON TABLE throttle_jobs.key_rate_state IS 'Rate limiter state per concrete key: bucket level, window count or admission log.';
+SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.key_limit', '');
+REVOKE ALL ON throttle_jobs.key_limit, throttle_jobs.key_rate_state FROM PUBLIC;
 
 CREATE TYPE throttle_jobs.reserved_job AS (
 	id					bigint,
@@ -673,7 +757,7 @@ BEGIN
 	-- holds its row lock only briefly, so skip rather than wait.
 	WITH c AS (
 		DELETE FROM throttle_jobs.job j
-		WHERE j.id = cancel.id AND j.state = 'available'
+		WHERE j.id = cancel.id AND j.state IN ('available', 'throttled')
 		RETURNING j.*
 	)
 	INSERT INTO throttle_jobs.job_archive (id, queue_id, state, priority, run_at, attempt,
@@ -780,6 +864,344 @@ END
 $$;
 
 ------------------------------------------------------------------------------
+-- Limits
+------------------------------------------------------------------------------
+
+-- Checks a limit's key: a concrete key, or a template "prefix*".
+CREATE FUNCTION throttle_jobs._check_limit_key(key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF key IS NULL THEN
+		RAISE EXCEPTION 'key must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF key = '' OR pg_catalog.octet_length(key) > 255 THEN
+		RAISE EXCEPTION 'invalid limit key "%"', key
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Keys are 1 to 255 bytes long.';
+	END IF;
+	IF key = '*' OR pg_catalog.strpos(pg_catalog.left(key, -1), '*') > 0 THEN
+		RAISE EXCEPTION 'invalid key template "%"', key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A template is a prefix followed by one "*" at the end, such as ''tenant:*''.';
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION throttle_jobs._check_limit_key(text) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._check_limit_key(text) IS 'Internal: checks a limit key or template.';
+
+-- Whether a concrete key falls under a limit key (itself, or a template).
+CREATE FUNCTION throttle_jobs._key_matches(key text, limit_key text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN key = limit_key
+	OR (pg_catalog.right(limit_key, 1) = '*'
+		AND pg_catalog.starts_with(key, pg_catalog.left(limit_key, -1)));
+REVOKE ALL ON FUNCTION throttle_jobs._key_matches(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._key_matches(text, text) IS 'Internal: whether a key falls under a limit key or template.';
+
+-- After a limit changed: send the throttled jobs of the keys it covers back
+-- to be judged again by the next reserve, and, when the rate itself changed
+-- (reset_rate), forget the rate state of the keys this limit governs (not
+-- of keys that a more specific limit governs).
+CREATE FUNCTION throttle_jobs._limit_changed(limit_key text, reset_rate boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF reset_rate THEN
+		DELETE FROM throttle_jobs.key_rate_state s
+		WHERE throttle_jobs._key_matches(s.key, limit_key)
+		  AND NOT EXISTS (SELECT 1 FROM throttle_jobs.key_limit l
+						  WHERE l.key <> limit_key AND l.max_per_period IS NOT NULL
+							AND throttle_jobs._key_matches(s.key, l.key)
+							AND (l.key = s.key OR pg_catalog.length(l.key) > pg_catalog.length(limit_key)));
+		DELETE FROM throttle_jobs.key_outcome o
+		WHERE throttle_jobs._key_matches(o.key, limit_key)
+		  AND NOT EXISTS (SELECT 1 FROM throttle_jobs.key_limit l
+						  WHERE l.key <> limit_key AND l.max_per_period IS NOT NULL
+							AND throttle_jobs._key_matches(o.key, l.key)
+							AND (l.key = o.key OR pg_catalog.length(l.key) > pg_catalog.length(limit_key)));
+	END IF;
+	UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL
+	WHERE j.state = 'throttled' AND throttle_jobs._key_matches(j.blocked_key, limit_key);
+END
+$$;
+REVOKE ALL ON FUNCTION throttle_jobs._limit_changed(text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._limit_changed(text, boolean) IS 'Internal: releases throttled jobs under a changed limit and, if its rate changed, resets the rate state it governs.';
+
+CREATE FUNCTION throttle_jobs.set_concurrency_limit(key text, max_running integer)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM throttle_jobs._check_limit_key(key);
+	IF max_running IS NULL THEN
+		RAISE EXCEPTION 'max_running must not be null' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'Use drop_limit() to remove a limit.';
+	END IF;
+	IF max_running < 1 THEN
+		RAISE EXCEPTION 'max_running must be at least 1, not %', max_running
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pause the queue to stop a key entirely.';
+	END IF;
+	INSERT INTO throttle_jobs.key_limit AS l (key, max_running)
+	VALUES (key, max_running)
+	ON CONFLICT ON CONSTRAINT key_limit_pkey
+	DO UPDATE SET max_running = EXCLUDED.max_running, updated_at = pg_catalog.now();
+	PERFORM throttle_jobs._limit_changed(key, false);
+END
+$$;
+
+CREATE FUNCTION throttle_jobs.set_rate_limit(
+	key					text,
+	max_per_period		integer,
+	period				interval,
+	algorithm			text DEFAULT 'token_bucket',
+	burst				integer DEFAULT NULL,
+	adaptive			boolean DEFAULT false,
+	error_threshold		double precision DEFAULT 0.5,
+	min_factor			double precision DEFAULT 0.1)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old throttle_jobs.key_limit;
+BEGIN
+	PERFORM throttle_jobs._check_limit_key(key);
+	IF max_per_period IS NULL OR period IS NULL OR algorithm IS NULL THEN
+		RAISE EXCEPTION '% must not be null',
+			CASE WHEN max_per_period IS NULL THEN 'max_per_period'
+				 WHEN period IS NULL THEN 'period' ELSE 'algorithm' END
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF max_per_period < 1 THEN
+		RAISE EXCEPTION 'max_per_period must be at least 1, not %', max_per_period
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM throttle_jobs._check_interval(period, 'period', false);
+	IF algorithm NOT IN ('token_bucket', 'sliding_window', 'fixed_window') THEN
+		RAISE EXCEPTION 'unknown rate limit algorithm "%"', algorithm
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''token_bucket'', ''sliding_window'' or ''fixed_window''.';
+	END IF;
+	IF algorithm = 'sliding_window' AND max_per_period > 100000 THEN
+		RAISE EXCEPTION 'a sliding_window limit allows at most 100000 per period, not %', max_per_period
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It keeps a log of every admission in the window; use token_bucket or fixed_window for higher rates.';
+	END IF;
+	IF burst IS NOT NULL AND algorithm <> 'token_bucket' THEN
+		RAISE EXCEPTION 'burst applies to token_bucket only, not to %', algorithm
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF burst < 1 THEN
+		RAISE EXCEPTION 'burst must be at least 1, not %', burst
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF adaptive IS NULL OR error_threshold IS NULL OR min_factor IS NULL THEN
+		RAISE EXCEPTION '% must not be null',
+			CASE WHEN adaptive IS NULL THEN 'adaptive'
+				 WHEN error_threshold IS NULL THEN 'error_threshold' ELSE 'min_factor' END
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT (error_threshold >= 0 AND error_threshold < 1) THEN
+		RAISE EXCEPTION 'error_threshold must be at least 0 and below 1, not %', error_threshold
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT (min_factor > 0 AND min_factor <= 1) THEN
+		RAISE EXCEPTION 'min_factor must be above 0 and at most 1, not %', min_factor
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT l.* INTO old FROM throttle_jobs.key_limit l WHERE l.key = set_rate_limit.key;
+	INSERT INTO throttle_jobs.key_limit AS l (key, max_per_period, period, algorithm, burst,
+		adaptive, error_threshold, min_factor)
+	VALUES (key, max_per_period, period, algorithm, burst, adaptive, error_threshold, min_factor)
+	ON CONFLICT ON CONSTRAINT key_limit_pkey
+	DO UPDATE SET max_per_period = EXCLUDED.max_per_period, period = EXCLUDED.period,
+				  algorithm = EXCLUDED.algorithm, burst = EXCLUDED.burst,
+				  adaptive = EXCLUDED.adaptive, error_threshold = EXCLUDED.error_threshold,
+				  min_factor = EXCLUDED.min_factor, updated_at = pg_catalog.now();
+	-- the same rate set again (a configuration push) keeps the state it has
+	PERFORM throttle_jobs._limit_changed(key,
+		(old.max_per_period, old.period, old.algorithm, old.burst)
+		IS DISTINCT FROM (max_per_period, period, algorithm, burst));
+END
+$$;
+
+CREATE FUNCTION throttle_jobs.drop_limit(key text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM throttle_jobs._check_limit_key(key);
+	DELETE FROM throttle_jobs.key_limit l WHERE l.key = drop_limit.key;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	PERFORM throttle_jobs._limit_changed(key, true);
+	RETURN true;
+END
+$$;
+
+CREATE FUNCTION throttle_jobs.try_acquire(key text, cost integer DEFAULT 1)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_try_acquire'
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION throttle_jobs.acquire(key text, cost integer DEFAULT 1, timeout interval DEFAULT '10 seconds')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_acquire'
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- The rate arithmetic as a pure function of its state and a given "now".
+CREATE FUNCTION throttle_jobs._rate_admit(
+	algorithm text, max_per_period integer, period interval, burst integer,
+	cost integer, now timestamptz, tokens double precision, stamp timestamptz,
+	log_at timestamptz[], log_cost integer[],
+	OUT admitted boolean, OUT tokens_after double precision, OUT stamp_after timestamptz,
+	OUT log_at_after timestamptz[], OUT log_cost_after integer[], OUT next_at timestamptz)
+AS 'MODULE_PATHNAME', 'throttle_jobs_rate_admit'
+LANGUAGE C IMMUTABLE;
+REVOKE ALL ON FUNCTION throttle_jobs._rate_admit(text, integer, interval, integer, integer, timestamptz, double precision, timestamptz, timestamptz[], integer[]) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._rate_admit(text, integer, interval, integer, integer, timestamptz, double precision, timestamptz, timestamptz[], integer[]) IS 'Internal: one rate limiter decision on a given state at a given time (for tests).';
+
+CREATE FUNCTION throttle_jobs._adaptive_factor(factor double precision, ok bigint, failed bigint,
+	error_threshold double precision, min_factor double precision)
+RETURNS double precision
+AS 'MODULE_PATHNAME', 'throttle_jobs_adaptive_factor'
+LANGUAGE C IMMUTABLE STRICT;
+REVOKE ALL ON FUNCTION throttle_jobs._adaptive_factor(double precision, bigint, bigint, double precision, double precision) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._adaptive_factor(double precision, bigint, bigint, double precision, double precision) IS 'Internal: the next adaptive factor from one evaluation window''s outcomes (for tests).';
+
+CREATE FUNCTION throttle_jobs.explain_job(id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j throttle_jobs.job;
+	q throttle_jobs.queue;
+	d throttle_jobs.job_dead;
+	a record;
+	lim throttle_jobs.key_limit;
+	reasons jsonb := '[]';
+	ahead bigint;
+	holders jsonb;
+BEGIN
+	IF id IS NULL THEN
+		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT * INTO j FROM throttle_jobs.job x WHERE x.id = explain_job.id;
+	IF NOT FOUND THEN
+		SELECT * INTO d FROM throttle_jobs.job_dead x WHERE x.id = explain_job.id;
+		IF FOUND THEN
+			RETURN pg_catalog.jsonb_build_object('id', id, 'state', 'dead',
+				'reasons', pg_catalog.jsonb_build_array(pg_catalog.format('dead because %s', d.reason)),
+				'died_at', d.died_at, 'attempt', d.attempt,
+				'last_error', (d.errors -> (-1)) ->> 'error');
+		END IF;
+		SELECT x.state, x.finished_at INTO a FROM throttle_jobs.job_archive x
+		WHERE x.id = explain_job.id LIMIT 1;
+		IF FOUND THEN
+			RETURN pg_catalog.jsonb_build_object('id', id, 'state', a.state,
+				'reasons', pg_catalog.jsonb_build_array(pg_catalog.format('%s at %s', a.state, a.finished_at)),
+				'finished_at', a.finished_at);
+		END IF;
+		RETURN pg_catalog.jsonb_build_object('id', id, 'state', 'unknown',
+			'reasons', pg_catalog.jsonb_build_array('no live, dead or archived job has this id'));
+	END IF;
+	SELECT * INTO q FROM throttle_jobs.queue x WHERE x.id = j.queue_id;
+
+	IF j.state = 'running' THEN
+		RETURN pg_catalog.jsonb_build_object('id', id, 'queue', q.name, 'state', 'running',
+			'reasons', pg_catalog.jsonb_build_array(pg_catalog.format('running on worker %s, attempt %s of %s, lease until %s',
+				j.worker, j.attempt, coalesce(j.max_attempts, q.max_attempts), j.lease_until)),
+			'worker', j.worker, 'lease_until', j.lease_until, 'attempt', j.attempt);
+	END IF;
+
+	IF q.paused THEN
+		reasons := reasons || pg_catalog.jsonb_build_array(pg_catalog.format('queue %s is paused', q.name));
+	END IF;
+	IF j.run_at > pg_catalog.now() THEN
+		reasons := reasons || pg_catalog.jsonb_build_array(CASE WHEN j.attempt > 0
+			THEN pg_catalog.format('retrying after attempt %s failed (%s): scheduled until %s',
+								   j.attempt, (j.errors -> (-1)) ->> 'error', j.run_at)
+			ELSE pg_catalog.format('scheduled until %s', j.run_at) END);
+	END IF;
+
+	-- the concurrency cap of its key, whether or not it is parked yet
+	IF j.concurrency_key IS NOT NULL THEN
+		SELECT * INTO lim FROM throttle_jobs.key_limit l
+		WHERE throttle_jobs._key_matches(j.concurrency_key, l.key) AND l.max_running IS NOT NULL
+		ORDER BY l.key = j.concurrency_key DESC, pg_catalog.length(l.key) DESC LIMIT 1;
+		IF FOUND THEN
+			SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('id', r.id, 'worker', r.worker) ORDER BY r.id)
+			INTO holders FROM throttle_jobs.job r
+			WHERE r.state = 'running' AND r.concurrency_key = j.concurrency_key;
+			IF pg_catalog.jsonb_array_length(coalesce(holders, '[]')) >= lim.max_running THEN
+				reasons := reasons || pg_catalog.jsonb_build_array(pg_catalog.format(
+					'concurrency key %s is at its cap of %s (limit %s), held by %s',
+					j.concurrency_key, lim.max_running, lim.key, holders));
+			END IF;
+		END IF;
+	END IF;
+	IF j.state = 'throttled' AND j.blocked_until IS NOT NULL THEN
+		SELECT * INTO lim FROM throttle_jobs.key_limit l
+		WHERE throttle_jobs._key_matches(j.blocked_key, l.key) AND l.max_per_period IS NOT NULL
+		ORDER BY l.key = j.blocked_key DESC, pg_catalog.length(l.key) DESC LIMIT 1;
+		reasons := reasons || pg_catalog.jsonb_build_array(CASE
+			WHEN j.blocked_until = 'infinity' THEN pg_catalog.format(
+				'its cost %s exceeds what rate key %s ever admits (%s per %s, limit %s)',
+				j.cost, j.blocked_key, lim.max_per_period, lim.period, lim.key)
+			ELSE pg_catalog.format('rate key %s (%s per %s, limit %s%s) next admits it at %s',
+				j.blocked_key, lim.max_per_period, lim.period, lim.key,
+				(SELECT pg_catalog.format(', adaptive: %s%% of the rate after errors', pg_catalog.round((st.factor * 100)::numeric))
+				 FROM throttle_jobs.key_rate_state st
+				 WHERE lim.adaptive AND st.key = j.blocked_key AND st.factor < 1),
+				j.blocked_until) END);
+	ELSIF j.state = 'throttled' AND pg_catalog.jsonb_array_length(reasons) = 0 THEN
+		reasons := reasons || pg_catalog.jsonb_build_array(pg_catalog.format(
+			'throttled by key %s: waiting for a slot to free', j.blocked_key));
+	END IF;
+
+	IF j.state = 'available' AND j.run_at <= pg_catalog.now() THEN
+		SELECT pg_catalog.count(*) INTO ahead FROM throttle_jobs.job x
+		WHERE x.queue_id = j.queue_id AND x.state = 'available' AND x.run_at <= pg_catalog.now()
+		  AND (x.priority > j.priority
+			   OR (x.priority = j.priority AND (x.rr_rank, x.run_at, x.id) < (j.rr_rank, j.run_at, j.id)));
+		IF ahead > 0 THEN
+			reasons := reasons || pg_catalog.jsonb_build_array(pg_catalog.format(
+				'waiting behind %s ready jobs of higher or equal priority', ahead));
+		ELSIF pg_catalog.jsonb_array_length(reasons) = 0 THEN
+			reasons := reasons || pg_catalog.jsonb_build_array('ready: the next reserve on this queue takes it');
+		END IF;
+	END IF;
+
+	RETURN pg_catalog.jsonb_build_object('id', id, 'queue', q.name,
+		'state', CASE WHEN j.state = 'available' AND j.run_at > pg_catalog.now() THEN 'scheduled' ELSE j.state END,
+		'reasons', reasons, 'attempt', j.attempt, 'run_at', j.run_at, 'priority', j.priority,
+		'concurrency_key', j.concurrency_key, 'rate_limit_key', j.rate_limit_key,
+		'blocked_key', j.blocked_key, 'blocked_until', j.blocked_until);
+END
+$$;
+
+------------------------------------------------------------------------------
 -- Views
 ------------------------------------------------------------------------------
 
@@ -798,10 +1220,11 @@ SELECT j.id, q.name AS queue,
 	   j.priority, j.run_at, j.attempt, coalesce(j.max_attempts, q.max_attempts) AS max_attempts, j.worker, j.lease_until,
 	   j.reserved_at, j.enqueued_at, j.concurrency_key, j.rate_limit_key,
 	   j.unique_key, j.cost, j.payload, j.errors,
-	   (j.errors -> (-1)) ->> 'error' AS last_error
+	   (j.errors -> (-1)) ->> 'error' AS last_error,
+	   j.blocked_key, j.blocked_until
 FROM throttle_jobs.job j
 JOIN throttle_jobs.queue q ON q.id = j.queue_id;
-COMMENT ON VIEW throttle_jobs.jobs IS 'Live jobs: available, scheduled (run_at in the future) or running.';
+COMMENT ON VIEW throttle_jobs.jobs IS 'Live jobs: available, scheduled (run_at in the future), throttled (held back by a limit) or running.';
 
 CREATE VIEW throttle_jobs.running_jobs AS
 SELECT j.id, q.name AS queue, j.worker, j.attempt,
@@ -831,6 +1254,13 @@ SELECT a.id, q.name AS queue, a.state, a.finished_at, a.attempt,
 FROM throttle_jobs.job_archive a
 JOIN throttle_jobs.queue q ON q.id = a.queue_id
 WHERE a.finished_at >= now() - q.retain_completed;
+CREATE VIEW throttle_jobs.limits AS
+SELECT l.key, pg_catalog.right(l.key, 1) = '*' AS template, l.max_running,
+	   l.max_per_period, l.period, l.algorithm, l.burst,
+	   l.adaptive, l.error_threshold, l.min_factor, l.updated_at
+FROM throttle_jobs.key_limit l;
+COMMENT ON VIEW throttle_jobs.limits IS 'Concurrency caps and rate limits, per key or template.';
+
 COMMENT ON VIEW throttle_jobs.archived_jobs IS 'Completed and cancelled jobs within their queue''s retention.';
 
 ------------------------------------------------------------------------------
@@ -860,11 +1290,19 @@ GRANT EXECUTE ON FUNCTION throttle_jobs.create_queue(text, bigint, text, integer
 					   throttle_jobs.retry_dead(text, timestamptz, integer),
 					   throttle_jobs.purge_dead(text, interval),
 					   throttle_jobs.maintain(),
-					   throttle_jobs.backoff_delay(integer, interval, double precision, interval, double precision, double precision)
+					   throttle_jobs.backoff_delay(integer, interval, double precision, interval, double precision, double precision),
+					   throttle_jobs.set_concurrency_limit(text, integer),
+					   throttle_jobs.set_rate_limit(text, integer, interval, text, integer, boolean, double precision, double precision),
+					   throttle_jobs.drop_limit(text),
+					   throttle_jobs.explain_job(bigint)
 	TO throttle_jobs_admin;
 
+GRANT EXECUTE ON FUNCTION throttle_jobs.try_acquire(text, integer),
+					   throttle_jobs.acquire(text, integer, interval)
+	TO throttle_jobs_producer, throttle_jobs_worker, throttle_jobs_admin;
+
 GRANT SELECT ON throttle_jobs.queues, throttle_jobs.jobs, throttle_jobs.running_jobs,
-				throttle_jobs.dead_letters, throttle_jobs.archived_jobs
+				throttle_jobs.dead_letters, throttle_jobs.archived_jobs, throttle_jobs.limits
 	TO throttle_jobs_admin;
 
 ------------------------------------------------------------------------------
@@ -889,3 +1327,9 @@ COMMENT ON FUNCTION throttle_jobs.cancel(bigint) IS 'Cancels a job that is not r
 COMMENT ON FUNCTION throttle_jobs.retry_dead(bigint) IS 'Moves one dead job back to its queue with its attempts reset.';
 COMMENT ON FUNCTION throttle_jobs.retry_dead(text, timestamptz, integer) IS 'Moves a queue''s dead jobs (those died after died_after, at most max_jobs) back; returns how many.';
 COMMENT ON FUNCTION throttle_jobs.purge_dead(text, interval) IS 'Deletes a queue''s dead jobs older than older_than; returns how many.';
+COMMENT ON FUNCTION throttle_jobs.set_concurrency_limit(text, integer) IS 'At most max_running running jobs carrying this concurrency key (or each key matching a template), across all queues.';
+COMMENT ON FUNCTION throttle_jobs.set_rate_limit(text, integer, interval, text, integer, boolean, double precision, double precision) IS 'At most max_per_period admissions (job starts, weighted by cost) per period for this rate key (or each key matching a template).';
+COMMENT ON FUNCTION throttle_jobs.drop_limit(text) IS 'Removes the limits set on a key or template; true if there were any.';
+COMMENT ON FUNCTION throttle_jobs.try_acquire(text, integer) IS 'Takes cost tokens of a key''s rate limit now (and, on a capped key, holds it to transaction end), or returns false.';
+COMMENT ON FUNCTION throttle_jobs.acquire(text, integer, interval) IS 'try_acquire, waiting up to timeout; false if the time ran out.';
+COMMENT ON FUNCTION throttle_jobs.explain_job(bigint) IS 'Why a job is not running now: scheduled, paused, throttled by a cap or a rate, waiting behind others, running, dead.';

@@ -46,7 +46,7 @@ static TJStatement complete_stmt = {
 	"   d.reserved_at, $3, 'completed', d.errors, d.payload, $4"
 	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
 	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
-	" SELECT pg_catalog.count(*) FROM done",
+	" SELECT d.concurrency_key, d.rate_limit_key FROM done d",
 	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}
 };
 
@@ -85,7 +85,8 @@ static TJStatement snooze_stmt = {
 	"UPDATE throttle_jobs.job j"
 	"   SET state = 'available', run_at = $3, attempt = j.attempt - 1,"
 	"       lease_token = NULL, lease_until = NULL, reserved_at = NULL, worker = NULL"
-	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'",
+	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
+	" RETURNING j.concurrency_key",
 	3, {INT8OID, UUIDOID, TIMESTAMPTZOID}
 };
 
@@ -97,6 +98,31 @@ static TJStatement heartbeat_stmt = {
 	" RETURNING j.lease_until",
 	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, INTERVALOID}
 };
+
+/*
+ * A job left the running state: if it carried a concurrency key (column 1
+ * of row `row` of the current result), the best job waiting for a slot of
+ * that key becomes available.
+ */
+static void
+release_slot(uint64 row)
+{
+	char	   *ckey = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1);
+
+	if (ckey != NULL)
+		tj_unpark_one(ckey);
+}
+
+/* A job completed: as release_slot, and its rate key (column 2) records a success. */
+static void
+completed(uint64 row)
+{
+	char	   *rkey = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 2);
+
+	release_slot(row);
+	if (rkey != NULL)
+		tj_record_outcome(rkey, false, GetCurrentTransactionStartTimestamp());
+}
 
 /*
  * Records a failed attempt of a job that the caller has locked (it is
@@ -136,6 +162,10 @@ tj_fail_locked(const TJFailedJob *job, const char *error,
 		values[3] = TimestampTzGetDatum(now + delay);
 		tj_execute(&retry_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
 	}
+	if (job->concurrency_key)
+		tj_unpark_one(job->concurrency_key);
+	if (job->rate_limit_key)
+		tj_record_outcome(job->rate_limit_key, true, now);
 	return dead;
 }
 
@@ -145,7 +175,6 @@ throttle_jobs_complete(PG_FUNCTION_ARGS)
 {
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
-	bool		isnull;
 	int64		done;
 
 	tj_require_not_null(fcinfo, 0, "job id");
@@ -157,8 +186,9 @@ throttle_jobs_complete(PG_FUNCTION_ARGS)
 	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
 
 	SPI_connect();
-	tj_execute(&complete_stmt, values, nulls, false, 1, SPI_OK_SELECT);
-	done = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+	done = tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT);
+	if (done > 0)
+		completed(0);
 	SPI_finish();
 	PG_RETURN_BOOL(done > 0);
 }
@@ -176,6 +206,8 @@ tj_read_failed_job(uint64 row, TJFailedJob *job)
 	job->backoff_factor = DatumGetFloat8(tj_get_datum(row, 5, &isnull));
 	job->backoff_max = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(row, 6, &isnull)));
 	job->backoff_jitter = DatumGetFloat8(tj_get_datum(row, 7, &isnull));
+	job->concurrency_key = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 8);
+	job->rate_limit_key = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 9);
 }
 
 /* fail(id, lease_token, error, retry_in, retryable) returns text */
@@ -237,7 +269,9 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 									TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
 									IntervalPGetDatum(delay));
 	SPI_connect();
-	n = tj_execute(&snooze_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
+	n = tj_execute(&snooze_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (n > 0)
+		release_slot(0);
 	SPI_finish();
 	PG_RETURN_BOOL(n > 0);
 }

@@ -41,17 +41,35 @@ typedef struct JobArgs
 
 static TJStatement insert_stmt = {
 	"INSERT INTO throttle_jobs.job (queue_id, priority, run_at, max_attempts, cost,"
-	" enqueued_at, concurrency_key, rate_limit_key, unique_key, payload)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+	" enqueued_at, concurrency_key, rate_limit_key, unique_key, payload,"
+	" state, blocked_key, blocked_until, rr_rank)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 	" ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 	" RETURNING id",
-	10, {INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, JSONBOID}
+	14, {INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID,
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}
 };
 
 static TJStatement unique_stmt = {
 	"SELECT j.id FROM throttle_jobs.job j WHERE j.queue_id = $1 AND j.unique_key = $2",
 	2, {INT4OID, TEXTOID}
+};
+
+/*
+ * round_robin queues: a job's turn is one past the last turn of its
+ * concurrency key among the queue's live jobs (1 for a key with none), and
+ * reservation orders by turn before run_at, so keys take turns.
+ */
+static TJStatement rr_key_stmt = {
+	"SELECT coalesce(pg_catalog.max(j.rr_rank), 0) + 1 FROM throttle_jobs.job j"
+	" WHERE j.queue_id = $1 AND j.concurrency_key = $2 AND j.rr_rank > 0",
+	2, {INT4OID, TEXTOID}
+};
+
+static TJStatement rr_null_stmt = {
+	"SELECT coalesce(pg_catalog.max(j.rr_rank), 0) + 1 FROM throttle_jobs.job j"
+	" WHERE j.queue_id = $1 AND j.concurrency_key IS NULL AND j.rr_rank > 0",
+	1, {INT4OID}
 };
 
 static TJStatement size_stmt = {
@@ -91,9 +109,9 @@ check_job_args(const JobArgs *job)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cost must be at least 1, not %d", job->cost)));
 	if (job->concurrency_key)
-		tj_check_key(job->concurrency_key, "concurrency_key");
+		tj_check_job_key(job->concurrency_key, "concurrency_key");
 	if (job->rate_limit_key)
-		tj_check_key(job->rate_limit_key, "rate_limit_key");
+		tj_check_job_key(job->rate_limit_key, "rate_limit_key");
 	if (job->unique_key)
 		tj_check_key(job->unique_key, "unique_key");
 }
@@ -157,12 +175,27 @@ warn_dropped(const TJQueue *queue)
  * Adds one validated job; returns false (a dropped job) only for a full
  * queue with on_full = 'drop'.  The caller must be connected to SPI.
  */
-static bool
-enqueue_one(const TJQueue *queue, const JobArgs *job, int64 *id)
+static int64
+round_robin_rank(const TJQueue *queue, text *ckey)
 {
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[2];
 	bool		isnull;
+
+	values[0] = Int32GetDatum(queue->id);
+	values[1] = PointerGetDatum(ckey);
+	tj_execute(ckey ? &rr_key_stmt : &rr_null_stmt, values, NULL, false, 1, SPI_OK_SELECT);
+	return DatumGetInt64(tj_get_datum(0, 1, &isnull));
+}
+
+static bool
+enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
+			bool limits_exist, int64 *id)
+{
+	Datum		values[14];
+	char		nulls[14];
+	bool		isnull;
+	const char *blocked_key = NULL;
+	TimestampTz blocked_until = 0;
 
 	if (queue->max_size > 0 && queue_is_full(queue))
 	{
@@ -196,6 +229,30 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, int64 *id)
 	values[8] = PointerGetDatum(job->unique_key);
 	nulls[8] = job->unique_key ? ' ' : 'n';
 	values[9] = JsonbPGetDatum(job->payload);
+	values[13] = Int64GetDatum(queue->round_robin ? round_robin_rank(queue, job->concurrency_key) : 0);
+
+	/*
+	 * A job whose key would only hold it back starts out throttled, so that
+	 * reservations never walk it (a ready job needs its time to have come).
+	 */
+	if (limits_exist && job->run_at <= GetCurrentTransactionStartTimestamp() &&
+		(job->concurrency_key || job->rate_limit_key) &&
+		tj_key_would_wait(limits,
+						  job->concurrency_key ? text_to_cstring(job->concurrency_key) : NULL,
+						  job->rate_limit_key ? text_to_cstring(job->rate_limit_key) : NULL,
+						  GetCurrentTransactionStartTimestamp(), &blocked_key, &blocked_until))
+	{
+		values[10] = CStringGetTextDatum("throttled");
+		values[11] = CStringGetTextDatum(blocked_key);
+		values[12] = TimestampTzGetDatum(blocked_until);
+		nulls[12] = blocked_until == 0 ? 'n' : ' ';
+	}
+	else
+	{
+		values[10] = CStringGetTextDatum("available");
+		nulls[11] = 'n';
+		nulls[12] = 'n';
+	}
 
 	/*
 	 * ON CONFLICT DO NOTHING leaves no row when the unique key is live; the
@@ -229,6 +286,7 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 {
 	JobArgs		job;
 	TJQueue		queue;
+	TJLimitCache limits = {0};
 	int64		id;
 	bool		added;
 
@@ -255,7 +313,8 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
 	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
-	added = enqueue_one(&queue, &job, &id);
+	added = enqueue_one(&queue, &job, &limits,
+						(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(), &id);
 	SPI_finish();
 
 	if (!added)
@@ -397,6 +456,8 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 	JsonbIteratorToken tok;
 	BatchContext ctx = {0};
 	ErrorContextCallback errcb;
+	TJLimitCache limits = {0};
+	bool		limits_exist;
 	int			i;
 
 	tj_require_not_null(fcinfo, 0, "queue name");
@@ -437,6 +498,7 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
 	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	limits_exist = tj_limits_exist();
 	for (i = 0; i < njobs; i++)
 	{
 		int64		id;
@@ -444,7 +506,7 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 		bool		isnull = false;
 
 		ctx.index = i + 1;
-		if (enqueue_one(&queue, &args[i], &id))
+		if (enqueue_one(&queue, &args[i], &limits, limits_exist, &id))
 			value = Int64GetDatum(id);
 		else
 		{

@@ -5,8 +5,10 @@
  *
  *		1. Expired leases count as failed attempts: the job is retried after
  *		   its backoff, or dead-lettered when its attempts are used up.
- *		2. Dead letters older than their queue's retain_dead are deleted.
- *		3. The archive's day partitions are created ahead of time and dropped
+ *		2. Throttled jobs whose key has free slots again, or whose rate
+ *		   admission is due, are released (tj_release_throttled).
+ *		3. Dead letters older than their queue's retain_dead are deleted.
+ *		4. The archive's day partitions are created ahead of time and dropped
  *		   whole once past retention (throttle_jobs._maintain_archive).
  *
  * Safe to run concurrently: expired jobs are claimed with SKIP LOCKED, and
@@ -58,6 +60,7 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	int64		expired = 0,
 				dead = 0,
+				released,
 				purged;
 	char	   *archive;
 	bool		isnull;
@@ -90,6 +93,8 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 			break;
 	}
 
+	released = tj_release_throttled(now);
+
 	purged = tj_execute(&purge_dead_stmt, values, NULL, false, 0, SPI_OK_DELETE);
 
 	tj_execute(&archive_stmt, values, NULL, false, 1, SPI_OK_SELECT);
@@ -97,9 +102,9 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 
 	appendStringInfo(&out,
 					 "{\"expired_leases\": " INT64_FORMAT ", \"retried\": " INT64_FORMAT
-					 ", \"dead_lettered\": " INT64_FORMAT ", \"dead_letters_purged\": " INT64_FORMAT
-					 ", \"archive\": %s}",
-					 expired, expired - dead, dead, purged, archive);
+					 ", \"dead_lettered\": " INT64_FORMAT ", \"throttled_released\": " INT64_FORMAT
+					 ", \"dead_letters_purged\": " INT64_FORMAT ", \"archive\": %s}",
+					 expired, expired - dead, dead, released, purged, archive);
 	SPI_finish();
 
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));

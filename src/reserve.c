@@ -8,6 +8,14 @@
  * locked: a locking sub-select with LIMIT inside a join can be re-run and
  * lock more rows than it returns (PostgreSQL bug #15715), a CTE cannot.
  *
+ * When limits exist, reservation walks the ready jobs in order through a
+ * cursor and admits them one by one (tj_admit).  When a job's key is at its
+ * cap, or its rate key refuses it, all ready jobs of that key are parked
+ * (state 'throttled') in one statement, so that no later reservation walks
+ * them until the key frees a slot or their time comes, and this one skips
+ * them at no cost.  A job whose key another transaction is admitting for
+ * right now is skipped.  A job is locked only when it is taken or parked.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -23,11 +31,16 @@
 
 PG_FUNCTION_INFO_V1(throttle_jobs_reserve);
 
+#define RESERVED_COLUMNS \
+	"j.id, j.payload, j.attempt, coalesce(j.max_attempts, q.max_attempts)," \
+	" j.lease_token, j.lease_until, j.priority, j.concurrency_key," \
+	" j.rate_limit_key, j.enqueued_at, j.run_at, j.rr_rank"
+
 static TJStatement reserve_stmt = {
 	"WITH picked AS MATERIALIZED ("
 	"  SELECT j.id FROM throttle_jobs.job j"
 	"   WHERE j.queue_id = $1 AND j.state = 'available' AND j.run_at <= $2"
-	"   ORDER BY j.priority DESC, j.run_at, j.id"
+	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id"
 	"   LIMIT $3"
 	"   FOR UPDATE SKIP LOCKED)"
 	" UPDATE throttle_jobs.job j"
@@ -35,30 +48,135 @@ static TJStatement reserve_stmt = {
 	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $4,"
 	"        reserved_at = $2, worker = $5"
 	"   FROM picked, throttle_jobs.queue q WHERE j.id = picked.id AND q.id = $1"
-	" RETURNING j.id, j.payload, j.attempt, coalesce(j.max_attempts, q.max_attempts),"
-	"           j.lease_token,"
-	"           j.lease_until, j.priority, j.concurrency_key, j.rate_limit_key,"
-	"           j.enqueued_at, j.run_at",
+	" RETURNING " RESERVED_COLUMNS,
 	5, {INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, TEXTOID}
 };
+
+/* The ready jobs of a queue, best first (read through a cursor) */
+static TJStatement candidates_stmt = {
+	"SELECT j.id, j.concurrency_key, j.rate_limit_key, j.cost FROM throttle_jobs.job j"
+	" WHERE j.queue_id = $1 AND j.state = 'available' AND j.run_at <= $2"
+	" ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id",
+	2, {INT4OID, TIMESTAMPTZOID}
+};
+
+/* Takes one admitted job, if it is still ready and nobody holds it */
+static TJStatement take_stmt = {
+	"WITH l AS MATERIALIZED ("
+	"  SELECT j.id FROM throttle_jobs.job j"
+	"   WHERE j.id = $1 AND j.state = 'available' AND j.run_at <= $2"
+	"   FOR UPDATE SKIP LOCKED)"
+	" UPDATE throttle_jobs.job j"
+	"    SET state = 'running', attempt = j.attempt + 1,"
+	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $3,"
+	"        reserved_at = $2, worker = $4"
+	"   FROM l, throttle_jobs.queue q WHERE j.id = l.id AND q.id = $5"
+	" RETURNING " RESERVED_COLUMNS,
+	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}
+};
+
+/*
+ * Parks every ready job of a blocked key (in any queue) that nobody holds:
+ * once per key and reservation, so later reservations never walk them.
+ */
+static TJStatement park_ckey_stmt = {
+	"WITH l AS MATERIALIZED ("
+	"  SELECT j.id FROM throttle_jobs.job j"
+	"   WHERE j.concurrency_key = $1 AND j.state = 'available' AND j.run_at <= $3"
+	"   FOR UPDATE SKIP LOCKED)"
+	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $1, blocked_until = $2"
+	"   FROM l WHERE j.id = l.id",
+	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/* Parks one job (whose cost its rate key never admits) */
+static TJStatement park_one_stmt = {
+	"WITH l AS MATERIALIZED ("
+	"  SELECT j.id FROM throttle_jobs.job j"
+	"   WHERE j.id = $1 AND j.state = 'available' FOR UPDATE SKIP LOCKED)"
+	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $2, blocked_until = $3"
+	"   FROM l WHERE j.id = l.id",
+	3, {INT8OID, TEXTOID, TIMESTAMPTZOID}
+};
+
+static TJStatement park_rkey_stmt = {
+	"WITH l AS MATERIALIZED ("
+	"  SELECT j.id FROM throttle_jobs.job j"
+	"   WHERE j.rate_limit_key = $1 AND j.state = 'available' AND j.run_at <= $3"
+	"   FOR UPDATE SKIP LOCKED)"
+	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $1, blocked_until = $2"
+	"   FROM l WHERE j.id = l.id",
+	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/* Brings back this queue's rate-throttled jobs whose time has come */
+static TJStatement release_due_stmt = {
+	"WITH t AS MATERIALIZED ("
+	"  SELECT j.id FROM throttle_jobs.job j"
+	"   WHERE j.queue_id = $1 AND j.state = 'throttled' AND j.blocked_until <= $2"
+	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL"
+	"  FROM t WHERE j.id = t.id",
+	3, {INT4OID, TIMESTAMPTZOID, INT8OID}
+};
+
+#define SCAN_BATCH 32
+
+/* Keys found blocked during one reservation, with when they may pass */
+typedef struct BlockedKeys
+{
+	int			n;
+	int			size;
+	char	  **keys;
+	TimestampTz *until;			/* 0: at its cap; DT_NOEND: busy (skip, don't
+								 * park); else rate-blocked until then */
+} BlockedKeys;
+
+static TimestampTz *
+blocked_find(BlockedKeys *b, const char *key)
+{
+	if (key == NULL)
+		return NULL;
+	for (int i = 0; i < b->n; i++)
+		if (strcmp(b->keys[i], key) == 0)
+			return &b->until[i];
+	return NULL;
+}
+
+static void
+blocked_add(BlockedKeys *b, const char *key, TimestampTz until)
+{
+	if (b->n == b->size)
+	{
+		b->size = Max(8, b->size * 2);
+		b->keys = b->keys ? repalloc(b->keys, sizeof(char *) * b->size)
+			: palloc(sizeof(char *) * b->size);
+		b->until = b->until ? repalloc(b->until, sizeof(TimestampTz) * b->size)
+			: palloc(sizeof(TimestampTz) * b->size);
+	}
+	b->keys[b->n] = pstrdup(key);
+	b->until[b->n] = until;
+	b->n++;
+}
 
 /* Columns of reserve_stmt's result, 1-based */
 enum
 {
 	R_ID = 1, R_PAYLOAD, R_ATTEMPT, R_MAX_ATTEMPTS, R_LEASE_TOKEN,
 	R_LEASE_UNTIL, R_PRIORITY, R_CONCURRENCY_KEY, R_RATE_LIMIT_KEY,
-	R_ENQUEUED_AT, R_RUN_AT
+	R_ENQUEUED_AT, R_RUN_AT, R_RR_RANK
 };
 
 typedef struct ReservedRow
 {
 	uint64		row;			/* index in SPI_tuptable */
 	int16		priority;
+	int64		rr_rank;
 	TimestampTz run_at;
 	int64		id;
 } ReservedRow;
 
-/* Reservation order: priority desc, run_at, id */
+/* Reservation order: priority desc, rr_rank, run_at, id */
 static int
 reserved_row_cmp(const void *a, const void *b)
 {
@@ -67,11 +185,159 @@ reserved_row_cmp(const void *a, const void *b)
 
 	if (x->priority != y->priority)
 		return x->priority > y->priority ? -1 : 1;
+	if (x->rr_rank != y->rr_rank)
+		return x->rr_rank < y->rr_rank ? -1 : 1;
 	if (x->run_at != y->run_at)
 		return x->run_at < y->run_at ? -1 : 1;
 	if (x->id != y->id)
 		return x->id < y->id ? -1 : 1;
 	return 0;
+}
+
+/* Adds row `r` of the current SPI result (RESERVED_COLUMNS) to the output. */
+static void
+emit_row(ReturnSetInfo *rsinfo, uint64 r, Datum queue_name)
+{
+	Datum		out[11];
+	bool		outnull[11];
+	bool		isnull;
+
+	memset(outnull, 0, sizeof(outnull));
+	out[0] = tj_get_datum(r, R_ID, &outnull[0]);
+	out[1] = queue_name;
+	out[2] = tj_get_datum(r, R_PAYLOAD, &outnull[2]);
+	out[3] = tj_get_datum(r, R_ATTEMPT, &outnull[3]);
+	out[4] = tj_get_datum(r, R_MAX_ATTEMPTS, &outnull[4]);
+	out[5] = tj_get_datum(r, R_LEASE_TOKEN, &outnull[5]);
+	out[6] = tj_get_datum(r, R_LEASE_UNTIL, &outnull[6]);
+	out[7] = Int32GetDatum((int32) DatumGetInt16(tj_get_datum(r, R_PRIORITY, &isnull)));
+	out[8] = tj_get_datum(r, R_CONCURRENCY_KEY, &outnull[8]);
+	out[9] = tj_get_datum(r, R_RATE_LIMIT_KEY, &outnull[9]);
+	out[10] = tj_get_datum(r, R_ENQUEUED_AT, &outnull[10]);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
+}
+
+/* One candidate read from the cursor */
+typedef struct Candidate
+{
+	int64		id;
+	char	   *ckey;
+	char	   *rkey;
+	int32		cost;
+} Candidate;
+
+/*
+ * Reservation when limits exist (see the file header).  The number of jobs
+ * it looks at is bounded, so a crowd of jobs whose keys are busy elsewhere
+ * cannot make one call slow.  Connected to SPI by the caller.
+ */
+static void
+reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
+				int32 max_jobs, TimestampTz now, TimestampTz lease_until)
+{
+	Datum		values[5];
+	Datum		queue_name = CStringGetTextDatum(queue->name);
+	TJLimitCache cache = {0};
+	BlockedKeys blocked = {0};
+	Portal		portal;
+	int32		taken = 0;
+	int64		visited = 0;
+	int64		max_visit = 1000 + 10 * (int64) max_jobs;
+	Candidate  *batch = palloc(sizeof(Candidate) * SCAN_BATCH);
+
+	values[0] = Int32GetDatum(queue->id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = Int64GetDatum(max_jobs);
+	tj_execute(&release_due_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
+	tj_process_rechecks(&cache);
+
+	portal = SPI_cursor_open(NULL, tj_plan(&candidates_stmt), values, NULL, false);
+	while (taken < max_jobs && visited < max_visit)
+	{
+		uint64		n;
+
+		SPI_cursor_fetch(portal, true, SCAN_BATCH);
+		n = SPI_processed;
+		if (n == 0)
+			break;
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			batch[i].id = DatumGetInt64(tj_get_datum(i, 1, &isnull));
+			batch[i].ckey = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			batch[i].rkey = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+			batch[i].cost = DatumGetInt32(tj_get_datum(i, 4, &isnull));
+		}
+		SPI_freetuptable(SPI_tuptable);
+
+		for (uint64 i = 0; i < n && taken < max_jobs; i++)
+		{
+			Candidate  *c = &batch[i];
+			TimestampTz *known;
+			const char *blocked_key = NULL;
+			TimestampTz blocked_until = 0;
+			TimestampTz admitted_at;
+			TJAdmission r;
+			Datum		park[3];
+
+			/* jobs of a key already parked in this call cost nothing more */
+			if (((known = blocked_find(&blocked, c->ckey)) != NULL && *known != DT_NOEND) ||
+				((known = blocked_find(&blocked, c->rkey)) != NULL && *known != DT_NOEND))
+				continue;
+			visited++;
+			/* a key another transaction is admitting for right now: skip */
+			if (blocked_find(&blocked, c->ckey) || blocked_find(&blocked, c->rkey))
+				continue;
+
+			r = tj_admit(&cache, c->ckey, c->rkey, c->cost, now, &blocked_key, &blocked_until,
+						 &admitted_at);
+			if (r == TJ_ADMIT_OK)
+			{
+				/* reserved_at is the admission time the rate limiter recorded */
+				values[0] = Int64GetDatum(c->id);
+				values[1] = TimestampTzGetDatum(admitted_at);
+				values[2] = TimestampTzGetDatum(lease_until + (admitted_at - now));
+				values[3] = PointerGetDatum(worker);
+				values[4] = Int32GetDatum(queue->id);
+				if (tj_execute(&take_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
+				{
+					emit_row(rsinfo, 0, queue_name);
+					taken++;
+				}
+			}
+			else if (r == TJ_ADMIT_BUSY)
+			{
+				if (c->ckey)
+					blocked_add(&blocked, c->ckey, DT_NOEND);
+				if (c->rkey)
+					blocked_add(&blocked, c->rkey, DT_NOEND);
+			}
+			else if (r == TJ_ADMIT_RATE && blocked_until == DT_NOEND)
+			{
+				/* only this job is too big for its key: the others may pass */
+				park[0] = Int64GetDatum(c->id);
+				park[1] = CStringGetTextDatum(blocked_key);
+				park[2] = TimestampTzGetDatum(blocked_until);
+				tj_execute(&park_one_stmt, park, NULL, false, 0, SPI_OK_UPDATE);
+			}
+			else
+			{
+				char		nulls[3] = {' ', ' ', ' '};
+
+				/* a cap parks with no time (0); a rate until its next admission */
+				blocked_add(&blocked, blocked_key, r == TJ_ADMIT_CAP ? 0 : blocked_until);
+				park[0] = CStringGetTextDatum(blocked_key);
+				park[1] = TimestampTzGetDatum(blocked_until);
+				nulls[1] = r == TJ_ADMIT_CAP ? 'n' : ' ';
+				park[2] = TimestampTzGetDatum(now);
+				tj_execute(r == TJ_ADMIT_CAP ? &park_ckey_stmt : &park_rkey_stmt,
+						   park, nulls, false, 0, SPI_OK_UPDATE);
+			}
+			SPI_freetuptable(SPI_tuptable);
+		}
+	}
+	SPI_cursor_close(portal);
 }
 
 /* reserve(queue, worker, max_jobs, lease) returns setof reserved_job */
@@ -84,6 +350,7 @@ throttle_jobs_reserve(PG_FUNCTION_ARGS)
 	int32		max_jobs;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	Interval   *lease = NULL;
+	TimestampTz lease_until;
 	Datum		values[5];
 	uint64		n;
 	ReservedRow *rows;
@@ -116,11 +383,20 @@ throttle_jobs_reserve(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
+	lease_until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+														  TimestampTzGetDatum(now),
+														  IntervalPGetDatum(lease ? lease : &queue.lease)));
+	if (tj_limits_exist())
+	{
+		reserve_limited(rsinfo, &queue, worker, max_jobs, now, lease_until);
+		SPI_finish();
+		return (Datum) 0;
+	}
+
 	values[0] = Int32GetDatum(queue.id);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = Int64GetDatum(max_jobs);
-	values[3] = DirectFunctionCall2(timestamptz_pl_interval, TimestampTzGetDatum(now),
-									IntervalPGetDatum(lease ? lease : &queue.lease));
+	values[3] = TimestampTzGetDatum(lease_until);
 	values[4] = PointerGetDatum(worker);
 	n = tj_execute(&reserve_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
 
@@ -134,30 +410,13 @@ throttle_jobs_reserve(PG_FUNCTION_ARGS)
 		rows[i].id = DatumGetInt64(tj_get_datum(i, R_ID, &isnull));
 		rows[i].priority = DatumGetInt16(tj_get_datum(i, R_PRIORITY, &isnull));
 		rows[i].run_at = DatumGetTimestampTz(tj_get_datum(i, R_RUN_AT, &isnull));
+		rows[i].rr_rank = DatumGetInt64(tj_get_datum(i, R_RR_RANK, &isnull));
 	}
 	qsort(rows, n, sizeof(ReservedRow), reserved_row_cmp);
 
 	queue_name = CStringGetTextDatum(queue.name);
 	for (uint64 i = 0; i < n; i++)
-	{
-		Datum		out[11];
-		bool		outnull[11];
-		uint64		r = rows[i].row;
-
-		memset(outnull, 0, sizeof(outnull));
-		out[0] = tj_get_datum(r, R_ID, &outnull[0]);
-		out[1] = queue_name;
-		out[2] = tj_get_datum(r, R_PAYLOAD, &outnull[2]);
-		out[3] = tj_get_datum(r, R_ATTEMPT, &outnull[3]);
-		out[4] = tj_get_datum(r, R_MAX_ATTEMPTS, &outnull[4]);
-		out[5] = tj_get_datum(r, R_LEASE_TOKEN, &outnull[5]);
-		out[6] = tj_get_datum(r, R_LEASE_UNTIL, &outnull[6]);
-		out[7] = Int32GetDatum((int32) rows[i].priority);
-		out[8] = tj_get_datum(r, R_CONCURRENCY_KEY, &outnull[8]);
-		out[9] = tj_get_datum(r, R_RATE_LIMIT_KEY, &outnull[9]);
-		out[10] = tj_get_datum(r, R_ENQUEUED_AT, &outnull[10]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
-	}
+		emit_row(rsinfo, rows[i].row, queue_name);
 	SPI_finish();
 	return (Datum) 0;
 }

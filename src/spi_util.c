@@ -15,6 +15,7 @@
 #include "executor/spi.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 
 #include "throttle_jobs.h"
 
@@ -30,25 +31,46 @@ check_result(const char *sql, int rc, int expected)
  * Executes a kept statement, preparing it on first use.  The caller must be
  * connected to SPI.  Returns the number of rows processed.
  */
+/* The statement's kept plan, prepared on first use. */
+SPIPlanPtr
+tj_plan(TJStatement *stmt)
+{
+	SPIPlanPtr	plan;
+
+	if (stmt->plan != NULL)
+		return stmt->plan;
+	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+	if (plan == NULL)
+		elog(ERROR, "throttle_jobs: SPI_prepare failed (%s) for: %s",
+			 SPI_result_code_string(SPI_result), stmt->sql);
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "throttle_jobs: SPI_keepplan failed");
+	stmt->plan = plan;
+	return plan;
+}
+
 uint64
 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
 		   bool read_only, long count, int expected)
 {
-	int			rc;
+	check_result(stmt->sql, SPI_execute_plan(tj_plan(stmt), values, nulls, read_only, count),
+				 expected);
+	return SPI_processed;
+}
 
-	if (stmt->plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "throttle_jobs: SPI_prepare failed (%s) for: %s",
-				 SPI_result_code_string(SPI_result), stmt->sql);
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "throttle_jobs: SPI_keepplan failed");
-		stmt->plan = plan;
-	}
-	rc = SPI_execute_plan(stmt->plan, values, nulls, read_only, count);
-	check_result(stmt->sql, rc, expected);
+/*
+ * Executes a kept statement under the latest snapshot rather than the
+ * transaction's: for limiter state read and written under a key mutex,
+ * which must see every admission committed before the mutex was granted,
+ * whatever the isolation level.
+ */
+uint64
+tj_execute_latest(TJStatement *stmt, Datum *values, const char *nulls, int expected)
+{
+	check_result(stmt->sql,
+				 SPI_execute_snapshot(tj_plan(stmt), values, nulls, GetLatestSnapshot(),
+									  InvalidSnapshot, false, false, 0),
+				 expected);
 	return SPI_processed;
 }
 

@@ -35,12 +35,15 @@ typedef struct TJStatement
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[12];
+	Oid			argtypes[16];
 	SPIPlanPtr	plan;
 } TJStatement;
 
+extern SPIPlanPtr tj_plan(TJStatement *stmt);
 extern uint64 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
 						 bool read_only, long count, int expected);
+extern uint64 tj_execute_latest(TJStatement *stmt, Datum *values, const char *nulls,
+								int expected);
 extern void tj_execute_sql(const char *sql, int expected);
 extern Datum tj_get_datum(uint64 row, int col, bool *isnull);
 extern Datum tj_get_datum_copy(uint64 row, int col, bool *isnull);
@@ -51,6 +54,7 @@ extern int64 tj_interval_usecs(const Interval *iv);
 extern void tj_check_interval(const Interval *iv, const char *what, bool allow_zero);
 extern void tj_check_timestamp(TimestampTz ts, const char *what);
 extern void tj_check_key(text *key, const char *what);
+extern void tj_check_job_key(text *key, const char *what);
 extern void tj_check_range(double value, const char *what, double lo, double hi);
 
 /* queue.c: a queue's settings, looked up by name */
@@ -62,6 +66,7 @@ typedef struct TJQueue
 	int64		max_size;		/* -1: unbounded */
 	bool		drop_when_full;
 	Interval	lease;
+	bool		round_robin;	/* fairness = 'round_robin' */
 } TJQueue;
 
 extern void tj_lookup_queue(text *name, TJQueue *queue);
@@ -81,16 +86,94 @@ typedef struct TJFailedJob
 	double		backoff_factor;
 	int64		backoff_max;
 	double		backoff_jitter;
+	char	   *concurrency_key;	/* NULL: none */
+	char	   *rate_limit_key; /* NULL: none */
 } TJFailedJob;
 
 /* The columns tj_read_failed_job reads, from job j joined with queue q */
 #define TJ_FAILED_JOB_COLUMNS \
 	"j.id, j.attempt, coalesce(j.max_attempts, q.max_attempts), q.backoff_base," \
-	" q.backoff_factor, q.backoff_max, q.backoff_jitter"
+	" q.backoff_factor, q.backoff_max, q.backoff_jitter, j.concurrency_key, j.rate_limit_key"
 
 extern void tj_read_failed_job(uint64 row, TJFailedJob *job);
 extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 						   const Interval *retry_in, bool retryable,
 						   const char *dead_reason, TimestampTz now);
+
+/* limits.c: per-key concurrency caps and rate limits */
+#define TJ_TOKEN_BUCKET		0
+#define TJ_SLIDING_WINDOW	1
+#define TJ_FIXED_WINDOW		2
+
+typedef struct TJRateLimit
+{
+	int			algorithm;
+	int32		max;			/* admissions (cost units) per period */
+	int64		period;			/* microseconds */
+	int32		burst;			/* token bucket capacity; 0: max */
+} TJRateLimit;
+
+typedef struct TJRateState
+{
+	double		tokens;			/* bucket level, or the fixed window's count */
+	TimestampTz stamp;			/* last refill, or the fixed window's start; 0: fresh */
+	int			n;				/* sliding window log: admissions in time order */
+	TimestampTz *log_at;
+	int32	   *log_cost;
+	double		factor;			/* adaptive: the share of the rate in force */
+	TimestampTz evaluated_at;	/* adaptive: last evaluation; 0: never */
+} TJRateState;
+
+#define TJ_ADAPTIVE_MIN_SAMPLES	5
+#define TJ_ADAPTIVE_DECREASE	0.5
+#define TJ_ADAPTIVE_STEP		0.1
+
+typedef struct TJKeyLimit
+{
+	char	   *key;			/* the concrete key looked up */
+	bool		limited;		/* some limit governs it */
+	char	   *limit_key;		/* the limit's own key (the key, or a template) */
+	int32		max_running;	/* 0: no cap */
+	bool		has_rate;
+	TJRateLimit rate;
+	bool		adaptive;
+	double		error_threshold;
+	double		min_factor;
+} TJKeyLimit;
+
+/* Limits looked up during one call */
+typedef struct TJLimitCache
+{
+	int			n;
+	int			size;
+	TJKeyLimit *items;
+} TJLimitCache;
+
+typedef enum TJAdmission
+{
+	TJ_ADMIT_OK,				/* admitted; rate tokens taken */
+	TJ_ADMIT_BUSY,				/* another transaction holds a key: skip, try later */
+	TJ_ADMIT_CAP,				/* the concurrency key is at its cap */
+	TJ_ADMIT_RATE				/* the rate key admits it only at blocked_until */
+} TJAdmission;
+
+extern bool tj_rate_admit(const TJRateLimit *limit, TJRateState *state,
+						  TimestampTz now, int32 cost, TimestampTz *next_at);
+extern int	tj_rate_algorithm(const char *name);
+extern double tj_adaptive_factor(double factor, int64 ok, int64 failed,
+								 double threshold, double min_factor);
+extern void tj_record_outcome(const char *rkey, bool failed, TimestampTz now);
+extern TJKeyLimit *tj_key_limit(TJLimitCache *cache, const char *key);
+extern bool tj_limits_exist(void);
+extern bool tj_try_lock_key(const char *key);
+extern bool tj_key_would_wait(TJLimitCache *cache, const char *ckey, const char *rkey,
+							  TimestampTz now, const char **blocked_key,
+							  TimestampTz *blocked_until);
+extern void tj_unpark_one(const char *ckey);
+extern int64 tj_release_throttled(TimestampTz now);
+extern int64 tj_process_rechecks(TJLimitCache *cache);
+extern TJAdmission tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey,
+							int32 cost, TimestampTz now, const char **blocked_key,
+							TimestampTz *blocked_until, TimestampTz *admitted_at);
 
 #endif							/* THROTTLE_JOBS_H */

@@ -95,6 +95,18 @@ tj_check_key(text *key, const char *what)
 				 errhint("Use at most %d bytes.", TJ_MAX_KEY_LEN)));
 }
 
+/* A job's concurrency or rate key: as tj_check_key, and no "*" (templates are for limits). */
+void
+tj_check_job_key(text *key, const char *what)
+{
+	tj_check_key(key, what);
+	if (memchr(VARDATA_ANY(key), '*', VARSIZE_ANY_EXHDR(key)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s \"%s\" contains \"*\"", what, text_to_cstring(key)),
+				 errhint("\"*\" marks templates in limits; a job carries a concrete key.")));
+}
+
 /* A double in [lo, hi]; NaN is refused. */
 void
 tj_check_range(double value, const char *what, double lo, double hi)

@@ -1,0 +1,1007 @@
+/*-------------------------------------------------------------------------
+ *
+ * limits.c
+ *		Per-key limits: concurrency caps and rate limits, the admission
+ *		check that reserve() makes for each job, and try_acquire()/acquire()
+ *		for any SQL.
+ *
+ * Locking.  Each concrete key has a mutex: a heavyweight lock on the object
+ * (throttle_jobs.key_limit, hash of the key), taken in ExclusiveLock with
+ * ConditionalLockDatabaseObject and held to the end of the transaction.
+ * Whoever admits a job for a key (or takes its tokens) holds it, so:
+ *  - a cap is checked by counting the key's running jobs under a fresh
+ *    snapshot: every other admission for the key has committed or rolled
+ *    back before we get the mutex, so the count is exact, and completions
+ *    in flight only make it conservative;
+ *  - rate state rows (key_rate_state) are read and written only under it;
+ *  - nobody ever waits for it (a reservation skips a job whose key is
+ *    busy), so no two reservations can deadlock, whatever order they meet
+ *    keys in.  Keys that share a hash merely skip each other more often.
+ * A finishing job just stops counting; to hand its slot to a parked job,
+ * the completion takes the mutex without waiting and gives it back at once
+ * (see tj_unpark_one).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "throttle_jobs.h"
+
+PG_FUNCTION_INFO_V1(throttle_jobs_try_acquire);
+PG_FUNCTION_INFO_V1(throttle_jobs_acquire);
+PG_FUNCTION_INFO_V1(throttle_jobs_rate_admit);
+PG_FUNCTION_INFO_V1(throttle_jobs_adaptive_factor);
+
+/* ---- pure rate arithmetic ---- */
+
+/*
+ * Decides whether `cost` admissions may pass now, updating *state if so;
+ * otherwise sets *next_at to the earliest time they could (may be
+ * DT_NOEND: never, the cost exceeds what the limit ever allows).
+ *
+ *  token_bucket:	capacity burst (default max), refilled continuously at
+ *					max per period; any window of length T admits at most
+ *					burst + max * T / period.
+ *  fixed_window:	at most max per period-long window aligned on the
+ *					PostgreSQL epoch (2000-01-01 UTC).
+ *  sliding_window: at most max in any window of length period (an exact
+ *					log of recent admissions).
+ *
+ * A fresh state (stamp 0) is a full bucket or an empty window.  The log
+ * arrays must have room for max + 1 entries.  On admission, state->stamp is
+ * the admission time: `now`, or the previous admission's time if later.
+ */
+bool
+tj_rate_admit(const TJRateLimit *limit, TJRateState *state, TimestampTz now,
+			  int32 cost, TimestampTz *next_at)
+{
+	/*
+	 * Admission times never go back: a transaction that started before the
+	 * key's last admission is admitted at that admission's time.  Without
+	 * this, a late-starting transaction's entries could be pruned from the
+	 * sliding log before an early-starting one is judged.
+	 */
+	if (state->stamp != 0 && now < state->stamp)
+		now = state->stamp;
+	*next_at = 0;
+	switch (limit->algorithm)
+	{
+		case TJ_TOKEN_BUCKET:
+			{
+				double		capacity = limit->burst > 0 ? limit->burst : limit->max;
+				double		per_usec = (double) limit->max / (double) limit->period;
+
+				if (state->stamp == 0)
+				{
+					state->tokens = capacity;
+					state->stamp = now;
+				}
+				else if (now > state->stamp)
+				{
+					state->tokens = Min(capacity,
+										state->tokens + (double) (now - state->stamp) * per_usec);
+					state->stamp = now;
+				}
+				if (state->tokens + 1e-9 >= cost)
+				{
+					state->tokens = Max(state->tokens - cost, 0.0);
+					return true;
+				}
+				if (cost > capacity)
+					*next_at = DT_NOEND;
+				else
+					*next_at = now + (TimestampTz) ceil((cost - state->tokens) / per_usec);
+				return false;
+			}
+		case TJ_FIXED_WINDOW:
+			{
+				TimestampTz start = now - (((now % limit->period) + limit->period) % limit->period);
+
+				if (state->stamp != start)
+				{
+					state->stamp = start;
+					state->tokens = 0;
+				}
+				if (state->tokens + cost <= limit->max)
+				{
+					state->tokens += cost;
+					return true;
+				}
+				*next_at = cost > limit->max ? DT_NOEND : start + limit->period;
+				return false;
+			}
+		case TJ_SLIDING_WINDOW:
+			{
+				int			keep = 0;
+				int64		used = 0;
+
+				/* drop admissions that left the window (now - period, now] */
+				for (int i = 0; i < state->n; i++)
+				{
+					if (state->log_at[i] > now - limit->period)
+					{
+						state->log_at[keep] = state->log_at[i];
+						state->log_cost[keep] = state->log_cost[i];
+						used += state->log_cost[keep];
+						keep++;
+					}
+				}
+				state->n = keep;
+				state->stamp = now;
+				if (used + cost <= limit->max)
+				{
+					state->log_at[state->n] = now;
+					state->log_cost[state->n] = cost;
+					state->n++;
+					return true;
+				}
+				if (cost > limit->max)
+				{
+					*next_at = DT_NOEND;
+					return false;
+				}
+				/* the oldest entries leave first (the log is in time order) */
+				for (int i = 0; i < state->n; i++)
+				{
+					used -= state->log_cost[i];
+					if (used + cost <= limit->max)
+					{
+						*next_at = state->log_at[i] + limit->period;
+						break;
+					}
+				}
+				return false;
+			}
+	}
+	elog(ERROR, "throttle_jobs: unknown rate algorithm %d", limit->algorithm);
+	return false;
+}
+
+int
+tj_rate_algorithm(const char *name)
+{
+	if (strcmp(name, "token_bucket") == 0)
+		return TJ_TOKEN_BUCKET;
+	if (strcmp(name, "sliding_window") == 0)
+		return TJ_SLIDING_WINDOW;
+	if (strcmp(name, "fixed_window") == 0)
+		return TJ_FIXED_WINDOW;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown rate limit algorithm \"%s\"", name),
+			 errhint("Use 'token_bucket', 'sliding_window' or 'fixed_window'.")));
+	return -1;
+}
+
+/*
+ * Adaptive rate limits: the next factor from the outcomes of the key's jobs
+ * since the last evaluation (one evaluation per period).  With at least
+ * TJ_ADAPTIVE_MIN_SAMPLES outcomes and an error rate above the threshold,
+ * the factor halves, down to min_factor; with an error rate at or below it
+ * (and at least one outcome), it recovers by TJ_ADAPTIVE_STEP, up to 1.
+ * Otherwise it stays.
+ */
+double
+tj_adaptive_factor(double factor, int64 ok, int64 failed, double threshold,
+				   double min_factor)
+{
+	int64		n = ok + failed;
+
+	if (n >= TJ_ADAPTIVE_MIN_SAMPLES && (double) failed / (double) n > threshold)
+		return Max(min_factor, factor * TJ_ADAPTIVE_DECREASE);
+	if (n >= 1 && (double) failed / (double) n <= threshold)
+		return Min(1.0, factor + TJ_ADAPTIVE_STEP);
+	return factor;
+}
+
+/* The limit scaled by an adaptive factor: never below one admission. */
+static TJRateLimit
+scaled_limit(const TJRateLimit *limit, double factor)
+{
+	TJRateLimit scaled = *limit;
+
+	if (factor < 1.0)
+	{
+		scaled.max = Max(1, (int32) floor(limit->max * factor));
+		if (limit->burst > 0)
+			scaled.burst = Max(1, (int32) floor(limit->burst * factor));
+	}
+	return scaled;
+}
+
+/* ---- limit lookup ---- */
+
+static TJStatement lookup_limit_stmt = {
+	"SELECT l.key, l.max_running, l.max_per_period, l.period, l.algorithm, l.burst,"
+	"       l.adaptive, l.error_threshold, l.min_factor"
+	"  FROM throttle_jobs.key_limit l WHERE l.key = ANY ($1)"
+	" ORDER BY l.key = $2 DESC, pg_catalog.length(l.key) DESC LIMIT 1",
+	2, {TEXTARRAYOID, TEXTOID}
+};
+
+/*
+ * The limit that governs a concrete key: a limit set on the key itself, or
+ * else the longest template ("prefix*") whose prefix the key starts with.  The lookup
+ * probes the primary key with the key and each of its prefixes + '*', so
+ * it costs O(key length) index probes however many limits exist.
+ */
+static void
+lookup_limit(const char *key, TJKeyLimit *out)
+{
+	int			len = strlen(key);
+	Datum	   *probes = palloc(sizeof(Datum) * (len + 1));
+	int			n = 0;
+	Datum		values[2];
+	bool		isnull;
+
+	probes[n++] = CStringGetTextDatum(key);
+	for (int i = 0; i <= len; i += pg_mblen(key + i))
+	{
+		if (i == 0)
+			continue;
+		probes[n++] = PointerGetDatum(cstring_to_text(psprintf("%.*s*", i, key)));
+	}
+	values[0] = PointerGetDatum(construct_array(probes, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[1] = probes[0];
+
+	memset(out, 0, sizeof(*out));
+	out->key = pstrdup(key);
+	if (tj_execute(&lookup_limit_stmt, values, NULL, false, 1, SPI_OK_SELECT) == 0)
+		return;
+	out->limited = true;
+	out->limit_key = TextDatumGetCString(tj_get_datum(0, 1, &isnull));
+	out->max_running = DatumGetInt32(tj_get_datum(0, 2, &isnull));
+	if (isnull)
+		out->max_running = 0;
+	out->rate.max = DatumGetInt32(tj_get_datum(0, 3, &isnull));
+	if (!isnull)
+	{
+		out->has_rate = true;
+		out->rate.period = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(0, 4, &isnull)));
+		out->rate.algorithm = tj_rate_algorithm(TextDatumGetCString(tj_get_datum(0, 5, &isnull)));
+		out->rate.burst = DatumGetInt32(tj_get_datum(0, 6, &isnull));
+		if (isnull)
+			out->rate.burst = 0;
+		out->adaptive = DatumGetBool(tj_get_datum(0, 7, &isnull));
+		out->error_threshold = DatumGetFloat8(tj_get_datum(0, 8, &isnull));
+		out->min_factor = DatumGetFloat8(tj_get_datum(0, 9, &isnull));
+	}
+}
+
+/* The limit of `key`, from the cache or looked up (and cached). */
+TJKeyLimit *
+tj_key_limit(TJLimitCache *cache, const char *key)
+{
+	for (int i = 0; i < cache->n; i++)
+		if (strcmp(cache->items[i].key, key) == 0)
+			return &cache->items[i];
+	if (cache->n == cache->size)
+	{
+		cache->size = Max(16, cache->size * 2);
+		cache->items = cache->items
+			? repalloc(cache->items, sizeof(TJKeyLimit) * cache->size)
+			: palloc(sizeof(TJKeyLimit) * cache->size);
+	}
+	lookup_limit(key, &cache->items[cache->n]);
+	return &cache->items[cache->n++];
+}
+
+static TJStatement any_limit_stmt = {
+	"SELECT 1 FROM throttle_jobs.key_limit LIMIT 1", 0, {InvalidOid}
+};
+
+/* Whether any limit is defined at all (none: every key is free). */
+bool
+tj_limits_exist(void)
+{
+	return tj_execute(&any_limit_stmt, NULL, NULL, false, 1, SPI_OK_SELECT) > 0;
+}
+
+/* ---- the key mutex ---- */
+
+static Oid
+key_limit_relid(void)
+{
+	Oid			relid = get_relname_relid("key_limit",
+										  get_namespace_oid("throttle_jobs", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "throttle_jobs: table throttle_jobs.key_limit is missing");
+	return relid;
+}
+
+/* Takes the key's mutex (to transaction end) if nobody holds it. */
+bool
+tj_try_lock_key(const char *key)
+{
+	return ConditionalLockDatabaseObject(key_limit_relid(),
+										 DatumGetUInt32(hash_any((const unsigned char *) key,
+																 strlen(key))),
+										 0, ExclusiveLock);
+}
+
+/*
+ * Gives back one hold of the key's mutex before the transaction ends.  Only
+ * for holders that admitted nothing under it: releasing capacity early is
+ * safe, taking it is not (a cap count must see the admission committed).
+ * A hold taken earlier in the transaction (by an admission) stays.
+ */
+static void
+unlock_key(const char *key)
+{
+	UnlockDatabaseObject(key_limit_relid(),
+						 DatumGetUInt32(hash_any((const unsigned char *) key, strlen(key))),
+						 0, ExclusiveLock);
+}
+
+/* ---- state under the mutex (read and written with the latest snapshot) ---- */
+
+static TJStatement count_running_stmt = {
+	"SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j"
+	" WHERE j.concurrency_key = $1 AND j.state = 'running' LIMIT $2) s",
+	2, {TEXTOID, INT8OID}
+};
+
+/* Running jobs plus ready ones not yet reserved: the slots already spoken for */
+static TJStatement count_claimed_stmt = {
+	"SELECT (SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j"
+	"         WHERE j.concurrency_key = $1 AND j.state = 'running' LIMIT $2) r)"
+	"     + (SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j"
+	"         WHERE j.concurrency_key = $1 AND j.state = 'available' AND j.run_at <= $3 LIMIT $2) a)",
+	3, {TEXTOID, INT8OID, TIMESTAMPTZOID}
+};
+
+static TJStatement load_rate_stmt = {
+	"SELECT s.tokens, s.stamp, s.log_at, s.log_cost, s.factor, s.evaluated_at"
+	"  FROM throttle_jobs.key_rate_state s WHERE s.key = $1",
+	1, {TEXTOID}
+};
+
+static TJStatement save_rate_stmt = {
+	"INSERT INTO throttle_jobs.key_rate_state AS s"
+	" (key, tokens, stamp, log_at, log_cost, next_at, factor, evaluated_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+	" ON CONFLICT (key) DO UPDATE SET tokens = EXCLUDED.tokens, stamp = EXCLUDED.stamp,"
+	"  log_at = EXCLUDED.log_at, log_cost = EXCLUDED.log_cost, next_at = EXCLUDED.next_at,"
+	"  factor = EXCLUDED.factor, evaluated_at = EXCLUDED.evaluated_at",
+	8, {TEXTOID, FLOAT8OID, TIMESTAMPTZOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID,
+	FLOAT8OID, TIMESTAMPTZOID}
+};
+
+/* Running jobs of the key (counting stops at cap).  Hold the key mutex. */
+static int64
+count_running(const char *key, int32 cap)
+{
+	Datum		values[2];
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(key);
+	values[1] = Int64GetDatum(cap);
+	tj_execute_latest(&count_running_stmt, values, NULL, SPI_OK_SELECT);
+	return DatumGetInt64(tj_get_datum(0, 1, &isnull));
+}
+
+static void
+load_rate(const char *key, const TJRateLimit *limit, TJRateState *state)
+{
+	Datum		values[1];
+	bool		isnull;
+
+	memset(state, 0, sizeof(*state));
+	state->factor = 1.0;
+	state->log_at = palloc(sizeof(TimestampTz) * (limit->max + 1));
+	state->log_cost = palloc(sizeof(int32) * (limit->max + 1));
+	values[0] = CStringGetTextDatum(key);
+	if (tj_execute_latest(&load_rate_stmt, values, NULL, SPI_OK_SELECT) == 0)
+		return;
+	state->tokens = DatumGetFloat8(tj_get_datum(0, 1, &isnull));
+	state->stamp = DatumGetTimestampTz(tj_get_datum(0, 2, &isnull));
+	state->factor = DatumGetFloat8(tj_get_datum(0, 5, &isnull));
+	state->evaluated_at = DatumGetTimestampTz(tj_get_datum(0, 6, &isnull));
+	if (isnull)
+		state->evaluated_at = 0;
+	if (limit->algorithm == TJ_SLIDING_WINDOW)
+	{
+		ArrayType  *at = DatumGetArrayTypeP(tj_get_datum(0, 3, &isnull));
+		ArrayType  *cost = DatumGetArrayTypeP(tj_get_datum(0, 4, &isnull));
+		Datum	   *ats,
+				   *costs;
+		int			n,
+					m;
+
+		deconstruct_array(at, TIMESTAMPTZOID, sizeof(TimestampTz), true, TYPALIGN_DOUBLE,
+						  &ats, NULL, &n);
+		deconstruct_array(cost, INT4OID, sizeof(int32), true, TYPALIGN_INT,
+						  &costs, NULL, &m);
+		/* a log longer than the limit allows (the limit was lowered): keep the newest */
+		for (int i = Max(0, Min(n, m) - limit->max); i < Min(n, m); i++)
+		{
+			state->log_at[state->n] = DatumGetTimestampTz(ats[i]);
+			state->log_cost[state->n] = DatumGetInt32(costs[i]);
+			state->n++;
+		}
+	}
+}
+
+static void
+save_rate(const char *key, const TJRateState *state, TimestampTz next_at)
+{
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum	   *ats = palloc(sizeof(Datum) * (state->n + 1));
+	Datum	   *costs = palloc(sizeof(Datum) * (state->n + 1));
+
+	for (int i = 0; i < state->n; i++)
+	{
+		ats[i] = TimestampTzGetDatum(state->log_at[i]);
+		costs[i] = Int32GetDatum(state->log_cost[i]);
+	}
+	values[0] = CStringGetTextDatum(key);
+	values[1] = Float8GetDatum(state->tokens);
+	values[2] = TimestampTzGetDatum(state->stamp);
+	values[3] = PointerGetDatum(construct_array(ats, state->n, TIMESTAMPTZOID,
+												sizeof(TimestampTz), true, TYPALIGN_DOUBLE));
+	values[4] = PointerGetDatum(construct_array(costs, state->n, INT4OID,
+												sizeof(int32), true, TYPALIGN_INT));
+	values[5] = TimestampTzGetDatum(next_at);
+	nulls[5] = next_at == 0 ? 'n' : ' ';
+	values[6] = Float8GetDatum(state->factor);
+	values[7] = TimestampTzGetDatum(state->evaluated_at);
+	nulls[7] = state->evaluated_at == 0 ? 'n' : ' ';
+	tj_execute_latest(&save_rate_stmt, values, nulls, SPI_OK_INSERT);
+}
+
+static TJStatement tally_stmt = {
+	"SELECT pg_catalog.count(*) FILTER (WHERE NOT o.failed), pg_catalog.count(*) FILTER (WHERE o.failed)"
+	"  FROM throttle_jobs.key_outcome o WHERE o.key = $1 AND o.at < $2",
+	2, {TEXTOID, TIMESTAMPTZOID}
+};
+
+static TJStatement prune_outcomes_stmt = {
+	"DELETE FROM throttle_jobs.key_outcome o WHERE o.key = $1 AND o.at < $2",
+	2, {TEXTOID, TIMESTAMPTZOID}
+};
+
+/*
+ * Adaptive keys: once a period has passed since the last evaluation, tally
+ * the outcomes recorded since and move the factor (tj_adaptive_factor).
+ * Hold the key mutex.
+ */
+static void
+evaluate_adaptive(const char *key, const TJKeyLimit *limit, TJRateState *state,
+				  TimestampTz now)
+{
+	Datum		values[2];
+	bool		isnull;
+	int64		ok,
+				failed;
+
+	if (state->evaluated_at == 0)
+	{
+		state->evaluated_at = now;
+		return;
+	}
+	if (now < state->evaluated_at + limit->rate.period)
+		return;
+	values[0] = CStringGetTextDatum(key);
+	values[1] = TimestampTzGetDatum(now);
+	tj_execute_latest(&tally_stmt, values, NULL, SPI_OK_SELECT);
+	ok = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+	failed = DatumGetInt64(tj_get_datum(0, 2, &isnull));
+	state->factor = tj_adaptive_factor(state->factor, ok, failed,
+									   limit->error_threshold, limit->min_factor);
+	state->evaluated_at = now;
+	tj_execute_latest(&prune_outcomes_stmt, values, NULL, SPI_OK_DELETE);
+}
+
+static TJStatement outcome_stmt = {
+	"INSERT INTO throttle_jobs.key_outcome (key, at, failed) VALUES ($1, $2, $3)",
+	3, {TEXTOID, TIMESTAMPTZOID, BOOLOID}
+};
+
+/*
+ * A job with rate key `rkey` succeeded or failed: if the key's limit is
+ * adaptive, record it for the next evaluation.  Insert-only, never waits.
+ */
+void
+tj_record_outcome(const char *rkey, bool failed, TimestampTz now)
+{
+	TJLimitCache cache = {0};
+	TJKeyLimit *l = tj_key_limit(&cache, rkey);
+	Datum		values[3];
+
+	if (!(l->limited && l->has_rate && l->adaptive))
+		return;
+	values[0] = CStringGetTextDatum(rkey);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = BoolGetDatum(failed);
+	tj_execute(&outcome_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+}
+
+/*
+ * The admission check for one job (or one try_acquire): takes the mutex of
+ * each limited key without waiting, then checks the cap and the rate, and
+ * takes the rate tokens only if both pass.  *admitted_at is the admission
+ * time the rate limiter recorded: `now`, or later when another admission
+ * for the key was recorded later than `now` (see tj_rate_admit).  On TJ_ADMIT_CAP or _RATE,
+ * *blocked_key (and for a rate, *blocked_until) say what holds the job
+ * back.  The caller must be connected to SPI.
+ */
+TJAdmission
+tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey, int32 cost,
+		 TimestampTz now, const char **blocked_key, TimestampTz *blocked_until,
+		 TimestampTz *admitted_at)
+{
+	TJKeyLimit *cl = ckey ? tj_key_limit(cache, ckey) : NULL;
+	TJKeyLimit *rl = rkey ? tj_key_limit(cache, rkey) : NULL;
+	TJRateState state;
+	TimestampTz next_at;
+
+	if (cl && !(cl->limited && cl->max_running > 0))
+		cl = NULL;
+	if (rl && !(rl->limited && rl->has_rate))
+		rl = NULL;
+	*blocked_key = NULL;
+	*blocked_until = 0;
+	*admitted_at = now;
+	if (cl == NULL && rl == NULL)
+		return TJ_ADMIT_OK;
+
+	/* conditional locks: the order does not matter, nobody waits */
+	if (cl && !tj_try_lock_key(ckey))
+		return TJ_ADMIT_BUSY;
+	if (rl && (cl == NULL || strcmp(ckey, rkey) != 0) && !tj_try_lock_key(rkey))
+		return TJ_ADMIT_BUSY;
+
+	if (cl && count_running(ckey, cl->max_running) >= cl->max_running)
+	{
+		*blocked_key = ckey;
+		return TJ_ADMIT_CAP;
+	}
+	if (rl)
+	{
+		TJRateLimit effective;
+
+		load_rate(rkey, &rl->rate, &state);
+		if (rl->adaptive)
+			evaluate_adaptive(rkey, rl, &state, now);
+		effective = scaled_limit(&rl->rate, state.factor);
+		*admitted_at = (state.stamp != 0 && state.stamp > now) ? state.stamp : now;
+		if (!tj_rate_admit(&effective, &state, now, cost, &next_at))
+		{
+			save_rate(rkey, &state, next_at == DT_NOEND ? 0 : next_at);
+			*blocked_key = rkey;
+			*blocked_until = next_at;
+			return TJ_ADMIT_RATE;
+		}
+		save_rate(rkey, &state, 0);
+	}
+	return TJ_ADMIT_OK;
+}
+
+/* ---- try_acquire / acquire ---- */
+
+static void
+check_acquire_args(FunctionCallInfo fcinfo, char **key, int32 *cost)
+{
+	text	   *k;
+
+	tj_require_not_null(fcinfo, 0, "key");
+	tj_require_not_null(fcinfo, 1, "cost");
+	k = PG_GETARG_TEXT_PP(0);
+	tj_check_job_key(k, "key");
+	*key = text_to_cstring(k);
+	*cost = PG_GETARG_INT32(1);
+	if (*cost < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cost must be at least 1, not %d", *cost)));
+}
+
+/* One attempt; *wait_until says when another could succeed (0: soon). */
+static bool
+acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
+{
+	TJLimitCache cache = {0};
+	const char *blocked_key;
+	TimestampTz blocked_until;
+	TimestampTz admitted_at;
+	TJAdmission r;
+
+	/* the key is both the concurrency and the rate key; tj_admit skips what is not limited */
+	SPI_connect();
+	r = tj_admit(&cache, key, key, cost, GetCurrentTimestamp(), &blocked_key, &blocked_until,
+				 &admitted_at);
+	SPI_finish();
+	*wait_until = r == TJ_ADMIT_RATE ? blocked_until : 0;
+	return r == TJ_ADMIT_OK;
+}
+
+/*
+ * try_acquire(key, cost) returns boolean: takes `cost` tokens of the key's
+ * rate limit now, or returns false.  On a key with a concurrency limit it
+ * also holds the key until the calling transaction ends, and only while
+ * the key's running jobs leave a slot free: at most one transaction holds
+ * a key at a time, which makes it a leader election.  A key without a limit
+ * is always granted.
+ */
+Datum
+throttle_jobs_try_acquire(PG_FUNCTION_ARGS)
+{
+	char	   *key;
+	int32		cost;
+	TimestampTz wait_until;
+
+	check_acquire_args(fcinfo, &key, &cost);
+	PG_RETURN_BOOL(acquire_once(key, cost, &wait_until));
+}
+
+/* acquire(key, cost, timeout) returns boolean: try_acquire, waiting up to timeout */
+Datum
+throttle_jobs_acquire(PG_FUNCTION_ARGS)
+{
+	char	   *key;
+	int32		cost;
+	TimestampTz deadline;
+
+	check_acquire_args(fcinfo, &key, &cost);
+	tj_require_not_null(fcinfo, 2, "timeout");
+	tj_check_interval(PG_GETARG_INTERVAL_P(2), "timeout", true);
+	deadline = GetCurrentTimestamp() + tj_interval_usecs(PG_GETARG_INTERVAL_P(2));
+
+	for (;;)
+	{
+		TimestampTz wait_until;
+		TimestampTz now;
+		long		sleep_ms;
+
+		if (acquire_once(key, cost, &wait_until))
+			PG_RETURN_BOOL(true);
+		now = GetCurrentTimestamp();
+		if (now >= deadline || wait_until == DT_NOEND || wait_until > deadline)
+			PG_RETURN_BOOL(false);
+		/* a refused rate says when; a busy key is polled every 10 ms */
+		sleep_ms = wait_until > now ? (long) ((wait_until - now + 999) / 1000) : 10;
+		sleep_ms = Min(sleep_ms, (long) ((deadline - now + 999) / 1000));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * SQL: _rate_admit(algorithm, max, period, burst, cost, now, tokens, stamp,
+ * log_at, log_cost): the pure rate arithmetic, for tests with a fixed clock.
+ * Returns (admitted, tokens, stamp, log_at, log_cost, next_at).
+ */
+Datum
+throttle_jobs_rate_admit(PG_FUNCTION_ARGS)
+{
+	TJRateLimit limit;
+	TJRateState state = {0};
+	TupleDesc	tupdesc;
+	Datum		out[6];
+	bool		outnull[6] = {false, false, false, false, false, false};
+	TimestampTz next_at;
+	bool		admitted;
+	Datum	   *ats,
+			   *costs;
+	int			n = 0,
+				m = 0;
+
+	for (int i = 0; i < 8; i++)
+		if (PG_ARGISNULL(i) && i != 3)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("only burst may be null")));
+	limit.algorithm = tj_rate_algorithm(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	limit.max = PG_GETARG_INT32(1);
+	tj_check_interval(PG_GETARG_INTERVAL_P(2), "period", false);
+	limit.period = tj_interval_usecs(PG_GETARG_INTERVAL_P(2));
+	limit.burst = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+	if (limit.max < 1 || limit.burst < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max must be positive and burst not negative")));
+
+	state.tokens = PG_GETARG_FLOAT8(6);
+	state.stamp = PG_GETARG_TIMESTAMPTZ(7);
+	state.log_at = palloc(sizeof(TimestampTz) * (limit.max + 1));
+	state.log_cost = palloc(sizeof(int32) * (limit.max + 1));
+	if (!PG_ARGISNULL(8) && !PG_ARGISNULL(9))
+	{
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(8), TIMESTAMPTZOID, sizeof(TimestampTz), true,
+						  TYPALIGN_DOUBLE, &ats, NULL, &n);
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(9), INT4OID, sizeof(int32), true,
+						  TYPALIGN_INT, &costs, NULL, &m);
+		for (int i = Max(0, Min(n, m) - limit.max); i < Min(n, m); i++)
+		{
+			state.log_at[state.n] = DatumGetTimestampTz(ats[i]);
+			state.log_cost[state.n] = DatumGetInt32(costs[i]);
+			state.n++;
+		}
+	}
+	admitted = tj_rate_admit(&limit, &state, PG_GETARG_TIMESTAMPTZ(5),
+							 PG_GETARG_INT32(4), &next_at);
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	ats = palloc(sizeof(Datum) * (state.n + 1));
+	costs = palloc(sizeof(Datum) * (state.n + 1));
+	for (int i = 0; i < state.n; i++)
+	{
+		ats[i] = TimestampTzGetDatum(state.log_at[i]);
+		costs[i] = Int32GetDatum(state.log_cost[i]);
+	}
+	out[0] = BoolGetDatum(admitted);
+	out[1] = Float8GetDatum(state.tokens);
+	out[2] = TimestampTzGetDatum(state.stamp);
+	out[3] = PointerGetDatum(construct_array(ats, state.n, TIMESTAMPTZOID,
+											 sizeof(TimestampTz), true, TYPALIGN_DOUBLE));
+	out[4] = PointerGetDatum(construct_array(costs, state.n, INT4OID, sizeof(int32),
+											 true, TYPALIGN_INT));
+	out[5] = TimestampTzGetDatum(next_at);
+	outnull[5] = admitted;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), out, outnull)));
+}
+
+/* ---- parking and releasing throttled jobs ---- */
+
+static TJStatement next_at_stmt = {
+	"SELECT s.next_at FROM throttle_jobs.key_rate_state s WHERE s.key = $1",
+	1, {TEXTOID}
+};
+
+/*
+ * Whether a job about to be enqueued would only wait: its concurrency key is
+ * at its cap, or its rate key refused an admission that is not due yet.
+ * Read without the key mutex, so the answer may be stale; a job parked on a
+ * stale answer is released by the next completion of its key or by
+ * maintain().  The caller must be connected to SPI.
+ */
+bool
+tj_key_would_wait(TJLimitCache *cache, const char *ckey, const char *rkey,
+				  TimestampTz now, const char **blocked_key, TimestampTz *blocked_until)
+{
+	*blocked_key = NULL;
+	*blocked_until = 0;
+	if (ckey)
+	{
+		TJKeyLimit *l = tj_key_limit(cache, ckey);
+
+		if (l->limited && l->max_running > 0 &&
+			count_running(ckey, l->max_running) >= l->max_running)
+		{
+			*blocked_key = ckey;
+			return true;
+		}
+	}
+	if (rkey)
+	{
+		TJKeyLimit *l = tj_key_limit(cache, rkey);
+		Datum		values[1];
+		bool		isnull;
+
+		if (l->limited && l->has_rate)
+		{
+			values[0] = CStringGetTextDatum(rkey);
+			if (tj_execute_latest(&next_at_stmt, values, NULL, SPI_OK_SELECT) > 0)
+			{
+				TimestampTz next_at = DatumGetTimestampTz(tj_get_datum(0, 1, &isnull));
+
+				if (!isnull && next_at > now)
+				{
+					*blocked_key = rkey;
+					*blocked_until = next_at;
+					return true;
+				}
+			}
+		}
+	}
+	return false;
+}
+
+static TJStatement unpark_stmt = {
+	"WITH t AS MATERIALIZED ("
+	"  SELECT j.id FROM throttle_jobs.job j JOIN throttle_jobs.queue q ON q.id = j.queue_id"
+	"   WHERE j.blocked_key = $1 AND j.state = 'throttled' AND j.blocked_until IS NULL"
+	"     AND NOT q.paused"
+	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $2 FOR UPDATE OF j SKIP LOCKED)"
+	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL"
+	"  FROM t WHERE j.id = t.id",
+	2, {TEXTOID, INT8OID}
+};
+
+static TJStatement recheck_stmt = {
+	"INSERT INTO throttle_jobs.key_recheck (key) VALUES ($1)",
+	1, {TEXTOID}
+};
+
+static TJStatement take_rechecks_stmt = {
+	"WITH d AS (DELETE FROM throttle_jobs.key_recheck RETURNING key)"
+	" SELECT DISTINCT d.key FROM d",
+	0, {InvalidOid}
+};
+
+/*
+ * Releases as many of the key's parked jobs as it has free slots (slots not
+ * taken by running jobs or by ready jobs waiting to be reserved); hold its
+ * mutex.
+ */
+static int64
+unpark_free(const char *key, TJKeyLimit *limit)
+{
+	Datum		values[2];
+	int64		free_slots = PG_INT32_MAX;
+
+	if (limit->limited && limit->max_running > 0)
+	{
+		Datum		args[3];
+		bool		isnull;
+
+		/* jobs already released but not reserved yet count as taking a slot */
+		args[0] = CStringGetTextDatum(key);
+		args[1] = Int64GetDatum(limit->max_running);
+		args[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		tj_execute_latest(&count_claimed_stmt, args, NULL, SPI_OK_SELECT);
+		free_slots = limit->max_running - DatumGetInt64(tj_get_datum(0, 1, &isnull));
+	}
+	if (free_slots <= 0)
+		return 0;
+	values[0] = CStringGetTextDatum(key);
+	values[1] = Int64GetDatum(free_slots);
+	return tj_execute_latest(&unpark_stmt, values, NULL, SPI_OK_UPDATE);
+}
+
+/*
+ * A running job of concurrency key `ckey` has stopped running.  If the key
+ * has a cap, its free slots go to the best jobs parked for it (in queues
+ * that are not paused).  That needs the key's mutex: a reservation holding
+ * it may be parking jobs that we cannot see yet.  We never wait for it:
+ * when it is busy, the key is noted in key_recheck and the next
+ * reservation (or maintain()) hands the slot on.  We give the mutex back at
+ * once: handing on capacity needs no hold until commit.
+ */
+void
+tj_unpark_one(const char *ckey)
+{
+	TJLimitCache cache = {0};
+	TJKeyLimit *l = tj_key_limit(&cache, ckey);
+	Datum		values[1];
+
+	if (!(l->limited && l->max_running > 0))
+		return;
+	if (tj_try_lock_key(ckey))
+	{
+		unpark_free(ckey, l);
+		unlock_key(ckey);
+		return;
+	}
+	values[0] = CStringGetTextDatum(ckey);
+	tj_execute(&recheck_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+}
+
+/*
+ * Hands on the slots noted in key_recheck (see tj_unpark_one); a key still
+ * busy is noted again.  Returns how many jobs were released.
+ */
+int64
+tj_process_rechecks(TJLimitCache *cache)
+{
+	uint64		n = tj_execute(&take_rechecks_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
+	char	  **keys;
+	int64		released = 0;
+
+	if (n == 0)
+		return 0;
+	keys = palloc(sizeof(char *) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		keys[i] = TextDatumGetCString(tj_get_datum(i, 1, &isnull));
+	}
+	for (uint64 i = 0; i < n; i++)
+	{
+		if (tj_try_lock_key(keys[i]))
+		{
+			released += unpark_free(keys[i], tj_key_limit(cache, keys[i]));
+			unlock_key(keys[i]);
+		}
+		else
+		{
+			Datum		values[1];
+
+			values[0] = CStringGetTextDatum(keys[i]);
+			tj_execute(&recheck_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+		}
+	}
+	return released;
+}
+
+static TJStatement release_due_stmt = {
+	"WITH t AS MATERIALIZED ("
+	"  SELECT j.id FROM throttle_jobs.job j"
+	"   WHERE j.state = 'throttled' AND j.blocked_until <= $1"
+	"   ORDER BY j.blocked_until LIMIT 10000 FOR UPDATE SKIP LOCKED)"
+	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL"
+	"  FROM t WHERE j.id = t.id",
+	1, {TIMESTAMPTZOID}
+};
+
+static TJStatement parked_keys_stmt = {
+	"SELECT DISTINCT j.blocked_key FROM throttle_jobs.job j"
+	" WHERE j.state = 'throttled' AND j.blocked_until IS NULL",
+	0, {InvalidOid}
+};
+
+/*
+ * maintain(): releases jobs whose rate admission is due, and, for each key
+ * with jobs waiting for a slot, as many as the key has free slots (all of
+ * them if its cap is gone).  This catches what the event-driven releases
+ * can miss: a job parked by an enqueue racing the completion that freed the
+ * slot, and caps that were raised.  Keys it cannot lock without waiting are
+ * left for the next pass.  Returns how many jobs were released.
+ */
+int64
+tj_release_throttled(TimestampTz now)
+{
+	Datum		values[2];
+	int64		released;
+	uint64		nkeys;
+	char	  **keys;
+	TJLimitCache cache = {0};
+
+	values[0] = TimestampTzGetDatum(now);
+	released = tj_execute(&release_due_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
+
+	released += tj_process_rechecks(&cache);
+	nkeys = tj_execute(&parked_keys_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
+	keys = palloc(sizeof(char *) * (nkeys + 1));
+	for (uint64 i = 0; i < nkeys; i++)
+	{
+		bool		isnull;
+
+		keys[i] = TextDatumGetCString(tj_get_datum(i, 1, &isnull));
+	}
+	/* keys busy right now are left for the next pass */
+	for (uint64 i = 0; i < nkeys; i++)
+	{
+		if (tj_try_lock_key(keys[i]))
+		{
+			released += unpark_free(keys[i], tj_key_limit(&cache, keys[i]));
+			unlock_key(keys[i]);
+		}
+	}
+	return released;
+}
+
+/* SQL: _adaptive_factor(factor, ok, failed, error_threshold, min_factor) */
+Datum
+throttle_jobs_adaptive_factor(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_FLOAT8(tj_adaptive_factor(PG_GETARG_FLOAT8(0), PG_GETARG_INT64(1),
+										PG_GETARG_INT64(2), PG_GETARG_FLOAT8(3),
+										PG_GETARG_FLOAT8(4)));
+}
