@@ -903,6 +903,20 @@ RETURN key = limit_key
 REVOKE ALL ON FUNCTION throttle_jobs._key_matches(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION throttle_jobs._key_matches(text, text) IS 'Internal: whether a key falls under a limit key or template.';
 
+-- Whether the rate of a concrete key k is (or, just dropped, was) governed
+-- by limit key lk: it matches, and no more specific rate limit exists.
+CREATE FUNCTION throttle_jobs._rate_governed_by(k text, lk text)
+RETURNS boolean
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN throttle_jobs._key_matches(k, lk)
+	AND NOT EXISTS (SELECT 1 FROM throttle_jobs.key_limit l
+					WHERE l.key <> lk AND l.max_per_period IS NOT NULL
+					  AND throttle_jobs._key_matches(k, l.key)
+					  AND (l.key = k OR pg_catalog.length(l.key) > pg_catalog.length(lk)));
+REVOKE ALL ON FUNCTION throttle_jobs._rate_governed_by(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._rate_governed_by(text, text) IS 'Internal: whether a limit (not a more specific one) governs a key''s rate.';
+
 -- After a limit changed: send the throttled jobs of the keys it covers back
 -- to be judged again by the next reserve, and, when the rate itself changed
 -- (reset_rate), forget the rate state of the keys this limit governs (not
@@ -915,17 +929,9 @@ AS $$
 BEGIN
 	IF reset_rate THEN
 		DELETE FROM throttle_jobs.key_rate_state s
-		WHERE throttle_jobs._key_matches(s.key, limit_key)
-		  AND NOT EXISTS (SELECT 1 FROM throttle_jobs.key_limit l
-						  WHERE l.key <> limit_key AND l.max_per_period IS NOT NULL
-							AND throttle_jobs._key_matches(s.key, l.key)
-							AND (l.key = s.key OR pg_catalog.length(l.key) > pg_catalog.length(limit_key)));
+		WHERE throttle_jobs._rate_governed_by(s.key, limit_key);
 		DELETE FROM throttle_jobs.key_outcome o
-		WHERE throttle_jobs._key_matches(o.key, limit_key)
-		  AND NOT EXISTS (SELECT 1 FROM throttle_jobs.key_limit l
-						  WHERE l.key <> limit_key AND l.max_per_period IS NOT NULL
-							AND throttle_jobs._key_matches(o.key, l.key)
-							AND (l.key = o.key OR pg_catalog.length(l.key) > pg_catalog.length(limit_key)));
+		WHERE throttle_jobs._rate_governed_by(o.key, limit_key);
 	END IF;
 	UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL
 	WHERE j.state = 'throttled' AND throttle_jobs._key_matches(j.blocked_key, limit_key);
