@@ -892,3 +892,9 @@ SELECT count(*) AS dropped
 FROM (SELECT throttle_jobs.drop_queue(name, force => true) FROM throttle_jobs.queues
       WHERE name LIKE 'bad\_%') d;
 SELECT pg_temp.counts();
+
+-- An interval with parts of both signs is refused even when its total is
+-- positive (lease would depend on the calendar month): 22023
+SELECT throttle_jobs.create_queue('bad_mixed', lease => '1 mon -29 days');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS mixed_queues FROM throttle_jobs.queues WHERE name = 'bad_mixed';

@@ -133,8 +133,8 @@ SELECT throttle_jobs.set_rate_limit('lim:e', 1, '1 second', burst => 0);
 \echo :LAST_ERROR_SQLSTATE
 SELECT throttle_jobs.set_rate_limit('lim:e', 1, '1 second', burst => -1);
 \echo :LAST_ERROR_SQLSTATE
--- sliding_window keeps a log: at most 100000 per period (22023)
-SELECT throttle_jobs.set_rate_limit('lim:e', 100001, '1 hour', 'sliding_window');
+-- sliding_window keeps a log: at most 10000 per period (22023)
+SELECT throttle_jobs.set_rate_limit('lim:e', 10001, '1 hour', 'sliding_window');
 \echo :LAST_ERROR_SQLSTATE
 
 -- drop_limit: NULL key (22004), empty key, bad template (22023)
@@ -204,8 +204,8 @@ SELECT count(*) AS jobs FROM lim_jobs;
 -- The longest key (255 bytes) is accepted.
 SELECT throttle_jobs.set_concurrency_limit(repeat('k', 255), 1);
 SELECT throttle_jobs.drop_limit(repeat('k', 255)) AS dropped;
--- sliding_window allows exactly 100000 per period.
-SELECT throttle_jobs.set_rate_limit('lim:e', 100000, '1 hour', 'sliding_window');
+-- sliding_window allows exactly 10000 per period.
+SELECT throttle_jobs.set_rate_limit('lim:e', 10000, '1 hour', 'sliding_window');
 SELECT throttle_jobs.drop_limit('lim:e') AS dropped;
 
 ------------------------------------------------------------------------------
@@ -739,6 +739,55 @@ FROM throttle_jobs._rate_admit('sliding_window', 2, '1 minute', NULL, 1, '2030-0
        '2030-01-01 00:00:20+00',
        ARRAY['2030-01-01 00:00:10+00', '2030-01-01 00:00:15+00', '2030-01-01 00:00:20+00']::timestamptz[],
        ARRAY[1, 1, 1]);
+
+------------------------------------------------------------------------------
+-- Edge cases found in review
+------------------------------------------------------------------------------
+
+-- The cap and the rate resolve apart: a template's rate still governs a key
+-- that has a cap of its own, and a template's cap a key with its own rate.
+SELECT throttle_jobs.create_queue('lim_edge');
+SELECT throttle_jobs.set_rate_limit('lim:er:*', 1, '1 hour');
+SELECT throttle_jobs.set_concurrency_limit('lim:er:1', 5);
+SELECT throttle_jobs.set_concurrency_limit('lim:ec:*', 1);
+SELECT throttle_jobs.set_rate_limit('lim:ec:1', 100, '1 second');
+SELECT count(*) FROM (
+  SELECT throttle_jobs.enqueue('lim_edge', jsonb_build_object('k', k), concurrency_key => k, rate_limit_key => k)
+  FROM (VALUES ('lim:er:1'), ('lim:er:1'), ('lim:er:1'), ('lim:ec:1'), ('lim:ec:1'), ('lim:ec:1')) v(k)) s;
+-- one of lim:er:1 (the template's rate), one of lim:ec:1 (the template's cap)
+SELECT payload->>'k' AS key, count(*) FROM throttle_jobs.reserve('lim_edge', 'w', 10) GROUP BY 1 ORDER BY 1;
+SELECT throttle_jobs.drop_queue('lim_edge', force => true);
+
+-- A very high token_bucket or fixed_window rate keeps no log: no huge allocation.
+SELECT throttle_jobs.set_rate_limit('lim:big', 2000000000, '1 second');
+SELECT throttle_jobs.try_acquire('lim:big') AS big_rate_granted;
+SELECT throttle_jobs.set_rate_limit('lim:bigfw', 2000000000, '1 second', 'fixed_window');
+SELECT throttle_jobs.try_acquire('lim:bigfw') AS big_window_granted;
+
+-- A wait beyond the end of timestamptz is "never" (infinity), not an overflow.
+SELECT throttle_jobs.create_queue('lim_ovf');
+SELECT throttle_jobs.set_rate_limit('lim:ovf', 1, '100 years', burst => 100000);
+SELECT count(throttle_jobs.enqueue('lim_ovf', '{}', rate_limit_key => 'lim:ovf', cost => 100000))
+FROM generate_series(1, 2);
+SELECT count(*) AS admitted FROM throttle_jobs.reserve('lim_ovf', 'w', 10);
+SELECT state, blocked_until FROM throttle_jobs.jobs WHERE queue = 'lim_ovf' AND state <> 'running';
+SELECT next_at IS NULL OR next_at <= 'infinity' AS next_at_readable
+FROM throttle_jobs.key_rate_state WHERE key = 'lim:ovf';
+SELECT throttle_jobs.drop_queue('lim_ovf', force => true);
+
+-- Adaptive: a job too big only for the reduced rate waits for the next
+-- evaluation, not forever.
+SELECT throttle_jobs.create_queue('lim_adc');
+SELECT throttle_jobs.set_rate_limit('lim:adc', 10, '1 hour', 'fixed_window', adaptive => true);
+SELECT throttle_jobs.enqueue('lim_adc', '{}', rate_limit_key => 'lim:adc') IS NOT NULL AS enqueued;
+SELECT count(*) FROM throttle_jobs.reserve('lim_adc', 'w');
+UPDATE throttle_jobs.key_rate_state SET factor = 0.5 WHERE key = 'lim:adc';
+SELECT throttle_jobs.enqueue('lim_adc', '{"big": true}', rate_limit_key => 'lim:adc', cost => 8) IS NOT NULL AS enqueued;
+SELECT count(*) AS admitted FROM throttle_jobs.reserve('lim_adc', 'w');
+SELECT state, blocked_until > now() AS waits, blocked_until < 'infinity' AS not_forever,
+       blocked_until <= now() + interval '1 hour' AS within_a_period
+FROM throttle_jobs.job WHERE payload = '{"big": true}';
+SELECT throttle_jobs.drop_queue('lim_adc', force => true);
 
 ------------------------------------------------------------------------------
 -- Clean up: later files must start with no limit and no rate state.

@@ -423,7 +423,8 @@ BEGIN
 			EXECUTE pg_catalog.format('COMMENT ON TABLE throttle_jobs.%I IS %L', part,
 				'Archive rows finished on ' || day || ' (UTC); dropped whole by maintain().');
 			created := created + 1;
-		EXCEPTION WHEN lock_not_available THEN
+		EXCEPTION WHEN lock_not_available OR check_violation THEN
+			-- busy, or rows of that day reached the default partition meanwhile
 			skipped := skipped + 1;
 		END;
 	END LOOP;
@@ -999,8 +1000,8 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use ''token_bucket'', ''sliding_window'' or ''fixed_window''.';
 	END IF;
-	IF algorithm = 'sliding_window' AND max_per_period > 100000 THEN
-		RAISE EXCEPTION 'a sliding_window limit allows at most 100000 per period, not %', max_per_period
+	IF algorithm = 'sliding_window' AND max_per_period > 10000 THEN
+		RAISE EXCEPTION 'a sliding_window limit allows at most 10000 per period, not %', max_per_period
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'It keeps a log of every admission in the window; use token_bucket or fixed_window for higher rates.';
 	END IF;

@@ -354,6 +354,15 @@ jbv_int32(const JsonbValue *v, const char *key)
 				 errmsg("\"%s\" must be a whole number, not %s", key,
 						DatumGetCString(DirectFunctionCall1(numeric_out,
 															NumericGetDatum(v->val.numeric))))));
+	if (DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(v->val.numeric),
+										 DirectFunctionCall1(int4_numeric, Int32GetDatum(PG_INT32_MAX)))) ||
+		DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(v->val.numeric),
+										 DirectFunctionCall1(int4_numeric, Int32GetDatum(PG_INT32_MIN)))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is out of range: %s", key,
+						DatumGetCString(DirectFunctionCall1(numeric_out,
+															NumericGetDatum(v->val.numeric))))));
 	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
 }
 

@@ -54,6 +54,17 @@ PG_FUNCTION_INFO_V1(throttle_jobs_adaptive_factor);
 
 /* ---- pure rate arithmetic ---- */
 
+/* now + usecs, or DT_NOEND when that is past the end of timestamptz */
+static TimestampTz
+time_after(TimestampTz now, double usecs)
+{
+	double		t = (double) now + ceil(usecs);
+
+	if (!(t < (double) END_TIMESTAMP))
+		return DT_NOEND;
+	return (TimestampTz) t;
+}
+
 /*
  * Decides whether `cost` admissions may pass now, updating *state if so;
  * otherwise sets *next_at to the earliest time they could (may be
@@ -110,7 +121,7 @@ tj_rate_admit(const TJRateLimit *limit, TJRateState *state, TimestampTz now,
 				if (cost > capacity)
 					*next_at = DT_NOEND;
 				else
-					*next_at = now + (TimestampTz) ceil((cost - state->tokens) / per_usec);
+					*next_at = time_after(now, (cost - state->tokens) / per_usec);
 				return false;
 			}
 		case TJ_FIXED_WINDOW:
@@ -127,7 +138,7 @@ tj_rate_admit(const TJRateLimit *limit, TJRateState *state, TimestampTz now,
 					state->tokens += cost;
 					return true;
 				}
-				*next_at = cost > limit->max ? DT_NOEND : start + limit->period;
+				*next_at = cost > limit->max ? DT_NOEND : time_after(start, (double) limit->period);
 				return false;
 			}
 		case TJ_SLIDING_WINDOW:
@@ -166,7 +177,7 @@ tj_rate_admit(const TJRateLimit *limit, TJRateState *state, TimestampTz now,
 					used -= state->log_cost[i];
 					if (used + cost <= limit->max)
 					{
-						*next_at = state->log_at[i] + limit->period;
+						*next_at = time_after(state->log_at[i], (double) limit->period);
 						break;
 					}
 				}
@@ -231,17 +242,27 @@ scaled_limit(const TJRateLimit *limit, double factor)
 
 /* ---- limit lookup ---- */
 
+/*
+ * The cap and the rate are looked up apart: the most specific limit that
+ * has a cap governs the cap, the most specific one with a rate the rate.
+ */
 static TJStatement lookup_limit_stmt = {
-	"SELECT l.key, l.max_running, l.max_per_period, l.period, l.algorithm, l.burst,"
-	"       l.adaptive, l.error_threshold, l.min_factor"
-	"  FROM throttle_jobs.key_limit l WHERE l.key = ANY ($1)"
-	" ORDER BY l.key = $2 DESC, pg_catalog.length(l.key) DESC LIMIT 1",
+	"SELECT c.max_running, r.max_per_period, r.period, r.algorithm, r.burst,"
+	"       r.adaptive, r.error_threshold, r.min_factor"
+	"  FROM (SELECT 1) one"
+	"  LEFT JOIN LATERAL (SELECT l.max_running FROM throttle_jobs.key_limit l"
+	"        WHERE l.key = ANY ($1) AND l.max_running IS NOT NULL"
+	"        ORDER BY l.key = $2 DESC, pg_catalog.length(l.key) DESC LIMIT 1) c ON true"
+	"  LEFT JOIN LATERAL (SELECT l.* FROM throttle_jobs.key_limit l"
+	"        WHERE l.key = ANY ($1) AND l.max_per_period IS NOT NULL"
+	"        ORDER BY l.key = $2 DESC, pg_catalog.length(l.key) DESC LIMIT 1) r ON true",
 	2, {TEXTARRAYOID, TEXTOID}
 };
 
 /*
- * The limit that governs a concrete key: a limit set on the key itself, or
- * else the longest template ("prefix*") whose prefix the key starts with.  The lookup
+ * The limits that govern a concrete key: for the cap and for the rate each,
+ * a limit set on the key itself, or else the longest template ("prefix*")
+ * whose prefix the key starts with.  Read with the latest snapshot.  The lookup
  * probes the primary key with the key and each of its prefixes + '*', so
  * it costs O(key length) index probes however many limits exist.
  */
@@ -266,26 +287,25 @@ lookup_limit(const char *key, TJKeyLimit *out)
 
 	memset(out, 0, sizeof(*out));
 	out->key = pstrdup(key);
-	if (tj_execute(&lookup_limit_stmt, values, NULL, false, 1, SPI_OK_SELECT) == 0)
-		return;
-	out->limited = true;
-	out->limit_key = TextDatumGetCString(tj_get_datum(0, 1, &isnull));
-	out->max_running = DatumGetInt32(tj_get_datum(0, 2, &isnull));
+	tj_execute_latest(&lookup_limit_stmt, values, NULL, SPI_OK_SELECT);
+	out->max_running = DatumGetInt32(tj_get_datum(0, 1, &isnull));
 	if (isnull)
 		out->max_running = 0;
-	out->rate.max = DatumGetInt32(tj_get_datum(0, 3, &isnull));
+	out->rate.max = DatumGetInt32(tj_get_datum(0, 2, &isnull));
 	if (!isnull)
 	{
 		out->has_rate = true;
-		out->rate.period = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(0, 4, &isnull)));
-		out->rate.algorithm = tj_rate_algorithm(TextDatumGetCString(tj_get_datum(0, 5, &isnull)));
-		out->rate.burst = DatumGetInt32(tj_get_datum(0, 6, &isnull));
+		out->rate.period = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(0, 3, &isnull)));
+		out->rate.algorithm = tj_rate_algorithm(TextDatumGetCString(tj_get_datum(0, 4, &isnull)));
+		out->rate.burst = DatumGetInt32(tj_get_datum(0, 5, &isnull));
 		if (isnull)
 			out->rate.burst = 0;
-		out->adaptive = DatumGetBool(tj_get_datum(0, 7, &isnull));
-		out->error_threshold = DatumGetFloat8(tj_get_datum(0, 8, &isnull));
-		out->min_factor = DatumGetFloat8(tj_get_datum(0, 9, &isnull));
+		out->adaptive = DatumGetBool(tj_get_datum(0, 6, &isnull));
+		out->error_threshold = DatumGetFloat8(tj_get_datum(0, 7, &isnull));
+		out->min_factor = DatumGetFloat8(tj_get_datum(0, 8, &isnull));
 	}
+	out->limited = out->max_running > 0 || out->has_rate;
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /* The limit of `key`, from the cache or looked up (and cached). */
@@ -314,7 +334,7 @@ static TJStatement any_limit_stmt = {
 bool
 tj_limits_exist(void)
 {
-	return tj_execute(&any_limit_stmt, NULL, NULL, false, 1, SPI_OK_SELECT) > 0;
+	return tj_execute_latest(&any_limit_stmt, NULL, NULL, SPI_OK_SELECT) > 0;
 }
 
 /* ---- the key mutex ---- */
@@ -394,11 +414,15 @@ count_running(const char *key, int32 cap)
 {
 	Datum		values[2];
 	bool		isnull;
+	int64		n;
 
 	values[0] = CStringGetTextDatum(key);
 	values[1] = Int64GetDatum(cap);
+
 	tj_execute_latest(&count_running_stmt, values, NULL, SPI_OK_SELECT);
-	return DatumGetInt64(tj_get_datum(0, 1, &isnull));
+	n = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return n;
 }
 
 static void
@@ -409,8 +433,11 @@ load_rate(const char *key, const TJRateLimit *limit, TJRateState *state)
 
 	memset(state, 0, sizeof(*state));
 	state->factor = 1.0;
-	state->log_at = palloc(sizeof(TimestampTz) * (limit->max + 1));
-	state->log_cost = palloc(sizeof(int32) * (limit->max + 1));
+	if (limit->algorithm == TJ_SLIDING_WINDOW)
+	{
+		state->log_at = palloc(sizeof(TimestampTz) * (limit->max + 1));
+		state->log_cost = palloc(sizeof(int32) * (limit->max + 1));
+	}
 	values[0] = CStringGetTextDatum(key);
 	if (tj_execute_latest(&load_rate_stmt, values, NULL, SPI_OK_SELECT) == 0)
 		return;
@@ -440,7 +467,11 @@ load_rate(const char *key, const TJRateLimit *limit, TJRateState *state)
 			state->log_cost[state->n] = DatumGetInt32(costs[i]);
 			state->n++;
 		}
+		pfree(ats);
+		pfree(costs);
 	}
+	/* one reservation may admit many jobs: keep no copy of the log around */
+	SPI_freetuptable(SPI_tuptable);
 }
 
 static void
@@ -469,6 +500,10 @@ save_rate(const char *key, const TJRateState *state, TimestampTz next_at)
 	values[7] = TimestampTzGetDatum(state->evaluated_at);
 	nulls[7] = state->evaluated_at == 0 ? 'n' : ' ';
 	tj_execute_latest(&save_rate_stmt, values, nulls, SPI_OK_INSERT);
+	pfree(DatumGetPointer(values[3]));
+	pfree(DatumGetPointer(values[4]));
+	pfree(ats);
+	pfree(costs);
 }
 
 static TJStatement tally_stmt = {
@@ -589,12 +624,30 @@ tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey, int32 cost,
 		*admitted_at = (state.stamp != 0 && state.stamp > now) ? state.stamp : now;
 		if (!tj_rate_admit(&effective, &state, now, cost, &next_at))
 		{
+			/*
+			 * Too big only for the reduced rate: it may pass once the rate
+			 * recovers, so look again at the next evaluation.
+			 */
+			if (next_at == DT_NOEND && state.factor < 1.0)
+			{
+				TJRateState probe = state;
+
+				probe.n = 0;
+				probe.stamp = 0;
+				if (tj_rate_admit(&rl->rate, &probe, now, cost, &next_at) || next_at != DT_NOEND)
+					next_at = time_after(Max(now, state.evaluated_at), (double) rl->rate.period);
+			}
 			save_rate(rkey, &state, next_at == DT_NOEND ? 0 : next_at);
 			*blocked_key = rkey;
 			*blocked_until = next_at;
 			return TJ_ADMIT_RATE;
 		}
 		save_rate(rkey, &state, 0);
+		if (state.log_at)
+		{
+			pfree(state.log_at);
+			pfree(state.log_cost);
+		}
 	}
 	return TJ_ADMIT_OK;
 }
@@ -683,6 +736,7 @@ throttle_jobs_acquire(PG_FUNCTION_ARGS)
 		/* a refused rate says when; a busy key is polled every 10 ms */
 		sleep_ms = wait_until > now ? (long) ((wait_until - now + 999) / 1000) : 10;
 		sleep_ms = Min(sleep_ms, (long) ((deadline - now + 999) / 1000));
+		sleep_ms = Min(sleep_ms, 1000L);	/* wake up at least every second */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -727,9 +781,17 @@ throttle_jobs_rate_admit(PG_FUNCTION_ARGS)
 
 	state.tokens = PG_GETARG_FLOAT8(6);
 	state.stamp = PG_GETARG_TIMESTAMPTZ(7);
-	state.log_at = palloc(sizeof(TimestampTz) * (limit.max + 1));
-	state.log_cost = palloc(sizeof(int32) * (limit.max + 1));
-	if (!PG_ARGISNULL(8) && !PG_ARGISNULL(9))
+	if (limit.algorithm == TJ_SLIDING_WINDOW)
+	{
+		if (limit.max > TJ_MAX_SLIDING_WINDOW)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a sliding_window allows at most %d per period, not %d",
+							TJ_MAX_SLIDING_WINDOW, limit.max)));
+		state.log_at = palloc(sizeof(TimestampTz) * (limit.max + 1));
+		state.log_cost = palloc(sizeof(int32) * (limit.max + 1));
+	}
+	if (!PG_ARGISNULL(8) && !PG_ARGISNULL(9) && limit.algorithm == TJ_SLIDING_WINDOW)
 	{
 		deconstruct_array(PG_GETARG_ARRAYTYPE_P(8), TIMESTAMPTZOID, sizeof(TimestampTz), true,
 						  TYPALIGN_DOUBLE, &ats, NULL, &n);
@@ -839,7 +901,8 @@ static TJStatement recheck_stmt = {
 };
 
 static TJStatement take_rechecks_stmt = {
-	"WITH d AS (DELETE FROM throttle_jobs.key_recheck RETURNING key)"
+	"WITH d AS (DELETE FROM throttle_jobs.key_recheck r WHERE r.ctid = ANY (ARRAY("
+	"   SELECT k.ctid FROM throttle_jobs.key_recheck k FOR UPDATE SKIP LOCKED)) RETURNING r.key)"
 	" SELECT DISTINCT d.key FROM d",
 	0, {InvalidOid}
 };

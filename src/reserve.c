@@ -121,6 +121,7 @@ static TJStatement release_due_stmt = {
 };
 
 #define SCAN_BATCH 32
+#define TJ_MAX_WALK 200000		/* rows one limited reservation walks at most */
 
 /* Keys found blocked during one reservation, with when they may pass */
 typedef struct BlockedKeys
@@ -243,6 +244,7 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 	int32		taken = 0;
 	int64		visited = 0;
 	int64		max_visit = 1000 + 10 * (int64) max_jobs;
+	int64		walked = 0;
 	Candidate  *batch = palloc(sizeof(Candidate) * SCAN_BATCH);
 
 	values[0] = Int32GetDatum(queue->id);
@@ -252,7 +254,12 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 	tj_process_rechecks(&cache);
 
 	portal = SPI_cursor_open(NULL, tj_plan(&candidates_stmt), values, NULL, false);
-	while (taken < max_jobs && visited < max_visit)
+	/*
+	 * Two bounds: jobs judged (each costs statements), and jobs walked past
+	 * because their key was parked earlier in this call (nearly free, but a
+	 * cursor opened before the parking still shows them all once).
+	 */
+	while (taken < max_jobs && visited < max_visit && walked < TJ_MAX_WALK)
 	{
 		uint64		n;
 
@@ -282,6 +289,7 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 			Datum		park[3];
 
 			/* jobs of a key already parked in this call cost nothing more */
+			walked++;
 			if (((known = blocked_find(&blocked, c->ckey)) != NULL && *known != DT_NOEND) ||
 				((known = blocked_find(&blocked, c->rkey)) != NULL && *known != DT_NOEND))
 				continue;

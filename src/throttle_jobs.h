@@ -124,6 +124,7 @@ typedef struct TJRateState
 	TimestampTz evaluated_at;	/* adaptive: last evaluation; 0: never */
 } TJRateState;
 
+#define TJ_MAX_SLIDING_WINDOW	10000	/* admissions a sliding window logs */
 #define TJ_ADAPTIVE_MIN_SAMPLES	5
 #define TJ_ADAPTIVE_DECREASE	0.5
 #define TJ_ADAPTIVE_STEP		0.1

@@ -60,7 +60,8 @@ tj_check_interval(const Interval *iv, const char *what, bool allow_zero)
 {
 	int64		usecs = tj_interval_usecs(iv);
 
-	if (usecs < 0 || (usecs == 0 && !allow_zero))
+	if (usecs < 0 || (usecs == 0 && !allow_zero) ||
+		iv->month < 0 || iv->day < 0 || iv->time < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be %s, not \"%s\"", what,
