@@ -249,6 +249,16 @@ CREATE TABLE throttle_jobs.key_rate_state (
 	evaluated_at		timestamptz		-- adaptive: when the factor was last set
 );
 
+-- When each queue last warned that it dropped jobs (on_full => 'drop'); one
+-- row per queue, claimed with SKIP LOCKED by the session that warns.
+CREATE TABLE throttle_jobs.queue_warning (
+	queue_id			integer NOT NULL CONSTRAINT queue_warning_pkey PRIMARY KEY,
+	warned_at			timestamptz NOT NULL DEFAULT '-infinity'
+);
+COMMENT ON TABLE throttle_jobs.queue_warning IS 'When each queue last logged that it dropped jobs.';
+SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.queue_warning', '');
+REVOKE ALL ON throttle_jobs.queue_warning FROM PUBLIC;
+
 -- Keys whose freed slot a completion could not hand on because a
 -- reservation was admitting for the key at that moment (and may have
 -- parked jobs the completion could not see yet): the next reservation or
@@ -523,6 +533,8 @@ BEGIN
 	VALUES (name, max_size, on_full, max_attempts, backoff_base, backoff_factor,
 		backoff_max, backoff_jitter, lease, retain_completed, retain_dead,
 		handler, fairness, caller::pg_catalog.regrole);
+	INSERT INTO throttle_jobs.queue_warning (queue_id)
+	SELECT q.id FROM throttle_jobs.queue q WHERE q.name = _create_queue.name;
 END
 $$;
 
@@ -628,6 +640,7 @@ BEGIN
 	DELETE FROM throttle_jobs.job j WHERE j.queue_id = qid;
 	DELETE FROM throttle_jobs.job_dead d WHERE d.queue_id = qid;
 	DELETE FROM throttle_jobs.job_archive a WHERE a.queue_id = qid;
+	DELETE FROM throttle_jobs.queue_warning w WHERE w.queue_id = qid;
 	DELETE FROM throttle_jobs.queue q WHERE q.id = qid;
 END
 $$;

@@ -78,14 +78,14 @@ static TJStatement size_stmt = {
 	2, {INT4OID, INT8OID}
 };
 
-/* Per backend: when each queue last warned that it dropped a job. */
-#define DROP_WARN_SLOTS 32
-#define DROP_WARN_INTERVAL_MS 10000
-static struct
-{
-	int32		queue_id;
-	TimestampTz last;
-}			drop_warned[DROP_WARN_SLOTS];
+/* Claims the queue's warning turn if 10 s have passed since the last one */
+static TJStatement warn_turn_stmt = {
+	"UPDATE throttle_jobs.queue_warning w SET warned_at = $2"
+	" WHERE w.ctid = (SELECT x.ctid FROM throttle_jobs.queue_warning x"
+	"   WHERE x.queue_id = $1 AND x.warned_at <= $2 - '10 seconds'::pg_catalog.interval"
+	"   FOR UPDATE SKIP LOCKED)",
+	2, {INT4OID, TIMESTAMPTZOID}
+};
 
 static void
 check_job_args(const JobArgs *job)
@@ -142,28 +142,20 @@ queue_is_full(const TJQueue *queue)
 	return DatumGetInt64(tj_get_datum(0, 1, &isnull)) >= queue->max_size;
 }
 
-/* A WARNING for a dropped job, at most once every 10 s per queue and backend. */
+/*
+ * A WARNING for a dropped job, at most once every 10 s per queue across all
+ * sessions: the session that claims the queue's row in queue_warning warns;
+ * others find it locked or recent and stay silent (they never wait).
+ */
 static void
 warn_dropped(const TJQueue *queue)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	int			slot = -1;
+	Datum		values[2];
 
-	for (int i = 0; i < DROP_WARN_SLOTS; i++)
-	{
-		if (drop_warned[i].queue_id == queue->id)
-		{
-			slot = i;
-			break;
-		}
-		if (slot < 0 || drop_warned[i].last < drop_warned[slot].last)
-			slot = i;
-	}
-	if (drop_warned[slot].queue_id == queue->id &&
-		!TimestampDifferenceExceeds(drop_warned[slot].last, now, DROP_WARN_INTERVAL_MS))
+	values[0] = Int32GetDatum(queue->id);
+	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	if (tj_execute(&warn_turn_stmt, values, NULL, false, 0, SPI_OK_UPDATE) == 0)
 		return;
-	drop_warned[slot].queue_id = queue->id;
-	drop_warned[slot].last = now;
 	ereport(WARNING,
 			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("queue \"%s\" is full: dropping jobs", queue->name),
