@@ -133,8 +133,7 @@ completed(uint64 row)
  */
 bool
 tj_fail_locked(const TJFailedJob *job, const char *error,
-			   const Interval *retry_in, bool retryable,
-			   const char *dead_reason, TimestampTz now)
+			   const Interval *retry_in, bool retryable, TimestampTz now)
 {
 	Datum		values[4];
 	bool		dead = !retryable || job->attempt >= job->max_attempts;
@@ -144,9 +143,7 @@ tj_fail_locked(const TJFailedJob *job, const char *error,
 	values[2] = CStringGetTextDatum(error);
 	if (dead)
 	{
-		if (dead_reason == NULL)
-			dead_reason = retryable ? "attempts exhausted" : "failed without retry";
-		values[3] = CStringGetTextDatum(dead_reason);
+		values[3] = CStringGetTextDatum(retryable ? "attempts exhausted" : "failed without retry");
 		tj_execute(&dead_stmt, values, NULL, false, 0, SPI_OK_INSERT);
 	}
 	else
@@ -243,7 +240,7 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 		PG_RETURN_TEXT_P(cstring_to_text("stale"));
 	}
 	tj_read_failed_job(0, &job);
-	dead = tj_fail_locked(&job, error, retry_in, PG_GETARG_BOOL(4), NULL,
+	dead = tj_fail_locked(&job, error, retry_in, PG_GETARG_BOOL(4),
 						  GetCurrentTransactionStartTimestamp());
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(dead ? "dead" : "available"));

@@ -425,6 +425,33 @@ count_running(const char *key, int32 cap)
 	return n;
 }
 
+/*
+ * Copies a stored admission log (parallel arrays of times and costs) into
+ * state, keeping the newest `max` entries when it is longer (the limit was
+ * lowered).  state->log_at/log_cost must hold max + 1 entries.
+ */
+static void
+fill_log(TJRateState *state, ArrayType *at, ArrayType *cost, int32 max)
+{
+	Datum	   *ats,
+			   *costs;
+	int			n,
+				m;
+
+	deconstruct_array(at, TIMESTAMPTZOID, sizeof(TimestampTz), true, TYPALIGN_DOUBLE,
+					  &ats, NULL, &n);
+	deconstruct_array(cost, INT4OID, sizeof(int32), true, TYPALIGN_INT,
+					  &costs, NULL, &m);
+	for (int i = Max(0, Min(n, m) - max); i < Min(n, m); i++)
+	{
+		state->log_at[state->n] = DatumGetTimestampTz(ats[i]);
+		state->log_cost[state->n] = DatumGetInt32(costs[i]);
+		state->n++;
+	}
+	pfree(ats);
+	pfree(costs);
+}
+
 static void
 load_rate(const char *key, const TJRateLimit *limit, TJRateState *state)
 {
@@ -448,28 +475,8 @@ load_rate(const char *key, const TJRateLimit *limit, TJRateState *state)
 	if (isnull)
 		state->evaluated_at = 0;
 	if (limit->algorithm == TJ_SLIDING_WINDOW)
-	{
-		ArrayType  *at = DatumGetArrayTypeP(tj_get_datum(0, 3, &isnull));
-		ArrayType  *cost = DatumGetArrayTypeP(tj_get_datum(0, 4, &isnull));
-		Datum	   *ats,
-				   *costs;
-		int			n,
-					m;
-
-		deconstruct_array(at, TIMESTAMPTZOID, sizeof(TimestampTz), true, TYPALIGN_DOUBLE,
-						  &ats, NULL, &n);
-		deconstruct_array(cost, INT4OID, sizeof(int32), true, TYPALIGN_INT,
-						  &costs, NULL, &m);
-		/* a log longer than the limit allows (the limit was lowered): keep the newest */
-		for (int i = Max(0, Min(n, m) - limit->max); i < Min(n, m); i++)
-		{
-			state->log_at[state->n] = DatumGetTimestampTz(ats[i]);
-			state->log_cost[state->n] = DatumGetInt32(costs[i]);
-			state->n++;
-		}
-		pfree(ats);
-		pfree(costs);
-	}
+		fill_log(state, DatumGetArrayTypeP(tj_get_datum(0, 3, &isnull)),
+				 DatumGetArrayTypeP(tj_get_datum(0, 4, &isnull)), limit->max);
 	/* one reservation may admit many jobs: keep no copy of the log around */
 	SPI_freetuptable(SPI_tuptable);
 }
@@ -761,8 +768,6 @@ throttle_jobs_rate_admit(PG_FUNCTION_ARGS)
 	bool		admitted;
 	Datum	   *ats,
 			   *costs;
-	int			n = 0,
-				m = 0;
 
 	for (int i = 0; i < 8; i++)
 		if (PG_ARGISNULL(i) && i != 3)
@@ -792,18 +797,7 @@ throttle_jobs_rate_admit(PG_FUNCTION_ARGS)
 		state.log_cost = palloc(sizeof(int32) * (limit.max + 1));
 	}
 	if (!PG_ARGISNULL(8) && !PG_ARGISNULL(9) && limit.algorithm == TJ_SLIDING_WINDOW)
-	{
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(8), TIMESTAMPTZOID, sizeof(TimestampTz), true,
-						  TYPALIGN_DOUBLE, &ats, NULL, &n);
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(9), INT4OID, sizeof(int32), true,
-						  TYPALIGN_INT, &costs, NULL, &m);
-		for (int i = Max(0, Min(n, m) - limit.max); i < Min(n, m); i++)
-		{
-			state.log_at[state.n] = DatumGetTimestampTz(ats[i]);
-			state.log_cost[state.n] = DatumGetInt32(costs[i]);
-			state.n++;
-		}
-	}
+		fill_log(&state, PG_GETARG_ARRAYTYPE_P(8), PG_GETARG_ARRAYTYPE_P(9), limit.max);
 	admitted = tj_rate_admit(&limit, &state, PG_GETARG_TIMESTAMPTZ(5),
 							 PG_GETARG_INT32(4), &next_at);
 
@@ -938,6 +932,31 @@ unpark_free(const char *key, TJKeyLimit *limit)
 }
 
 /*
+ * Hands the key's free slots on to its parked jobs, under its mutex taken
+ * without waiting and given back at once; when the mutex is busy, notes the
+ * key in key_recheck if asked to.  Returns how many jobs were released.
+ */
+static int64
+hand_on(const char *key, TJKeyLimit *limit, bool note_if_busy)
+{
+	int64		released;
+	Datum		values[1];
+
+	if (tj_try_lock_key(key))
+	{
+		released = unpark_free(key, limit);
+		unlock_key(key);
+		return released;
+	}
+	if (note_if_busy)
+	{
+		values[0] = CStringGetTextDatum(key);
+		tj_execute(&recheck_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+	}
+	return 0;
+}
+
+/*
  * A running job of concurrency key `ckey` has stopped running.  If the key
  * has a cap, its free slots go to the best jobs parked for it (in queues
  * that are not paused).  That needs the key's mutex: a reservation holding
@@ -951,18 +970,24 @@ tj_unpark_one(const char *ckey)
 {
 	TJLimitCache cache = {0};
 	TJKeyLimit *l = tj_key_limit(&cache, ckey);
-	Datum		values[1];
 
-	if (!(l->limited && l->max_running > 0))
-		return;
-	if (tj_try_lock_key(ckey))
+	if (l->limited && l->max_running > 0)
+		hand_on(ckey, l, true);
+}
+
+/* Column 1 of every row of the current result, as C strings. */
+static char **
+result_strings(uint64 n)
+{
+	char	  **out = palloc(sizeof(char *) * (n + 1));
+
+	for (uint64 i = 0; i < n; i++)
 	{
-		unpark_free(ckey, l);
-		unlock_key(ckey);
-		return;
+		bool		isnull;
+
+		out[i] = TextDatumGetCString(tj_get_datum(i, 1, &isnull));
 	}
-	values[0] = CStringGetTextDatum(ckey);
-	tj_execute(&recheck_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+	return out;
 }
 
 /*
@@ -978,28 +1003,9 @@ tj_process_rechecks(TJLimitCache *cache)
 
 	if (n == 0)
 		return 0;
-	keys = palloc(sizeof(char *) * n);
+	keys = result_strings(n);
 	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		keys[i] = TextDatumGetCString(tj_get_datum(i, 1, &isnull));
-	}
-	for (uint64 i = 0; i < n; i++)
-	{
-		if (tj_try_lock_key(keys[i]))
-		{
-			released += unpark_free(keys[i], tj_key_limit(cache, keys[i]));
-			unlock_key(keys[i]);
-		}
-		else
-		{
-			Datum		values[1];
-
-			values[0] = CStringGetTextDatum(keys[i]);
-			tj_execute(&recheck_stmt, values, NULL, false, 0, SPI_OK_INSERT);
-		}
-	}
+		released += hand_on(keys[i], tj_key_limit(cache, keys[i]), true);
 	return released;
 }
 
@@ -1041,22 +1047,10 @@ tj_release_throttled(TimestampTz now)
 
 	released += tj_process_rechecks(&cache);
 	nkeys = tj_execute(&parked_keys_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
-	keys = palloc(sizeof(char *) * (nkeys + 1));
-	for (uint64 i = 0; i < nkeys; i++)
-	{
-		bool		isnull;
-
-		keys[i] = TextDatumGetCString(tj_get_datum(i, 1, &isnull));
-	}
+	keys = result_strings(nkeys);
 	/* keys busy right now are left for the next pass */
 	for (uint64 i = 0; i < nkeys; i++)
-	{
-		if (tj_try_lock_key(keys[i]))
-		{
-			released += unpark_free(keys[i], tj_key_limit(&cache, keys[i]));
-			unlock_key(keys[i]);
-		}
-	}
+		released += hand_on(keys[i], tj_key_limit(&cache, keys[i]), false);
 	return released;
 }
 

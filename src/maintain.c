@@ -82,7 +82,7 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 		SPI_freetuptable(SPI_tuptable);
 		for (uint64 i = 0; i < n; i++)
 		{
-			if (tj_fail_locked(&jobs[i], "lease expired", NULL, true, NULL, now))
+			if (tj_fail_locked(&jobs[i], "lease expired", NULL, true, now))
 				dead++;
 			expired++;
 			SPI_freetuptable(SPI_tuptable);

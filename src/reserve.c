@@ -79,14 +79,16 @@ static TJStatement take_stmt = {
  * Parks every ready job of a blocked key (in any queue) that nobody holds:
  * once per key and reservation, so later reservations never walk them.
  */
+#define PARK_KEY_SQL(column) \
+	"WITH l AS MATERIALIZED (" \
+	"  SELECT j.id FROM throttle_jobs.job j" \
+	"   WHERE j." column " = $1 AND j.state = 'available' AND j.run_at <= $3" \
+	"   FOR UPDATE SKIP LOCKED)" \
+	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $1, blocked_until = $2" \
+	"   FROM l WHERE j.id = l.id"
+
 static TJStatement park_ckey_stmt = {
-	"WITH l AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.concurrency_key = $1 AND j.state = 'available' AND j.run_at <= $3"
-	"   FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $1, blocked_until = $2"
-	"   FROM l WHERE j.id = l.id",
-	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	PARK_KEY_SQL("concurrency_key"), 3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
 /* Parks one job (whose cost its rate key never admits) */
@@ -100,13 +102,7 @@ static TJStatement park_one_stmt = {
 };
 
 static TJStatement park_rkey_stmt = {
-	"WITH l AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.rate_limit_key = $1 AND j.state = 'available' AND j.run_at <= $3"
-	"   FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $1, blocked_until = $2"
-	"   FROM l WHERE j.id = l.id",
-	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	PARK_KEY_SQL("rate_limit_key"), 3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
 /* Brings back this queue's rate-throttled jobs whose time has come */

@@ -97,8 +97,7 @@ typedef struct TJFailedJob
 
 extern void tj_read_failed_job(uint64 row, TJFailedJob *job);
 extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
-						   const Interval *retry_in, bool retryable,
-						   const char *dead_reason, TimestampTz now);
+						   const Interval *retry_in, bool retryable, TimestampTz now);
 
 /* limits.c: per-key concurrency caps and rate limits */
 #define TJ_TOKEN_BUCKET		0
