@@ -142,10 +142,38 @@ tj_make_var() {
         -f Makefile -f - tj-print-var <<<"tj-print-var: ; @echo \$($var)"
 }
 
-# tj_build_install [DIR]: make clean all, then make install, the extension in DIR (default $TJ_ROOT); output on stdout/stderr.
+# tj_build_install [DIR]: make clean all the extension in DIR (default $TJ_ROOT), then install it
+# into a private copy of the PostgreSQL server tree under $TJ_SCRATCH/pg (when TJ_SCRATCH is set)
+# and point TJ_BINDIR, TJ_PKGLIBDIR, TJ_PG_REGRESS, ... and PATH at that copy; without TJ_SCRATCH,
+# make install into the system tree.  PostgreSQL finds its lib and share directories relative to
+# its own executable, so a copied tree is self-contained: concurrent runs from other working trees
+# cannot replace the library or the install script under a running test.  Output on stdout/stderr.
 tj_build_install() {
-    local dir=${1:-$TJ_ROOT} sudo=()
+    local dir=${1:-$TJ_ROOT} sudo=() priv sysbin syslib sysshare
     make -C "$dir" PG_CONFIG="$PG_CONFIG" clean all </dev/null || return 1
+    if [ -n "${TJ_SCRATCH:-}" ]; then
+        priv=$TJ_SCRATCH/pg
+        sysbin=$("$PG_CONFIG" --bindir) || return 1
+        syslib=$("$PG_CONFIG" --pkglibdir) || return 1
+        sysshare=$("$PG_CONFIG" --sharedir) || return 1
+        rm -rf "$priv"
+        mkdir -p "$priv$sysbin" "$priv$syslib" "$priv$sysshare" || return 1
+        cp -a "$sysbin/." "$priv$sysbin/" && cp -a "$syslib/." "$priv$syslib/" &&
+            cp -a "$sysshare/." "$priv$sysshare/" || return 1
+        # The system copy of our own files must not shadow the fresh build.
+        rm -f "$priv$syslib/throttle_jobs.so" "$priv$sysshare"/extension/throttle_jobs*
+        make -C "$dir" PG_CONFIG="$PG_CONFIG" DESTDIR="$priv" install </dev/null || return 1
+        chmod -R a+rX "$priv"
+        TJ_BINDIR=$priv$sysbin
+        TJ_PKGLIBDIR=$priv$syslib
+        TJ_PGXS_TEST=$TJ_PKGLIBDIR/pgxs/src/test
+        TJ_PG_REGRESS=$TJ_PGXS_TEST/regress/pg_regress
+        TJ_PG_ISOLATION_REGRESS=$TJ_PGXS_TEST/isolation/pg_isolation_regress
+        PATH=$TJ_BINDIR:$PATH
+        export PATH
+        tj_give "$dir"
+        return 0
+    fi
     if ! tj_is_root && [ ! -w "$("$PG_CONFIG" --pkglibdir)" ]; then
         if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
             sudo=(sudo -n)
