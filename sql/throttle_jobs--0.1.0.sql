@@ -741,6 +741,19 @@ LANGUAGE C VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- Runs handler jobs in the calling session, each in a subtransaction of the
+-- caller's transaction, as the queue's owner: what the executors do, for
+-- servers where the library cannot be preloaded (pg_cron calls it).
+CREATE FUNCTION throttle_jobs.run_jobs(
+	queue				text DEFAULT NULL,
+	max_jobs			integer DEFAULT 100,
+	max_time			interval DEFAULT '10 seconds')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'throttle_jobs_run_jobs'
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
 -- Pure: the retry delay after a failed attempt, for a given random draw in [0, 1).
 CREATE FUNCTION throttle_jobs.backoff_delay(
 	attempt				integer,
@@ -1297,7 +1310,8 @@ GRANT EXECUTE ON FUNCTION throttle_jobs.reserve(text, text, integer, interval),
 					   throttle_jobs.complete(bigint, uuid, jsonb),
 					   throttle_jobs.fail(bigint, uuid, text, interval, boolean),
 					   throttle_jobs.snooze(bigint, uuid, interval),
-					   throttle_jobs.heartbeat(bigint, uuid, interval)
+					   throttle_jobs.heartbeat(bigint, uuid, interval),
+					   throttle_jobs.run_jobs(text, integer, interval)
 	TO throttle_jobs_worker;
 
 GRANT EXECUTE ON FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text),
@@ -1342,6 +1356,7 @@ COMMENT ON FUNCTION throttle_jobs.fail(bigint, uuid, text, interval, boolean) IS
 COMMENT ON FUNCTION throttle_jobs.snooze(bigint, uuid, interval) IS 'Puts a reserved job back for later without consuming its attempt.';
 COMMENT ON FUNCTION throttle_jobs.heartbeat(bigint, uuid, interval) IS 'Extends a lease; returns the new lease end, or NULL when the token is stale.';
 COMMENT ON FUNCTION throttle_jobs.maintain() IS 'One maintenance pass: expire leases, enforce retention, manage archive partitions.';
+COMMENT ON FUNCTION throttle_jobs.run_jobs(text, integer, interval) IS 'Runs up to max_jobs ready handler jobs (of one queue, or of every handler queue) for at most max_time in this session, each in a subtransaction, as the queue owner; returns how many ran.';
 COMMENT ON FUNCTION throttle_jobs.backoff_delay(integer, interval, double precision, interval, double precision, double precision) IS 'The retry delay after attempt n: min(max, base * factor^(n-1)) jittered by +-jitter, for a draw in [0, 1).';
 COMMENT ON FUNCTION throttle_jobs.cancel(bigint) IS 'Cancels a job that is not running; true if it was cancelled.';
 COMMENT ON FUNCTION throttle_jobs.retry_dead(bigint) IS 'Moves one dead job back to its queue with its attempts reset.';

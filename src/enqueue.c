@@ -305,6 +305,8 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
 	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	if (queue.has_handler)
+		tj_wake_executors_at_commit();
 	added = enqueue_one(&queue, &job, &limits,
 						(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(), &id);
 	SPI_finish();
@@ -499,6 +501,8 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
 	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	if (queue.has_handler)
+		tj_wake_executors_at_commit();
 	limits_exist = tj_limits_exist();
 	for (i = 0; i < njobs; i++)
 	{

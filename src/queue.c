@@ -99,7 +99,8 @@ throttle_jobs_lock_queue(PG_FUNCTION_ARGS)
 }
 
 static TJStatement lookup_stmt = {
-	"SELECT q.id, q.paused, q.max_size, q.on_full = 'drop', q.lease, q.fairness = 'round_robin'"
+	"SELECT q.id, q.paused, q.max_size, q.on_full = 'drop', q.lease, q.fairness = 'round_robin',"
+	"       q.handler IS NOT NULL"
 	"  FROM throttle_jobs.queue q WHERE q.name = $1",
 	1, {TEXTOID}
 };
@@ -130,6 +131,7 @@ tj_lookup_queue(text *name, TJQueue *queue)
 	queue->drop_when_full = DatumGetBool(tj_get_datum(0, 4, &isnull));
 	queue->lease = *DatumGetIntervalP(tj_get_datum(0, 5, &isnull));
 	queue->round_robin = DatumGetBool(tj_get_datum(0, 6, &isnull));
+	queue->has_handler = DatumGetBool(tj_get_datum(0, 7, &isnull));
 	queue->name = SPI_palloc(VARSIZE_ANY_EXHDR(name) + 1);
 	text_to_cstring_buffer(name, queue->name, VARSIZE_ANY_EXHDR(name) + 1);
 }

@@ -25,9 +25,16 @@
 #define TJ_MAX_BACKOFF_FACTOR	1000.0
 #define TJ_MAX_INTERVAL_USECS	((int64) 100 * 12 * DAYS_PER_MONTH * USECS_PER_DAY)	/* 100 years of 12 30-day months */
 
+#define TJ_MAX_EXECUTORS		32		/* executor_workers per database */
+
 /* guc.c */
 extern int	tj_max_payload_size;
 extern int	tj_max_batch_size;
+extern char *tj_databases;
+extern int	tj_maintenance_interval;
+extern int	tj_executor_workers;
+extern int	tj_shutdown_grace;
+extern bool tj_allow_superuser_handlers;
 extern void tj_define_gucs(void);
 
 /* spi_util.c: a statement prepared once per backend and kept */
@@ -67,6 +74,7 @@ typedef struct TJQueue
 	bool		drop_when_full;
 	Interval	lease;
 	bool		round_robin;	/* fairness = 'round_robin' */
+	bool		has_handler;	/* executors run its jobs */
 } TJQueue;
 
 extern void tj_lookup_queue(text *name, TJQueue *queue);
@@ -175,5 +183,20 @@ extern int64 tj_process_rechecks(TJLimitCache *cache);
 extern TJAdmission tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey,
 							int32 cost, TimestampTz now, const char **blocked_key,
 							TimestampTz *blocked_until, TimestampTz *admitted_at);
+
+/* execute.c: running handler jobs (executors and run_jobs) */
+#define TJ_WORKER_PREFIX	"throttle_jobs/"	/* worker names of our own processes */
+
+extern void tj_sigterm_handler(SIGNAL_ARGS);
+extern bool tj_shutdown_requested(void);
+extern bool tj_run_next_job(const char *worker, const char *only_queue, bool own_transactions);
+
+/* worker.c: launcher, per-database maintenance workers, executors */
+extern void tj_workers_init(void);
+extern void tj_wake_executors_at_commit(void);
+extern void tj_sweep_orphans(void);
+extern PGDLLEXPORT void tj_launcher_main(Datum arg);
+extern PGDLLEXPORT void tj_dbworker_main(Datum arg);
+extern PGDLLEXPORT void tj_executor_main(Datum arg);
 
 #endif							/* THROTTLE_JOBS_H */

@@ -1,0 +1,512 @@
+/*-------------------------------------------------------------------------
+ *
+ * execute.c
+ *		Running handler jobs: the executors' path, and run_jobs().
+ *
+ * A handler job is reserved through reserve(), like any worker's, so every
+ * limit applies.  Its handler is then called through fmgr as the queue's
+ * owner (SECURITY_LOCAL_USERID_CHANGE: the handler cannot SET ROLE back),
+ * inside a GUC nest level so that nothing it SETs outlives the job, with the
+ * queue's lease as its time limit.  Success completes the job in the
+ * handler's own (sub)transaction, so a SQL handler's writes and the
+ * completion commit together, and a lost lease rolls the writes back.  An
+ * error fails the job (backoff, then dead letters).
+ *
+ * Executors (own_transactions) commit the reservation before the handler
+ * runs: a handler that crashes the server has had its attempt counted, and
+ * the maintenance worker fails the orphaned job (tj_sweep_orphans), so a
+ * poison job ends dead instead of crash-looping.  run_jobs() runs in its
+ * caller's transaction, each job in a subtransaction.
+ *
+ * Time limits: while a job is in hand, a 100 ms timer checks the handler's
+ * deadline and, after SIGTERM, the shutdown grace; past either it cancels the
+ * handler, whose job then fails (deadline) or is handed back (shutdown).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timeout.h"
+
+#include "throttle_jobs.h"
+
+PG_FUNCTION_INFO_V1(throttle_jobs_run_jobs);
+
+#define TICK_MS 100
+
+#define CANCEL_DEADLINE 1
+#define CANCEL_SHUTDOWN 2
+
+typedef struct HandlerJob
+{
+	int64		id;
+	Datum		lease_token;	/* uuid */
+	char	   *queue;
+	Oid			handler;
+	Oid			owner;
+	int64		timeout_ms;		/* the queue's lease */
+	Datum		payload;		/* jsonb */
+} HandlerJob;
+
+/* Shared with signal handlers and the tick timer */
+static volatile sig_atomic_t got_sigterm = false;
+static volatile sig_atomic_t in_job = false;
+static volatile sig_atomic_t cancel_reason = 0;
+static volatile TimestampTz sigterm_at = 0;
+static TimestampTz handler_deadline = 0;
+static TimeoutId tick_timeout = MAX_TIMEOUTS;
+static uint32 next_queue = 0;
+
+static TJStatement pick_stmt = {
+	"SELECT q.name, q.handler::pg_catalog.oid, q.owner::pg_catalog.oid,"
+	"       (pg_catalog.date_part('epoch', q.lease) * 1000)::pg_catalog.int8"
+	"  FROM throttle_jobs.queue q"
+	" WHERE q.handler IS NOT NULL AND NOT q.paused"
+	"   AND ($1::pg_catalog.text IS NULL OR q.name = $1)"
+	"   AND EXISTS (SELECT FROM throttle_jobs.job j"
+	"                WHERE j.queue_id = q.id AND j.state = 'available'"
+	"                  AND j.run_at <= pg_catalog.statement_timestamp())"
+	" ORDER BY q.id",
+	1, {TEXTOID}
+};
+
+static TJStatement reserve_stmt = {
+	"SELECT r.id, r.lease_token, r.payload FROM throttle_jobs.reserve($1, $2, 1) r",
+	2, {TEXTOID, TEXTOID}
+};
+
+static TJStatement complete_stmt = {
+	"SELECT throttle_jobs.complete($1, $2, $3)",
+	3, {INT8OID, UUIDOID, JSONBOID}
+};
+
+static TJStatement fail_stmt = {
+	"SELECT throttle_jobs.fail($1, $2, $3)",
+	3, {INT8OID, UUIDOID, TEXTOID}
+};
+
+/* Hands a job back without counting the attempt */
+static TJStatement hand_back_stmt = {
+	"SELECT throttle_jobs.snooze($1, $2, '0 s')",
+	2, {INT8OID, UUIDOID}
+};
+
+/*
+ * SIGTERM in our background workers: outside a job it is die(); with a job
+ * in hand, the job gets throttle_jobs.shutdown_grace to finish, and the
+ * worker exits after it (the caller checks tj_shutdown_requested()).
+ */
+void
+tj_sigterm_handler(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	if (in_job)
+	{
+		if (sigterm_at == 0)
+			sigterm_at = GetCurrentTimestamp();
+		SetLatch(MyLatch);
+	}
+	else
+		die(postgres_signal_arg);
+	errno = save_errno;
+}
+
+bool
+tj_shutdown_requested(void)
+{
+	return got_sigterm;
+}
+
+/* The tick timer, in signal context: cancel the handler once it is due. */
+static void
+handler_tick(void)
+{
+	TimestampTz now;
+
+	if (!in_job || cancel_reason != 0)
+		return;
+	now = GetCurrentTimestamp();
+	if (now >= handler_deadline)
+		cancel_reason = CANCEL_DEADLINE;
+	else if (sigterm_at != 0 &&
+			 now >= sigterm_at + (int64) tj_shutdown_grace * 1000)
+		cancel_reason = CANCEL_SHUTDOWN;
+	else
+		return;
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+static void
+start_job_clock(const HandlerJob *job)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (tick_timeout == MAX_TIMEOUTS)
+		tick_timeout = RegisterTimeout(USER_TIMEOUT, handler_tick);
+	handler_deadline = now + job->timeout_ms * 1000;
+	cancel_reason = 0;
+	in_job = true;
+	if (got_sigterm && sigterm_at == 0)
+		sigterm_at = now;
+	enable_timeout_every(tick_timeout, TimestampTzPlusMilliseconds(now, TICK_MS), TICK_MS);
+}
+
+static void
+stop_job_clock(void)
+{
+	in_job = false;
+	if (tick_timeout != MAX_TIMEOUTS)
+		disable_timeout(tick_timeout, false);
+}
+
+/* A transaction of a background worker; switches back to cxt. */
+static void
+begin_xact(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_xact(MemoryContext cxt)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(cxt);
+}
+
+/*
+ * Reserves one job of a handler queue (only_queue, or any in turn) for
+ * `worker`, copying it into cxt.  Runs in the current transaction.
+ */
+static bool
+reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
+					MemoryContext cxt)
+{
+	Datum		values[3];
+	char		nulls[3] = "   ";
+	uint64		nqueues;
+	SPITupleTable *queues;
+	bool		found = false;
+	bool		isnull;
+
+	SPI_connect();
+	if (only_queue)
+		values[0] = CStringGetTextDatum(only_queue);
+	else
+		nulls[0] = 'n';
+	nqueues = tj_execute(&pick_stmt, values, nulls, false, 0, SPI_OK_SELECT);
+	queues = SPI_tuptable;
+	for (uint64 i = 0; i < nqueues && !found; i++)
+	{
+		uint64		row = (next_queue + i) % nqueues;
+		HeapTuple	q = queues->vals[row];
+		TupleDesc	qdesc = queues->tupdesc;
+		Datum		name = SPI_getbinval(q, qdesc, 1, &isnull);
+
+		values[0] = name;
+		values[1] = CStringGetTextDatum(worker);
+		if (tj_execute(&reserve_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
+			continue;
+		found = true;
+		next_queue = row + 1;
+
+		MemoryContextSwitchTo(cxt);
+		job->id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+		job->lease_token = datumCopy(tj_get_datum(0, 2, &isnull), false, 16);
+		job->payload = datumCopy(tj_get_datum(0, 3, &isnull), false, -1);
+		job->queue = TextDatumGetCString(name);
+		job->handler = DatumGetObjectId(SPI_getbinval(q, qdesc, 2, &isnull));
+		job->owner = DatumGetObjectId(SPI_getbinval(q, qdesc, 3, &isnull));
+		job->timeout_ms = DatumGetInt64(SPI_getbinval(q, qdesc, 4, &isnull));
+	}
+	SPI_finish();
+	MemoryContextSwitchTo(cxt);
+	return found;
+}
+
+/*
+ * Why the handler may not run now, or NULL.  Handlers are re-checked at
+ * every run: the owner may have been dropped, lost EXECUTE, or become a
+ * superuser since the queue was set up.
+ */
+static char *
+handler_refusal(const HandlerJob *job)
+{
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->owner)))
+		return psprintf("the owner (role %u) of queue \"%s\" no longer exists",
+						job->owner, job->queue);
+	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(job->handler)))
+		return psprintf("the handler (function %u) of queue \"%s\" no longer exists",
+						job->handler, job->queue);
+	if (superuser_arg(job->owner) && !tj_allow_superuser_handlers)
+		return psprintf("queue \"%s\" is owned by superuser \"%s\", and throttle_jobs.allow_superuser_handlers is off",
+						job->queue, GetUserNameFromId(job->owner, false));
+	if (pg_proc_aclcheck(job->handler, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
+		return psprintf("role \"%s\" may not execute handler %s of queue \"%s\"",
+						GetUserNameFromId(job->owner, false),
+						format_procedure(job->handler), job->queue);
+	return NULL;
+}
+
+/*
+ * Calls the handler as the queue's owner.  On error, the (sub)transaction
+ * abort restores the user and the GUC nest level.
+ */
+static Datum
+call_handler(const HandlerJob *job, bool *isnull)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	FmgrInfo	flinfo;
+	Datum		result;
+	LOCAL_FCINFO(call, 1);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(job->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+
+	fmgr_info(job->handler, &flinfo);
+	InitFunctionCallInfoData(*call, &flinfo, 1, InvalidOid, NULL, NULL);
+	call->args[0].value = job->payload;
+	call->args[0].isnull = false;
+	result = FunctionCallInvoke(call);
+	*isnull = call->isnull;
+
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return result;
+}
+
+/* Runs the handler and completes the job; errors propagate. */
+static void
+run_and_complete(const HandlerJob *job)
+{
+	Datum		values[3];
+	char		nulls[3] = "   ";
+	bool		isnull;
+	Datum		result;
+
+	result = call_handler(job, &isnull);
+	if (isnull || get_func_rettype(job->handler) != JSONBOID)
+		nulls[2] = 'n';
+	values[0] = Int64GetDatum(job->id);
+	values[1] = job->lease_token;
+	values[2] = result;
+
+	SPI_connect();
+	tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT);
+	if (!DatumGetBool(tj_get_datum(0, 1, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("lease of job %lld was lost while its handler ran", (long long) job->id),
+				 errdetail("The handler's work is rolled back; the job belongs to whoever holds it now.")));
+	SPI_finish();
+}
+
+/* Records the outcome of a job whose handler did not complete it. */
+static void
+record_failure(const HandlerJob *job, const char *error, bool hand_back)
+{
+	Datum		values[3];
+
+	values[0] = Int64GetDatum(job->id);
+	values[1] = job->lease_token;
+	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	SPI_connect();
+	tj_execute(hand_back ? &hand_back_stmt : &fail_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	SPI_finish();
+}
+
+/*
+ * Reserves the next handler job for `worker` (of only_queue, or of any
+ * handler queue in turn) and runs it.  Returns false when no job was ready.
+ *
+ * own_transactions: the caller is a background worker outside any
+ * transaction, and each step gets its own; otherwise the job runs in a
+ * subtransaction of the caller's, and a cancel that is not ours propagates.
+ */
+bool
+tj_run_next_job(const char *worker, const char *only_queue, bool own_transactions)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	HandlerJob	job;
+	char	   *refusal;
+	ErrorData  *volatile edata = NULL;
+	int			reason;
+
+	if (own_transactions)
+		begin_xact("throttle_jobs: reserving");
+	if (!reserve_handler_job(worker, only_queue, &job, cxt))
+	{
+		if (own_transactions)
+			end_xact(cxt);
+		return false;
+	}
+	if (own_transactions)
+	{
+		end_xact(cxt);
+		begin_xact(psprintf("throttle_jobs: job %lld of queue %s", (long long) job.id, job.queue));
+	}
+	else
+	{
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+	}
+
+	refusal = handler_refusal(&job);
+	if (refusal == NULL)
+	{
+		PG_TRY();
+		{
+			start_job_clock(&job);
+			run_and_complete(&job);
+			if (own_transactions)
+				end_xact(cxt);
+			else
+			{
+				ReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(cxt);
+				CurrentResourceOwner = owner;
+			}
+			stop_job_clock();
+		}
+		PG_CATCH();
+		{
+			stop_job_clock();
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			if (own_transactions)
+			{
+				AbortCurrentTransaction();
+				MemoryContextSwitchTo(cxt);
+			}
+			else
+			{
+				RollbackAndReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(cxt);
+				CurrentResourceOwner = owner;
+			}
+		}
+		PG_END_TRY();
+		if (edata == NULL)
+			return true;
+	}
+	else if (own_transactions)
+		end_xact(cxt);
+	else
+	{
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+
+	reason = cancel_reason;
+	cancel_reason = 0;
+	if (edata && edata->sqlerrcode == ERRCODE_QUERY_CANCELED && reason == 0 && !own_transactions)
+		ReThrowError(edata);	/* the caller's statement was cancelled */
+
+	if (own_transactions)
+		begin_xact("throttle_jobs: recording a failure");
+	if (refusal)
+	{
+		ereport(WARNING,
+				(errmsg("throttle_jobs: job %lld not run: %s", (long long) job.id, refusal)));
+		record_failure(&job, refusal, false);
+	}
+	else if (reason == CANCEL_SHUTDOWN)
+		record_failure(&job, NULL, true);
+	else if (reason == CANCEL_DEADLINE)
+		record_failure(&job, psprintf("handler ran past the queue's lease (%lld ms)",
+									  (long long) job.timeout_ms), false);
+	else
+	{
+		if (own_transactions)
+			ereport(LOG,
+					(errmsg("throttle_jobs: handler of job %lld in queue \"%s\" failed: %s",
+							(long long) job.id, job.queue, edata->message)));
+		record_failure(&job, edata->message, false);
+	}
+	if (own_transactions)
+		end_xact(cxt);
+	return true;
+}
+
+/* run_jobs(queue, max_jobs, max_time) returns integer: jobs run */
+Datum
+throttle_jobs_run_jobs(PG_FUNCTION_ARGS)
+{
+	char	   *queue = NULL;
+	int32		max_jobs;
+	int64		max_usecs;
+	TimestampTz start;
+	char	   *worker;
+	int32		n = 0;
+
+	tj_require_not_null(fcinfo, 1, "max_jobs");
+	tj_require_not_null(fcinfo, 2, "max_time");
+	max_jobs = PG_GETARG_INT32(1);
+	if (max_jobs < 1 || max_jobs > tj_max_batch_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("max_jobs must be between 1 and %d, not %d", tj_max_batch_size, max_jobs),
+				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
+	tj_check_interval(PG_GETARG_INTERVAL_P(2), "max_time", false);
+	max_usecs = tj_interval_usecs(PG_GETARG_INTERVAL_P(2));
+
+	if (!PG_ARGISNULL(0))
+	{
+		TJQueue		q;
+
+		SPI_connect();
+		tj_lookup_queue(PG_GETARG_TEXT_PP(0), &q);
+		SPI_finish();
+		if (!q.has_handler)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("queue \"%s\" has no handler", q.name),
+					 errhint("Set one with alter_queue(name, handler => ...), or take its jobs with reserve().")));
+		queue = q.name;
+	}
+
+	worker = psprintf("run_jobs/%d", MyProcPid);
+	start = GetCurrentTimestamp();
+	while (n < max_jobs && GetCurrentTimestamp() - start < max_usecs)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (!tj_run_next_job(worker, queue, false))
+			break;
+		n++;
+	}
+	PG_RETURN_INT32(n);
+}
