@@ -18,7 +18,7 @@ FROM unnest(ARRAY['tj_producer', 'tj_worker', 'tj_admin', 'tj_nobody', 'public']
 
 -- Every function of the schema, by role: who may EXECUTE it.
 -- producer: enqueue, enqueue_batch; worker: reserve, complete, fail,
--- snooze, heartbeat; admin: all of these and the rest of the public API;
+-- snooze, heartbeat, run_jobs; admin: all of these and the rest of the public API;
 -- nobody and PUBLIC: nothing.  Internal functions (named _*): nobody.
 SELECT format('%s(%s)', p.proname, oidvectortypes(p.proargtypes)) AS function,
        CASE WHEN has_function_privilege('tj_producer', p.oid, 'EXECUTE') THEN 'allowed' ELSE 'refused' END AS producer,
@@ -115,6 +115,7 @@ INSERT INTO calls (call, stmt) VALUES
   ('retry_dead(text, ...)', $$SELECT throttle_jobs.retry_dead('priv_q')$$),
   ('purge_dead', $$SELECT throttle_jobs.purge_dead('priv_q')$$),
   ('maintain', $$SELECT throttle_jobs.maintain()$$),
+  ('run_jobs', $$SELECT throttle_jobs.run_jobs()$$),
   ('backoff_delay', $$SELECT throttle_jobs.backoff_delay(2)$$),
   ('view queues', $$SELECT * FROM throttle_jobs.queues$$),
   ('view jobs', $$SELECT * FROM throttle_jobs.jobs$$),

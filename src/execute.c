@@ -277,8 +277,11 @@ handler_refusal(const HandlerJob *job)
 }
 
 /*
- * Calls the handler as the queue's owner.  On error, the (sub)transaction
- * abort restores the user and the GUC nest level.
+ * Calls the handler as the queue's owner, with search_path pg_catalog,
+ * pg_temp (as for our own SECURITY DEFINER functions), in a GUC nest level
+ * whose changes are all undone when it returns: a handler's SET, even
+ * without LOCAL, never reaches the next job.  On error, the (sub)transaction
+ * abort restores the user and the settings.
  */
 static Datum
 call_handler(const HandlerJob *job, bool *isnull)
@@ -293,6 +296,8 @@ call_handler(const HandlerJob *job, bool *isnull)
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(job->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 
 	fmgr_info(job->handler, &flinfo);
 	InitFunctionCallInfoData(*call, &flinfo, 1, InvalidOid, NULL, NULL);
@@ -301,7 +306,7 @@ call_handler(const HandlerJob *job, bool *isnull)
 	result = FunctionCallInvoke(call);
 	*isnull = call->isnull;
 
-	AtEOXact_GUC(true, save_nestlevel);
+	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	return result;
 }
