@@ -20,4 +20,6 @@ void
 _PG_init(void)
 {
 	tj_define_gucs();
+	if (process_shared_preload_libraries_in_progress)
+		tj_stats_shmem_init();
 }
