@@ -1411,7 +1411,7 @@ CREATE TABLE throttle_jobs.stats_snapshot (
 COMMENT ON TABLE throttle_jobs.stats_snapshot IS 'Queue depth counted by the last maintain(), used by queue_stats when the library is not preloaded.';
 REVOKE ALL ON throttle_jobs.stats_snapshot FROM PUBLIC;
 
-CREATE FUNCTION throttle_jobs._stats_queues(
+CREATE FUNCTION throttle_jobs.stats_queues(
 	OUT queue_id integer,
 	OUT available bigint,
 	OUT scheduled bigint,
@@ -1452,7 +1452,7 @@ CREATE FUNCTION throttle_jobs._stats_queues(
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'throttle_jobs_stats_queues'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION throttle_jobs._stats_queues() IS 'Internal: the per-queue statistics in shared memory (no rows without preloading).';
+COMMENT ON FUNCTION throttle_jobs.stats_queues() IS 'The per-queue statistics in shared memory behind queue_stats (no rows without preloading).';
 
 CREATE FUNCTION throttle_jobs._stats_histograms(
 	OUT queue_id integer, OUT kind text, OUT le double precision, OUT count bigint,
@@ -1462,22 +1462,22 @@ AS 'MODULE_PATHNAME', 'throttle_jobs_stats_histograms'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION throttle_jobs._stats_histograms() IS 'Internal: cumulative wait and run time histograms per queue, for metrics().';
 
-CREATE FUNCTION throttle_jobs._stats_keys(
+CREATE FUNCTION throttle_jobs.stats_keys(
 	OUT key text, OUT throttled_cap bigint, OUT throttled_rate bigint,
 	OUT last_throttled_at timestamptz, OUT throttled_since timestamptz,
 	OUT last_admitted_at timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'throttle_jobs_stats_keys'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION throttle_jobs._stats_keys() IS 'Internal: throttling counters of the keys throttled since start or reset.';
+COMMENT ON FUNCTION throttle_jobs.stats_keys() IS 'Throttling counters behind key_stats: the keys throttled since start or reset.';
 
-CREATE FUNCTION throttle_jobs._stats_state(
+CREATE FUNCTION throttle_jobs.stats_state(
 	OUT shared boolean, OUT started_at timestamptz, OUT reset_at timestamptz,
 	OUT counted_at timestamptz, OUT queues_dropped bigint, OUT keys_dropped bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'throttle_jobs_stats_state'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION throttle_jobs._stats_state() IS 'Internal: whether statistics live in shared memory, when they started, were reset and were last recounted.';
+COMMENT ON FUNCTION throttle_jobs.stats_state() IS 'Whether statistics live in shared memory, when they started, were reset and were last recounted.';
 
 CREATE FUNCTION throttle_jobs._stats_note(queue_id integer, what text, n bigint,
 	run_at timestamptz DEFAULT NULL, attempt integer DEFAULT NULL)
@@ -1504,7 +1504,7 @@ COMMENT ON FUNCTION throttle_jobs._reset_stats(integer) IS 'Internal: zeroes the
 -- priority level present (a loose index scan), then the head of each level
 -- (in fifo queues the level's earliest run_at; in round_robin queues the
 -- head of the turn order).  Throttled jobs are not ready.
-CREATE FUNCTION throttle_jobs._queue_lag(queue_id integer, now timestamptz)
+CREATE FUNCTION throttle_jobs.stats_lag(queue_id integer, now timestamptz)
 RETURNS interval
 LANGUAGE sql STABLE STRICT
 SECURITY DEFINER
@@ -1527,7 +1527,7 @@ FROM p CROSS JOIN LATERAL (
 	ORDER BY j.rr_rank, j.run_at LIMIT 1) h
 WHERE p.priority IS NOT NULL AND h.run_at <= $2
 $$;
-COMMENT ON FUNCTION throttle_jobs._queue_lag(integer, timestamptz) IS 'Internal: age of the oldest ready job of a queue, read from the ready index (O(priority levels)).';
+COMMENT ON FUNCTION throttle_jobs.stats_lag(integer, timestamptz) IS 'Age of the oldest ready job of a queue, read from the ready index (O(priority levels)).';
 
 CREATE FUNCTION throttle_jobs.reset_stats(queue text DEFAULT NULL)
 RETURNS void
@@ -1555,7 +1555,7 @@ SELECT q.name AS queue, q.paused, q.max_size,
 		 ELSE snap.dead END AS dead,
 	CASE WHEN st.shared THEN CASE WHEN st.counted_at IS NOT NULL THEN pg_catalog.now() END
 		 ELSE snap.counted_at END AS depth_as_of,
-	throttle_jobs._queue_lag(q.id, pg_catalog.now()) AS lag,
+	throttle_jobs.stats_lag(q.id, pg_catalog.now()) AS lag,
 	CASE WHEN st.shared THEN coalesce(s.enqueued, 0) END AS enqueued,
 	CASE WHEN st.shared THEN coalesce(s.reserved, 0) END AS reserved,
 	CASE WHEN st.shared THEN coalesce(s.completed, 0) END AS completed,
@@ -1588,14 +1588,14 @@ SELECT q.name AS queue, q.paused, q.max_size,
 	s.run_p99,
 	CASE WHEN st.shared THEN coalesce(s.stats_reset, st.reset_at) END AS stats_reset
 FROM throttle_jobs.queue q
-CROSS JOIN throttle_jobs._stats_state() st
-LEFT JOIN throttle_jobs._stats_queues() s ON s.queue_id = q.id
+CROSS JOIN throttle_jobs.stats_state() st
+LEFT JOIN throttle_jobs.stats_queues() s ON s.queue_id = q.id
 LEFT JOIN throttle_jobs.stats_snapshot snap ON snap.queue_id = q.id AND NOT st.shared;
 COMMENT ON VIEW throttle_jobs.queue_stats IS 'Per queue: depth by state, lag, event counters since reset, events in the last 1/5/15 minutes, wait and run time percentiles; O(queues), from shared memory.';
 
 CREATE VIEW throttle_jobs.key_stats AS
 WITH ks AS (
-	SELECT * FROM throttle_jobs._stats_keys()
+	SELECT * FROM throttle_jobs.stats_keys()
 ), keys AS (
 	SELECT l.key FROM throttle_jobs.key_limit l WHERE pg_catalog.right(l.key, 1) <> '*'
 	UNION SELECT s.key FROM throttle_jobs.key_rate_state s
@@ -1643,7 +1643,7 @@ SELECT g.key, g.cap_limit, g.max_running,
 	ks.throttled_since, ks.last_throttled_at, ks.last_admitted_at,
 	CASE WHEN g.adaptive THEN coalesce(s.factor, 1) END AS adaptive_factor
 FROM gov g
-CROSS JOIN throttle_jobs._stats_state() st
+CROSS JOIN throttle_jobs.stats_state() st
 LEFT JOIN throttle_jobs.key_rate_state s ON s.key = g.key
 LEFT JOIN ks ON ks.key = g.key;
 COMMENT ON VIEW throttle_jobs.key_stats IS 'Each limited key (templates expanded to live keys): cap and holders, rate, tokens or window use, next admission, throttled counts, adaptive factor.';
@@ -1683,7 +1683,7 @@ AS $$
 DECLARE
 	qs throttle_jobs.queue_stats[] := ARRAY(SELECT s FROM throttle_jobs.queue_stats s ORDER BY s.queue);
 	ks throttle_jobs.key_stats[] := ARRAY(SELECT k FROM throttle_jobs.key_stats k ORDER BY k.key);
-	shared boolean := (SELECT st.shared FROM throttle_jobs._stats_state() st);
+	shared boolean := (SELECT st.shared FROM throttle_jobs.stats_state() st);
 	out text[] := '{}';
 BEGIN
 	out := out || ARRAY[
@@ -1825,18 +1825,19 @@ $$;
 COMMENT ON FUNCTION throttle_jobs.metrics() IS 'The statistics in Prometheus text exposition format (queue, key, state and event labels).';
 
 REVOKE ALL ON throttle_jobs.queue_stats, throttle_jobs.key_stats, throttle_jobs.throughput FROM PUBLIC;
-REVOKE ALL ON FUNCTION throttle_jobs._stats_queues(), throttle_jobs._stats_histograms(),
-	throttle_jobs._stats_keys(), throttle_jobs._stats_state(),
+REVOKE ALL ON FUNCTION throttle_jobs.stats_queues(), throttle_jobs._stats_histograms(),
+	throttle_jobs.stats_keys(), throttle_jobs.stats_state(),
 	throttle_jobs._stats_note(integer, text, bigint, timestamptz, integer),
-	throttle_jobs._reset_stats(integer), throttle_jobs._stats_forget(), throttle_jobs._queue_lag(integer, timestamptz),
+	throttle_jobs._reset_stats(integer), throttle_jobs._stats_forget(), throttle_jobs.stats_lag(integer, timestamptz),
 	throttle_jobs.reset_stats(text), throttle_jobs._prom_label(text),
 	throttle_jobs._prom_value(double precision), throttle_jobs.metrics() FROM PUBLIC;
 -- Functions that a view calls run with the privileges of the reader, who
 -- therefore needs EXECUTE on them; they reveal only statistics.
-GRANT EXECUTE ON FUNCTION throttle_jobs._stats_queues(), throttle_jobs._stats_keys(),
-	throttle_jobs._stats_state(), throttle_jobs._queue_lag(integer, timestamptz),
+GRANT EXECUTE ON FUNCTION throttle_jobs.stats_queues(), throttle_jobs.stats_keys(),
+	throttle_jobs.stats_state(), throttle_jobs.stats_lag(integer, timestamptz),
 	throttle_jobs.metrics()
 	TO pg_monitor, throttle_jobs_admin;
 GRANT SELECT ON throttle_jobs.queue_stats, throttle_jobs.key_stats, throttle_jobs.throughput
 	TO pg_monitor, throttle_jobs_admin;
+GRANT USAGE ON SCHEMA throttle_jobs TO pg_monitor;
 GRANT EXECUTE ON FUNCTION throttle_jobs.reset_stats(text) TO throttle_jobs_admin;

@@ -979,7 +979,7 @@ interval_datum(int64 usecs)
 #define QS_COLS (1 + 5 + TJ_EV_COUNT + 12 + 6 + 1)
 
 /*
- * _stats_queues(): one row per queue in shared memory: queue_id; available,
+ * stats_queues(): one row per queue in shared memory: queue_id; available,
  * scheduled, running, retrying, dead (NULL until counted); the event
  * counters in TJEvent order; completed, failed, dead_lettered, throttled in
  * the last 1, 5, 15 minutes; wait p50/p95/p99, run p50/p95/p99; reset_at.
@@ -1093,7 +1093,7 @@ throttle_jobs_stats_histograms(PG_FUNCTION_ARGS)
 }
 
 /*
- * _stats_keys(): key, throttled by its cap, throttled by its rate,
+ * stats_keys(): key, throttled by its cap, throttled by its rate,
  * last_throttled_at, throttled_since, last_admitted_at, for each key that
  * was throttled since the server started or the counters were reset.
  */
@@ -1136,7 +1136,7 @@ throttle_jobs_stats_keys(PG_FUNCTION_ARGS)
 }
 
 /*
- * _stats_state(): (shared, started_at, reset_at, counted_at,
+ * stats_state(): (shared, started_at, reset_at, counted_at,
  * queues_dropped, keys_dropped): whether statistics live in shared memory,
  * and their bookkeeping.
  */
