@@ -11,7 +11,7 @@ DATA = $(filter-out $(wildcard sql/*--*--*.sql),$(wildcard sql/$(EXTENSION)--*.s
 
 # pg_regress inputs in sql/, outputs in expected/ (one topic per file, in order)
 REGRESS = install queues enqueue reserve complete backoff dead_letters \
-          maintain views hot_updates limits fairness adaptive privileges bad_input
+          maintain run_jobs views hot_updates limits fairness adaptive stats privileges bad_input
 REGRESS_OPTS = --inputdir=. --temp-config=test/throttle_jobs.conf
 
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \

@@ -359,3 +359,16 @@ DROP ROLE tj_worker;
 DROP ROLE tj_admin;
 DROP ROLE tj_nobody;
 SELECT count(*) AS roles_left FROM pg_roles WHERE rolname IN ('tj_producer', 'tj_worker', 'tj_admin', 'tj_nobody');
+
+-- pg_monitor reads the statistics: the views queue_stats, key_stats and
+-- throughput, the functions they call, and metrics(); nothing else.
+SELECT p.oid::regprocedure AS pg_monitor_may_execute
+FROM pg_proc p
+WHERE p.pronamespace = 'throttle_jobs'::regnamespace
+  AND has_function_privilege('pg_monitor', p.oid, 'EXECUTE')
+ORDER BY p.oid::regprocedure::text;
+SELECT c.relname AS relation, pg_temp.privs('pg_monitor', c.oid) AS pg_monitor
+FROM pg_class c
+WHERE c.relnamespace = 'throttle_jobs'::regnamespace
+  AND c.relkind IN ('r', 'p', 'v') AND pg_temp.privs('pg_monitor', c.oid) <> '-'
+ORDER BY 1;

@@ -641,6 +641,9 @@ BEGIN
 	DELETE FROM throttle_jobs.job_dead d WHERE d.queue_id = qid;
 	DELETE FROM throttle_jobs.job_archive a WHERE a.queue_id = qid;
 	DELETE FROM throttle_jobs.queue_warning w WHERE w.queue_id = qid;
+	DELETE FROM throttle_jobs.stats_minute m WHERE m.queue_id = qid;
+	DELETE FROM throttle_jobs.stats_snapshot s WHERE s.queue_id = qid;
+	PERFORM throttle_jobs._stats_note(qid, 'queue_dropped', 0);
 	DELETE FROM throttle_jobs.queue q WHERE q.id = qid;
 END
 $$;
@@ -776,6 +779,10 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	c_queue integer;
+	c_run_at timestamptz;
+	c_attempt integer;
 BEGIN
 	IF id IS NULL THEN
 		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -793,8 +800,12 @@ BEGIN
 	SELECT c.id, c.queue_id, 'cancelled', c.priority, c.run_at, c.attempt,
 		c.max_attempts, c.cost, c.enqueued_at, c.reserved_at, pg_catalog.now(), c.worker,
 		c.concurrency_key, c.rate_limit_key, c.unique_key, c.errors, c.payload, NULL
-	FROM c;
-	RETURN FOUND;
+	FROM c
+	RETURNING queue_id, run_at, attempt INTO c_queue, c_run_at, c_attempt;
+	IF c_queue IS NOT NULL THEN
+		PERFORM throttle_jobs._stats_note(c_queue, 'cancelled', 1, c_run_at, c_attempt);
+	END IF;
+	RETURN c_queue IS NOT NULL;
 END
 $$;
 
@@ -804,6 +815,8 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	qid integer;
 BEGIN
 	IF id IS NULL THEN
 		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -817,8 +830,12 @@ BEGIN
 	SELECT d.id, d.queue_id, 'available', d.priority, pg_catalog.now(), 0,
 		d.max_attempts, d.cost, d.enqueued_at, d.concurrency_key, d.rate_limit_key,
 		d.unique_key, d.errors, d.payload
-	FROM d;
-	RETURN FOUND;
+	FROM d
+	RETURNING queue_id INTO qid;
+	IF qid IS NOT NULL THEN
+		PERFORM throttle_jobs._stats_note(qid, 'dead_retried', 1);
+	END IF;
+	RETURN qid IS NOT NULL;
 EXCEPTION WHEN unique_violation THEN
 	RAISE EXCEPTION 'dead job % has a unique_key that a live job of its queue holds', id
 		USING ERRCODE = 'unique_violation',
@@ -865,6 +882,7 @@ BEGIN
 		d.unique_key, d.errors, d.payload
 	FROM d;
 	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM throttle_jobs._stats_note(qid, 'dead_retried', n);
 	RETURN n;
 END
 $$;
@@ -886,6 +904,7 @@ BEGIN
 	DELETE FROM throttle_jobs.job_dead d
 	WHERE d.queue_id = qid AND d.died_at <= pg_catalog.now() - older_than;
 	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM throttle_jobs._stats_note(qid, 'dead_purged', n);
 	RETURN n;
 END
 $$;
@@ -1368,3 +1387,472 @@ COMMENT ON FUNCTION throttle_jobs.drop_limit(text) IS 'Removes the limits set on
 COMMENT ON FUNCTION throttle_jobs.try_acquire(text, integer) IS 'Takes cost tokens of a key''s rate limit now (and, on a capped key, holds it to transaction end), or returns false.';
 COMMENT ON FUNCTION throttle_jobs.acquire(text, integer, interval) IS 'try_acquire, waiting up to timeout; false if the time ran out.';
 COMMENT ON FUNCTION throttle_jobs.explain_job(bigint) IS 'Why a job is not running now: scheduled, paused, throttled by a cap or a rate, waiting behind others, running, dead.';
+
+------------------------------------------------------------------------------
+-- Statistics (src/stats.c): counters in shared memory when the library is
+-- preloaded, read through C set-returning functions and thin views, as
+-- pg_stat_statements does; without preloading, depth comes from the last
+-- maintain() (stats_snapshot) and counters are NULL.  No read path counts
+-- the jobs: see README.md, Monitoring.
+------------------------------------------------------------------------------
+
+-- Per-minute history, rolled up from shared memory by maintain() and kept
+-- for throttle_jobs.stats_history.  Not dumped: statistics, not user data.
+CREATE TABLE throttle_jobs.stats_minute (
+	queue_id			integer NOT NULL,
+	minute				timestamptz NOT NULL,
+	enqueued			bigint NOT NULL DEFAULT 0,
+	reserved			bigint NOT NULL DEFAULT 0,
+	completed			bigint NOT NULL DEFAULT 0,
+	failed				bigint NOT NULL DEFAULT 0,
+	dead_lettered		bigint NOT NULL DEFAULT 0,
+	throttled			bigint NOT NULL DEFAULT 0,
+	CONSTRAINT stats_minute_pkey PRIMARY KEY (queue_id, minute)
+);
+COMMENT ON TABLE throttle_jobs.stats_minute IS 'Per-minute event counts per queue, rolled up by maintain() (backs the throughput view).';
+REVOKE ALL ON throttle_jobs.stats_minute FROM PUBLIC;
+
+-- Without preloading: each maintain() pass counts every queue's depth here.
+-- Not dumped: recomputed by the next pass.
+CREATE TABLE throttle_jobs.stats_snapshot (
+	queue_id			integer NOT NULL CONSTRAINT stats_snapshot_pkey PRIMARY KEY,
+	counted_at			timestamptz NOT NULL,
+	available			bigint NOT NULL,
+	scheduled			bigint NOT NULL,
+	running				bigint NOT NULL,
+	retrying			bigint NOT NULL,
+	dead				bigint NOT NULL
+);
+COMMENT ON TABLE throttle_jobs.stats_snapshot IS 'Queue depth counted by the last maintain(), used by queue_stats when the library is not preloaded.';
+REVOKE ALL ON throttle_jobs.stats_snapshot FROM PUBLIC;
+
+CREATE FUNCTION throttle_jobs.stats_queues(
+	OUT queue_id integer,
+	OUT available bigint,
+	OUT scheduled bigint,
+	OUT running bigint,
+	OUT retrying bigint,
+	OUT dead bigint,
+	OUT enqueued bigint,
+	OUT reserved bigint,
+	OUT completed bigint,
+	OUT failed bigint,
+	OUT retried bigint,
+	OUT dead_lettered bigint,
+	OUT lease_expired bigint,
+	OUT throttled_cap bigint,
+	OUT throttled_rate bigint,
+	OUT dropped bigint,
+	OUT snoozed bigint,
+	OUT cancelled bigint,
+	OUT completed_1m bigint,
+	OUT completed_5m bigint,
+	OUT completed_15m bigint,
+	OUT failed_1m bigint,
+	OUT failed_5m bigint,
+	OUT failed_15m bigint,
+	OUT dead_lettered_1m bigint,
+	OUT dead_lettered_5m bigint,
+	OUT dead_lettered_15m bigint,
+	OUT throttled_1m bigint,
+	OUT throttled_5m bigint,
+	OUT throttled_15m bigint,
+	OUT wait_p50 interval,
+	OUT wait_p95 interval,
+	OUT wait_p99 interval,
+	OUT run_p50 interval,
+	OUT run_p95 interval,
+	OUT run_p99 interval,
+	OUT stats_reset timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'throttle_jobs_stats_queues'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION throttle_jobs.stats_queues() IS 'The per-queue statistics in shared memory behind queue_stats (no rows without preloading).';
+
+CREATE FUNCTION throttle_jobs._stats_histograms(
+	OUT queue_id integer, OUT kind text, OUT le double precision, OUT count bigint,
+	OUT sum double precision)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'throttle_jobs_stats_histograms'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION throttle_jobs._stats_histograms() IS 'Internal: cumulative wait and run time histograms per queue, for metrics().';
+
+CREATE FUNCTION throttle_jobs.stats_keys(
+	OUT key text, OUT throttled_cap bigint, OUT throttled_rate bigint,
+	OUT last_throttled_at timestamptz, OUT throttled_since timestamptz,
+	OUT last_admitted_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'throttle_jobs_stats_keys'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION throttle_jobs.stats_keys() IS 'Throttling counters behind key_stats: the keys throttled since start or reset.';
+
+CREATE FUNCTION throttle_jobs.stats_state(
+	OUT shared boolean, OUT started_at timestamptz, OUT reset_at timestamptz,
+	OUT counted_at timestamptz, OUT queues_dropped bigint, OUT keys_dropped bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'throttle_jobs_stats_state'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION throttle_jobs.stats_state() IS 'Whether statistics live in shared memory, when they started, were reset and were last recounted.';
+
+CREATE FUNCTION throttle_jobs._stats_note(queue_id integer, what text, n bigint,
+	run_at timestamptz DEFAULT NULL, attempt integer DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_stats_note'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION throttle_jobs._stats_note(integer, text, bigint, timestamptz, integer) IS 'Internal: the SQL-written transitions (cancel, retry_dead, purge_dead, drop_queue) report to the statistics at commit.';
+
+CREATE FUNCTION throttle_jobs._stats_forget()
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_stats_forget'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION throttle_jobs._stats_forget() IS 'Internal: drops this database''s statistics from shared memory (run by the install script).';
+-- A re-created extension starts its queue ids at 1 again: forget the old ones.
+SELECT throttle_jobs._stats_forget();
+
+CREATE FUNCTION throttle_jobs._reset_stats(queue_id integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_stats_reset'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION throttle_jobs._reset_stats(integer) IS 'Internal: zeroes the counters of one queue, or of all queues and keys (NULL).';
+
+-- Age of the oldest ready job, from job_ready_idx only: one probe per
+-- priority level present (a loose index scan), then the head of each level
+-- (in fifo queues the level's earliest run_at; in round_robin queues the
+-- head of the turn order).  Throttled jobs are not ready.
+CREATE FUNCTION throttle_jobs.stats_lag(queue_id integer, now timestamptz)
+RETURNS interval
+LANGUAGE sql STABLE STRICT
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH RECURSIVE p AS (
+	(SELECT j.priority FROM throttle_jobs.job j
+	 WHERE j.queue_id = $1 AND j.state = 'available'
+	 ORDER BY j.priority DESC LIMIT 1)
+	UNION ALL
+	SELECT (SELECT j.priority FROM throttle_jobs.job j
+			WHERE j.queue_id = $1 AND j.state = 'available' AND j.priority < p.priority
+			ORDER BY j.priority DESC LIMIT 1)
+	FROM p WHERE p.priority IS NOT NULL
+)
+SELECT coalesce(pg_catalog.max($2 OPERATOR(pg_catalog.-) h.run_at), '0'::interval)
+FROM p CROSS JOIN LATERAL (
+	SELECT j.run_at FROM throttle_jobs.job j
+	WHERE j.queue_id = $1 AND j.state = 'available' AND j.priority = p.priority
+	ORDER BY j.rr_rank, j.run_at LIMIT 1) h
+WHERE p.priority IS NOT NULL AND h.run_at <= $2
+$$;
+COMMENT ON FUNCTION throttle_jobs.stats_lag(integer, timestamptz) IS 'Age of the oldest ready job of a queue, read from the ready index (O(priority levels)).';
+
+CREATE FUNCTION throttle_jobs.reset_stats(queue text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM throttle_jobs._reset_stats(CASE WHEN queue IS NOT NULL THEN throttle_jobs._queue_id(queue) END);
+END
+$$;
+COMMENT ON FUNCTION throttle_jobs.reset_stats(text) IS 'Zeroes the event counters, windows and histograms of one queue, or of every queue and key (NULL); depth is not reset.';
+
+CREATE VIEW throttle_jobs.queue_stats AS
+SELECT q.name AS queue, q.paused, q.max_size,
+	CASE WHEN st.shared THEN coalesce(s.available, CASE WHEN st.counted_at IS NOT NULL THEN 0 END)
+		 ELSE snap.available END AS available,
+	CASE WHEN st.shared THEN coalesce(s.scheduled, CASE WHEN st.counted_at IS NOT NULL THEN 0 END)
+		 ELSE snap.scheduled END AS scheduled,
+	CASE WHEN st.shared THEN coalesce(s.running, CASE WHEN st.counted_at IS NOT NULL THEN 0 END)
+		 ELSE snap.running END AS running,
+	CASE WHEN st.shared THEN coalesce(s.retrying, CASE WHEN st.counted_at IS NOT NULL THEN 0 END)
+		 ELSE snap.retrying END AS retrying,
+	CASE WHEN st.shared THEN coalesce(s.dead, CASE WHEN st.counted_at IS NOT NULL THEN 0 END)
+		 ELSE snap.dead END AS dead,
+	CASE WHEN st.shared THEN CASE WHEN st.counted_at IS NOT NULL THEN pg_catalog.now() END
+		 ELSE snap.counted_at END AS depth_as_of,
+	throttle_jobs.stats_lag(q.id, pg_catalog.now()) AS lag,
+	CASE WHEN st.shared THEN coalesce(s.enqueued, 0) END AS enqueued,
+	CASE WHEN st.shared THEN coalesce(s.reserved, 0) END AS reserved,
+	CASE WHEN st.shared THEN coalesce(s.completed, 0) END AS completed,
+	CASE WHEN st.shared THEN coalesce(s.failed, 0) END AS failed,
+	CASE WHEN st.shared THEN coalesce(s.retried, 0) END AS retried,
+	CASE WHEN st.shared THEN coalesce(s.dead_lettered, 0) END AS dead_lettered,
+	CASE WHEN st.shared THEN coalesce(s.lease_expired, 0) END AS lease_expired,
+	CASE WHEN st.shared THEN coalesce(s.throttled_cap, 0) END AS throttled_cap,
+	CASE WHEN st.shared THEN coalesce(s.throttled_rate, 0) END AS throttled_rate,
+	CASE WHEN st.shared THEN coalesce(s.dropped, 0) END AS dropped,
+	CASE WHEN st.shared THEN coalesce(s.snoozed, 0) END AS snoozed,
+	CASE WHEN st.shared THEN coalesce(s.cancelled, 0) END AS cancelled,
+	CASE WHEN st.shared THEN coalesce(s.completed_1m, 0) END AS completed_1m,
+	CASE WHEN st.shared THEN coalesce(s.completed_5m, 0) END AS completed_5m,
+	CASE WHEN st.shared THEN coalesce(s.completed_15m, 0) END AS completed_15m,
+	CASE WHEN st.shared THEN coalesce(s.failed_1m, 0) END AS failed_1m,
+	CASE WHEN st.shared THEN coalesce(s.failed_5m, 0) END AS failed_5m,
+	CASE WHEN st.shared THEN coalesce(s.failed_15m, 0) END AS failed_15m,
+	CASE WHEN st.shared THEN coalesce(s.dead_lettered_1m, 0) END AS dead_lettered_1m,
+	CASE WHEN st.shared THEN coalesce(s.dead_lettered_5m, 0) END AS dead_lettered_5m,
+	CASE WHEN st.shared THEN coalesce(s.dead_lettered_15m, 0) END AS dead_lettered_15m,
+	CASE WHEN st.shared THEN coalesce(s.throttled_1m, 0) END AS throttled_1m,
+	CASE WHEN st.shared THEN coalesce(s.throttled_5m, 0) END AS throttled_5m,
+	CASE WHEN st.shared THEN coalesce(s.throttled_15m, 0) END AS throttled_15m,
+	s.wait_p50,
+	s.wait_p95,
+	s.wait_p99,
+	s.run_p50,
+	s.run_p95,
+	s.run_p99,
+	CASE WHEN st.shared THEN coalesce(s.stats_reset, st.reset_at) END AS stats_reset
+FROM throttle_jobs.queue q
+CROSS JOIN throttle_jobs.stats_state() st
+LEFT JOIN throttle_jobs.stats_queues() s ON s.queue_id = q.id
+LEFT JOIN throttle_jobs.stats_snapshot snap ON snap.queue_id = q.id AND NOT st.shared;
+COMMENT ON VIEW throttle_jobs.queue_stats IS 'Per queue: depth by state, lag, event counters since reset, events in the last 1/5/15 minutes, wait and run time percentiles; O(queues), from shared memory.';
+
+CREATE VIEW throttle_jobs.key_stats AS
+WITH ks AS (
+	SELECT * FROM throttle_jobs.stats_keys()
+), keys AS (
+	SELECT l.key FROM throttle_jobs.key_limit l WHERE pg_catalog.right(l.key, 1) <> '*'
+	UNION SELECT s.key FROM throttle_jobs.key_rate_state s
+	UNION SELECT j.concurrency_key FROM throttle_jobs.job j
+		  WHERE j.state = 'running' AND j.concurrency_key IS NOT NULL
+	UNION SELECT ks.key FROM ks
+), gov AS (
+	SELECT k.key, c.key AS cap_limit, c.max_running, r.key AS rate_limit, r.max_per_period,
+		   r.period, r.algorithm, r.burst, r.adaptive
+	FROM keys k
+	LEFT JOIN LATERAL (
+		SELECT l.key, l.max_running FROM throttle_jobs.key_limit l
+		WHERE l.max_running IS NOT NULL
+		  AND (l.key = k.key OR (pg_catalog.right(l.key, 1) = '*'
+								 AND pg_catalog.starts_with(k.key, pg_catalog.left(l.key, -1))))
+		ORDER BY l.key = k.key DESC, pg_catalog.length(l.key) DESC LIMIT 1) c ON true
+	LEFT JOIN LATERAL (
+		SELECT l.key, l.max_per_period, l.period, l.algorithm, l.burst, l.adaptive
+		FROM throttle_jobs.key_limit l
+		WHERE l.max_per_period IS NOT NULL
+		  AND (l.key = k.key OR (pg_catalog.right(l.key, 1) = '*'
+								 AND pg_catalog.starts_with(k.key, pg_catalog.left(l.key, -1))))
+		ORDER BY l.key = k.key DESC, pg_catalog.length(l.key) DESC LIMIT 1) r ON true
+	WHERE c.key IS NOT NULL OR r.key IS NOT NULL
+)
+SELECT g.key, g.cap_limit, g.max_running,
+	CASE WHEN g.max_running IS NOT NULL THEN
+		(SELECT pg_catalog.count(*) FROM throttle_jobs.job j
+		 WHERE j.state = 'running' AND j.concurrency_key = g.key) END AS running,
+	g.rate_limit, g.max_per_period, g.period, g.algorithm,
+	CASE WHEN g.algorithm = 'token_bucket' THEN
+		CASE WHEN s.key IS NULL THEN coalesce(g.burst, g.max_per_period)::double precision
+			 ELSE LEAST(coalesce(g.burst, g.max_per_period)::double precision,
+						s.tokens + pg_catalog.date_part('epoch', GREATEST(pg_catalog.now() - s.stamp, '0'::interval))
+								 * g.max_per_period * s.factor / pg_catalog.date_part('epoch', g.period)) END
+	END AS tokens,
+	CASE g.algorithm
+		WHEN 'fixed_window' THEN CASE WHEN s.stamp + g.period > pg_catalog.now() THEN s.tokens::bigint ELSE 0 END
+		WHEN 'sliding_window' THEN coalesce((SELECT pg_catalog.sum(u.c) FROM ROWS FROM (pg_catalog.unnest(s.log_at), pg_catalog.unnest(s.log_cost)) u(a, c)
+											 WHERE u.a > pg_catalog.now() - g.period), 0)::bigint
+	END AS window_used,
+	CASE WHEN s.next_at > pg_catalog.now() THEN s.next_at END AS next_admission_at,
+	CASE WHEN st.shared THEN coalesce(ks.throttled_cap, 0) END AS throttled_cap,
+	CASE WHEN st.shared THEN coalesce(ks.throttled_rate, 0) END AS throttled_rate,
+	ks.throttled_since, ks.last_throttled_at, ks.last_admitted_at,
+	CASE WHEN g.adaptive THEN coalesce(s.factor, 1) END AS adaptive_factor
+FROM gov g
+CROSS JOIN throttle_jobs.stats_state() st
+LEFT JOIN throttle_jobs.key_rate_state s ON s.key = g.key
+LEFT JOIN ks ON ks.key = g.key;
+COMMENT ON VIEW throttle_jobs.key_stats IS 'Each limited key (templates expanded to live keys): cap and holders, rate, tokens or window use, next admission, throttled counts, adaptive factor.';
+
+CREATE VIEW throttle_jobs.throughput AS
+SELECT q.name AS queue, m.minute, m.enqueued, m.reserved, m.completed, m.failed,
+	   m.dead_lettered, m.throttled
+FROM throttle_jobs.stats_minute m
+JOIN throttle_jobs.queue q ON q.id = m.queue_id;
+COMMENT ON VIEW throttle_jobs.throughput IS 'Per-minute event counts per queue for the last throttle_jobs.stats_history, rolled up by maintain().';
+
+-- A Prometheus label value: backslash, double quote and newline escaped.
+CREATE FUNCTION throttle_jobs._prom_label(value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(value, E'\\', E'\\\\'),
+	'"', E'\\"'), E'\n', E'\\n');
+COMMENT ON FUNCTION throttle_jobs._prom_label(text) IS 'Internal: escapes a Prometheus label value.';
+
+-- A Prometheus sample value.
+CREATE FUNCTION throttle_jobs._prom_value(value double precision)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN value = 'Infinity' THEN '+Inf' WHEN value = '-Infinity' THEN '-Inf'
+			ELSE value::text END;
+COMMENT ON FUNCTION throttle_jobs._prom_value(double precision) IS 'Internal: formats a Prometheus sample value.';
+
+CREATE FUNCTION throttle_jobs.metrics()
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qs throttle_jobs.queue_stats[] := ARRAY(SELECT s FROM throttle_jobs.queue_stats s ORDER BY s.queue);
+	ks throttle_jobs.key_stats[] := ARRAY(SELECT k FROM throttle_jobs.key_stats k ORDER BY k.key);
+	shared boolean := (SELECT st.shared FROM throttle_jobs.stats_state() st);
+	out text[] := '{}';
+BEGIN
+	out := out || ARRAY[
+		'# HELP throttle_jobs_stats_shared Whether statistics are kept in shared memory (the library is preloaded).',
+		'# TYPE throttle_jobs_stats_shared gauge',
+		'throttle_jobs_stats_shared ' || CASE WHEN shared THEN '1' ELSE '0' END];
+
+	out := out || ARRAY['# HELP throttle_jobs_jobs Jobs per queue and state (available includes throttled jobs).',
+						'# TYPE throttle_jobs_jobs gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_jobs{queue="%s",state="%s"} %s',
+								 throttle_jobs._prom_label(s.queue), v.state, v.n)
+		FROM pg_catalog.unnest(qs) s,
+			 LATERAL (VALUES (1, 'available', s.available), (2, 'scheduled', s.scheduled),
+							 (3, 'running', s.running), (4, 'retrying', s.retrying),
+							 (5, 'dead', s.dead)) v(o, state, n)
+		WHERE v.n IS NOT NULL ORDER BY s.queue, v.o);
+
+	out := out || ARRAY['# HELP throttle_jobs_lag_seconds Age of the oldest ready job.',
+						'# TYPE throttle_jobs_lag_seconds gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_lag_seconds{queue="%s"} %s',
+								 throttle_jobs._prom_label(s.queue),
+								 pg_catalog.date_part('epoch', s.lag))
+		FROM pg_catalog.unnest(qs) s ORDER BY s.queue);
+
+	out := out || ARRAY['# HELP throttle_jobs_queue_paused Whether the queue is paused (1) or not (0).',
+						'# TYPE throttle_jobs_queue_paused gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_queue_paused{queue="%s"} %s',
+								 throttle_jobs._prom_label(s.queue), CASE WHEN s.paused THEN 1 ELSE 0 END)
+		FROM pg_catalog.unnest(qs) s ORDER BY s.queue);
+
+	out := out || ARRAY['# HELP throttle_jobs_queue_max_size The queue''s max_size (queues without one are left out).',
+						'# TYPE throttle_jobs_queue_max_size gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_queue_max_size{queue="%s"} %s',
+								 throttle_jobs._prom_label(s.queue), s.max_size)
+		FROM pg_catalog.unnest(qs) s WHERE s.max_size IS NOT NULL ORDER BY s.queue);
+
+	IF shared THEN
+		out := out || ARRAY['# HELP throttle_jobs_events_total Job events per queue since the server started or reset_stats().',
+							'# TYPE throttle_jobs_events_total counter'];
+		out := out || ARRAY(
+			SELECT pg_catalog.format('throttle_jobs_events_total{queue="%s",event="%s"} %s',
+									 throttle_jobs._prom_label(s.queue), v.event, v.n)
+			FROM pg_catalog.unnest(qs) s,
+				 LATERAL (VALUES (0, 'enqueued', s.enqueued), (1, 'reserved', s.reserved), (2, 'completed', s.completed), (3, 'failed', s.failed), (4, 'retried', s.retried), (5, 'dead_lettered', s.dead_lettered), (6, 'lease_expired', s.lease_expired), (7, 'throttled_cap', s.throttled_cap), (8, 'throttled_rate', s.throttled_rate), (9, 'dropped', s.dropped), (10, 'snoozed', s.snoozed), (11, 'cancelled', s.cancelled)) v(o, event, n)
+			ORDER BY s.queue, v.o);
+
+		out := out || ARRAY['# HELP throttle_jobs_wait_seconds Time from ready (run_at) to start (reservation).',
+							'# TYPE throttle_jobs_wait_seconds histogram'];
+		out := out || ARRAY(
+			SELECT x.line FROM (
+				SELECT q.name, 1 AS part, h.le,
+					   pg_catalog.format('throttle_jobs_wait_seconds_bucket{queue="%s",le="%s"} %s',
+										 throttle_jobs._prom_label(q.name), throttle_jobs._prom_value(h.le), h.count) AS line
+				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
+				WHERE h.kind = 'wait'
+				UNION ALL
+				SELECT q.name, 2, NULL, pg_catalog.format('throttle_jobs_wait_seconds_sum{queue="%s"} %s',
+										 throttle_jobs._prom_label(q.name), h.sum)
+				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
+				WHERE h.kind = 'wait' AND h.le = 'Infinity'
+				UNION ALL
+				SELECT q.name, 3, NULL, pg_catalog.format('throttle_jobs_wait_seconds_count{queue="%s"} %s',
+										 throttle_jobs._prom_label(q.name), h.count)
+				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
+				WHERE h.kind = 'wait' AND h.le = 'Infinity') x
+			ORDER BY x.name, x.part, x.le);
+
+		out := out || ARRAY['# HELP throttle_jobs_run_seconds Time from start (reservation) to completion, of completed jobs.',
+							'# TYPE throttle_jobs_run_seconds histogram'];
+		out := out || ARRAY(
+			SELECT x.line FROM (
+				SELECT q.name, 1 AS part, h.le,
+					   pg_catalog.format('throttle_jobs_run_seconds_bucket{queue="%s",le="%s"} %s',
+										 throttle_jobs._prom_label(q.name), throttle_jobs._prom_value(h.le), h.count) AS line
+				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
+				WHERE h.kind = 'run'
+				UNION ALL
+				SELECT q.name, 2, NULL, pg_catalog.format('throttle_jobs_run_seconds_sum{queue="%s"} %s',
+										 throttle_jobs._prom_label(q.name), h.sum)
+				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
+				WHERE h.kind = 'run' AND h.le = 'Infinity'
+				UNION ALL
+				SELECT q.name, 3, NULL, pg_catalog.format('throttle_jobs_run_seconds_count{queue="%s"} %s',
+										 throttle_jobs._prom_label(q.name), h.count)
+				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
+				WHERE h.kind = 'run' AND h.le = 'Infinity') x
+			ORDER BY x.name, x.part, x.le);
+
+		out := out || ARRAY['# HELP throttle_jobs_key_throttled_total Jobs held back by a key, by its cap (event="throttled_cap") or its rate (event="throttled_rate").',
+							'# TYPE throttle_jobs_key_throttled_total counter'];
+		out := out || ARRAY(
+			SELECT pg_catalog.format('throttle_jobs_key_throttled_total{key="%s",event="%s"} %s',
+									 throttle_jobs._prom_label(k.key), v.event, v.n)
+			FROM pg_catalog.unnest(ks) k,
+				 LATERAL (VALUES (1, 'throttled_cap', k.throttled_cap), (2, 'throttled_rate', k.throttled_rate)) v(o, event, n)
+			ORDER BY k.key, v.o);
+
+		out := out || ARRAY['# HELP throttle_jobs_key_throttled_seconds How long the key has held jobs back without admitting one (0: not throttled).',
+							'# TYPE throttle_jobs_key_throttled_seconds gauge'];
+		out := out || ARRAY(
+			SELECT pg_catalog.format('throttle_jobs_key_throttled_seconds{key="%s"} %s',
+									 throttle_jobs._prom_label(k.key),
+									 coalesce(pg_catalog.date_part('epoch', pg_catalog.now() - k.throttled_since), 0))
+			FROM pg_catalog.unnest(ks) k ORDER BY k.key);
+	END IF;
+
+	out := out || ARRAY['# HELP throttle_jobs_key_running Running jobs holding a capped key.',
+						'# TYPE throttle_jobs_key_running gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_key_running{key="%s"} %s', throttle_jobs._prom_label(k.key), k.running)
+		FROM pg_catalog.unnest(ks) k WHERE k.running IS NOT NULL ORDER BY k.key);
+	out := out || ARRAY['# HELP throttle_jobs_key_max_running The concurrency cap in force for a key.',
+						'# TYPE throttle_jobs_key_max_running gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_key_max_running{key="%s"} %s', throttle_jobs._prom_label(k.key), k.max_running)
+		FROM pg_catalog.unnest(ks) k WHERE k.max_running IS NOT NULL ORDER BY k.key);
+	out := out || ARRAY['# HELP throttle_jobs_key_tokens Tokens left in a token bucket key.',
+						'# TYPE throttle_jobs_key_tokens gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_key_tokens{key="%s"} %s', throttle_jobs._prom_label(k.key), k.tokens)
+		FROM pg_catalog.unnest(ks) k WHERE k.tokens IS NOT NULL ORDER BY k.key);
+	out := out || ARRAY['# HELP throttle_jobs_key_window_used Admissions (cost units) used in a window key''s current window.',
+						'# TYPE throttle_jobs_key_window_used gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_key_window_used{key="%s"} %s', throttle_jobs._prom_label(k.key), k.window_used)
+		FROM pg_catalog.unnest(ks) k WHERE k.window_used IS NOT NULL ORDER BY k.key);
+	out := out || ARRAY['# HELP throttle_jobs_key_adaptive_factor Share of an adaptive rate limit in force.',
+						'# TYPE throttle_jobs_key_adaptive_factor gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_key_adaptive_factor{key="%s"} %s', throttle_jobs._prom_label(k.key), k.adaptive_factor)
+		FROM pg_catalog.unnest(ks) k WHERE k.adaptive_factor IS NOT NULL ORDER BY k.key);
+	RETURN pg_catalog.array_to_string(out, E'\n') || E'\n';
+END
+$$;
+COMMENT ON FUNCTION throttle_jobs.metrics() IS 'The statistics in Prometheus text exposition format (queue, key, state and event labels).';
+
+REVOKE ALL ON throttle_jobs.queue_stats, throttle_jobs.key_stats, throttle_jobs.throughput FROM PUBLIC;
+REVOKE ALL ON FUNCTION throttle_jobs.stats_queues(), throttle_jobs._stats_histograms(),
+	throttle_jobs.stats_keys(), throttle_jobs.stats_state(),
+	throttle_jobs._stats_note(integer, text, bigint, timestamptz, integer),
+	throttle_jobs._reset_stats(integer), throttle_jobs._stats_forget(), throttle_jobs.stats_lag(integer, timestamptz),
+	throttle_jobs.reset_stats(text), throttle_jobs._prom_label(text),
+	throttle_jobs._prom_value(double precision), throttle_jobs.metrics() FROM PUBLIC;
+-- Functions that a view calls run with the privileges of the reader, who
+-- therefore needs EXECUTE on them; they reveal only statistics.
+GRANT EXECUTE ON FUNCTION throttle_jobs.stats_queues(), throttle_jobs.stats_keys(),
+	throttle_jobs.stats_state(), throttle_jobs.stats_lag(integer, timestamptz),
+	throttle_jobs.metrics()
+	TO pg_monitor, throttle_jobs_admin;
+GRANT SELECT ON throttle_jobs.queue_stats, throttle_jobs.key_stats, throttle_jobs.throughput
+	TO pg_monitor, throttle_jobs_admin;
+GRANT USAGE ON SCHEMA throttle_jobs TO pg_monitor;
+GRANT EXECUTE ON FUNCTION throttle_jobs.reset_stats(text) TO throttle_jobs_admin;

@@ -46,7 +46,7 @@ static TJStatement complete_stmt = {
 	"   d.reserved_at, $3, 'completed', d.errors, d.payload, $4"
 	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
 	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
-	" SELECT d.concurrency_key, d.rate_limit_key FROM done d",
+	" SELECT d.concurrency_key, d.rate_limit_key, d.queue_id, d.reserved_at FROM done d",
 	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}
 };
 
@@ -86,7 +86,7 @@ static TJStatement snooze_stmt = {
 	"   SET state = 'available', run_at = $3, attempt = j.attempt - 1,"
 	"       lease_token = NULL, lease_until = NULL, reserved_at = NULL, worker = NULL"
 	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
-	" RETURNING j.concurrency_key",
+	" RETURNING j.concurrency_key, j.queue_id, j.run_at, j.attempt",
 	3, {INT8OID, UUIDOID, TIMESTAMPTZOID}
 };
 
@@ -159,6 +159,7 @@ tj_fail_locked(const TJFailedJob *job, const char *error,
 		values[3] = TimestampTzGetDatum(now + delay);
 		tj_execute(&retry_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
 	}
+	tj_stats_failed(job->queue_id, dead, dead ? 0 : DatumGetTimestampTz(values[3]));
 	if (job->concurrency_key)
 		tj_unpark_one(job->concurrency_key);
 	if (job->rate_limit_key)
@@ -173,6 +174,7 @@ throttle_jobs_complete(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int64		done;
+	bool		isnull;
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
@@ -185,7 +187,12 @@ throttle_jobs_complete(PG_FUNCTION_ARGS)
 	SPI_connect();
 	done = tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT);
 	if (done > 0)
+	{
+		tj_stats_completed(DatumGetInt32(tj_get_datum(0, 3, &isnull)),
+						   DatumGetTimestampTz(tj_get_datum(0, 4, &isnull)),
+						   GetCurrentTransactionStartTimestamp());
 		completed(0);
+	}
 	SPI_finish();
 	PG_RETURN_BOOL(done > 0);
 }
@@ -205,6 +212,7 @@ tj_read_failed_job(uint64 row, TJFailedJob *job)
 	job->backoff_jitter = DatumGetFloat8(tj_get_datum(row, 7, &isnull));
 	job->concurrency_key = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 8);
 	job->rate_limit_key = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 9);
+	job->queue_id = DatumGetInt32(tj_get_datum(row, 10, &isnull));
 }
 
 /* fail(id, lease_token, error, retry_in, retryable) returns text */
@@ -253,6 +261,7 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	Interval   *delay;
 	uint64		n;
+	bool		isnull;
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
@@ -268,7 +277,12 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 	SPI_connect();
 	n = tj_execute(&snooze_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
 	if (n > 0)
+	{
+		tj_stats_snoozed(DatumGetInt32(tj_get_datum(0, 2, &isnull)),
+						 DatumGetTimestampTz(tj_get_datum(0, 3, &isnull)),
+						 DatumGetInt32(tj_get_datum(0, 4, &isnull)));
 		release_slot(0);
+	}
 	SPI_finish();
 	PG_RETURN_BOOL(n > 0);
 }

@@ -195,6 +195,7 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 			return true;
 		if (queue->drop_when_full)
 		{
+			tj_stats_count(queue->id, TJ_EV_DROPPED, 1);
 			warn_dropped(queue);
 			return false;
 		}
@@ -255,6 +256,7 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 		if (tj_execute(&insert_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
 		{
 			*id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+			tj_stats_enqueued(queue->id, job->run_at, blocked_key, blocked_until);
 			return true;
 		}
 		Assert(job->unique_key != NULL);

@@ -96,5 +96,6 @@ tj_define_gucs(void)
 							 0,
 							 NULL, NULL, NULL);
 
+	tj_stats_define_gucs();
 	MarkGUCPrefixReserved("throttle_jobs");
 }

@@ -41,9 +41,11 @@ static TJStatement expired_stmt = {
 	1, {TIMESTAMPTZOID}
 };
 
+/* (counted per queue for the dead-letter gauge) */
 static TJStatement purge_dead_stmt = {
-	"DELETE FROM throttle_jobs.job_dead d USING throttle_jobs.queue q"
-	" WHERE q.id = d.queue_id AND d.died_at < $1 - q.retain_dead",
+	"WITH p AS (DELETE FROM throttle_jobs.job_dead d USING throttle_jobs.queue q"
+	"  WHERE q.id = d.queue_id AND d.died_at < $1 - q.retain_dead RETURNING d.queue_id)"
+	" SELECT p.queue_id, pg_catalog.count(*) FROM p GROUP BY p.queue_id",
 	1, {TIMESTAMPTZOID}
 };
 
@@ -63,6 +65,8 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 				released,
 				purged;
 	char	   *archive;
+	char	   *stats;
+	uint64		npurged;
 	bool		isnull;
 	StringInfoData out;
 
@@ -82,6 +86,7 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 		SPI_freetuptable(SPI_tuptable);
 		for (uint64 i = 0; i < n; i++)
 		{
+			tj_stats_count(jobs[i].queue_id, TJ_EV_LEASE_EXPIRED, 1);
 			if (tj_fail_locked(&jobs[i], "lease expired", NULL, true, now))
 				dead++;
 			expired++;
@@ -95,16 +100,25 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 
 	released = tj_release_throttled(now);
 
-	purged = tj_execute(&purge_dead_stmt, values, NULL, false, 0, SPI_OK_DELETE);
+	purged = 0;
+	npurged = tj_execute(&purge_dead_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 i = 0; i < npurged; i++)
+	{
+		int64		n = DatumGetInt64(tj_get_datum(i, 2, &isnull));
+
+		tj_stats_dead_removed(DatumGetInt32(tj_get_datum(i, 1, &isnull)), n);
+		purged += n;
+	}
 
 	tj_execute(&archive_stmt, values, NULL, false, 1, SPI_OK_SELECT);
 	archive = TextDatumGetCString(tj_get_datum(0, 1, &isnull));
+	stats = tj_stats_maintain(now);
 
 	appendStringInfo(&out,
 					 "{\"expired_leases\": " INT64_FORMAT ", \"retried\": " INT64_FORMAT
 					 ", \"dead_lettered\": " INT64_FORMAT ", \"throttled_released\": " INT64_FORMAT
-					 ", \"dead_letters_purged\": " INT64_FORMAT ", \"archive\": %s}",
-					 expired, expired - dead, dead, released, purged, archive);
+					 ", \"dead_letters_purged\": " INT64_FORMAT ", \"archive\": %s, \"stats\": %s}",
+					 expired, expired - dead, dead, released, purged, archive, stats);
 	SPI_finish();
 
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));

@@ -85,7 +85,7 @@ static TJStatement take_stmt = {
 	"   WHERE j." column " = $1 AND j.state = 'available' AND j.run_at <= $3" \
 	"   FOR UPDATE SKIP LOCKED)" \
 	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $1, blocked_until = $2" \
-	"   FROM l WHERE j.id = l.id"
+	"   FROM l WHERE j.id = l.id RETURNING j.queue_id"
 
 static TJStatement park_ckey_stmt = {
 	PARK_KEY_SQL("concurrency_key"), 3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
@@ -97,7 +97,7 @@ static TJStatement park_one_stmt = {
 	"  SELECT j.id FROM throttle_jobs.job j"
 	"   WHERE j.id = $1 AND j.state = 'available' FOR UPDATE SKIP LOCKED)"
 	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $2, blocked_until = $3"
-	"   FROM l WHERE j.id = l.id",
+	"   FROM l WHERE j.id = l.id RETURNING j.queue_id",
 	3, {INT8OID, TEXTOID, TIMESTAMPTZOID}
 };
 
@@ -283,6 +283,7 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 			TimestampTz admitted_at;
 			TJAdmission r;
 			Datum		park[3];
+			bool		isnull;
 
 			/* jobs of a key already parked in this call cost nothing more */
 			walked++;
@@ -307,6 +308,8 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 				if (tj_execute(&take_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
 				{
 					emit_row(rsinfo, 0, queue_name);
+					tj_stats_reserved(queue->id, DatumGetTimestampTz(tj_get_datum(0, R_RUN_AT, &isnull)),
+									  admitted_at, c->ckey, c->rkey);
 					taken++;
 				}
 			}
@@ -323,7 +326,8 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 				park[0] = Int64GetDatum(c->id);
 				park[1] = CStringGetTextDatum(blocked_key);
 				park[2] = TimestampTzGetDatum(blocked_until);
-				tj_execute(&park_one_stmt, park, NULL, false, 0, SPI_OK_UPDATE);
+				tj_execute(&park_one_stmt, park, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+				tj_stats_throttled_rows(blocked_key, false);
 			}
 			else
 			{
@@ -336,7 +340,8 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 				nulls[1] = r == TJ_ADMIT_CAP ? 'n' : ' ';
 				park[2] = TimestampTzGetDatum(now);
 				tj_execute(r == TJ_ADMIT_CAP ? &park_ckey_stmt : &park_rkey_stmt,
-						   park, nulls, false, 0, SPI_OK_UPDATE);
+						   park, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+				tj_stats_throttled_rows(blocked_key, r == TJ_ADMIT_CAP);
 			}
 			SPI_freetuptable(SPI_tuptable);
 		}
@@ -420,7 +425,10 @@ throttle_jobs_reserve(PG_FUNCTION_ARGS)
 
 	queue_name = CStringGetTextDatum(queue.name);
 	for (uint64 i = 0; i < n; i++)
+	{
 		emit_row(rsinfo, rows[i].row, queue_name);
+		tj_stats_reserved(queue.id, rows[i].run_at, now, NULL, NULL);
+	}
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -21,5 +21,8 @@ _PG_init(void)
 {
 	tj_define_gucs();
 	if (process_shared_preload_libraries_in_progress)
+	{
 		tj_workers_init();
+		tj_stats_shmem_init();
+	}
 }

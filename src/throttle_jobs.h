@@ -96,12 +96,14 @@ typedef struct TJFailedJob
 	double		backoff_jitter;
 	char	   *concurrency_key;	/* NULL: none */
 	char	   *rate_limit_key; /* NULL: none */
+	int32		queue_id;
 } TJFailedJob;
 
 /* The columns tj_read_failed_job reads, from job j joined with queue q */
 #define TJ_FAILED_JOB_COLUMNS \
 	"j.id, j.attempt, coalesce(j.max_attempts, q.max_attempts), q.backoff_base," \
-	" q.backoff_factor, q.backoff_max, q.backoff_jitter, j.concurrency_key, j.rate_limit_key"
+	" q.backoff_factor, q.backoff_max, q.backoff_jitter, j.concurrency_key, j.rate_limit_key," \
+	" j.queue_id"
 
 extern void tj_read_failed_job(uint64 row, TJFailedJob *job);
 extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
@@ -198,5 +200,42 @@ extern void tj_sweep_orphans(void);
 extern PGDLLEXPORT void tj_launcher_main(Datum arg);
 extern PGDLLEXPORT void tj_dbworker_main(Datum arg);
 extern PGDLLEXPORT void tj_executor_main(Datum arg);
+
+/* stats.c: statistics (see the file header); every hook is one call */
+typedef enum TJEvent
+{
+	TJ_EV_ENQUEUED,
+	TJ_EV_RESERVED,
+	TJ_EV_COMPLETED,
+	TJ_EV_FAILED,				/* every failed attempt, lease expiries included */
+	TJ_EV_RETRIED,
+	TJ_EV_DEAD_LETTERED,
+	TJ_EV_LEASE_EXPIRED,
+	TJ_EV_THROTTLED_CAP,
+	TJ_EV_THROTTLED_RATE,
+	TJ_EV_DROPPED,
+	TJ_EV_SNOOZED,
+	TJ_EV_CANCELLED,
+	TJ_EV_COUNT
+} TJEvent;
+
+extern int	tj_stats_max_queues;
+extern int	tj_stats_max_keys;
+extern int	tj_stats_history;
+extern int	tj_stats_recount_interval;
+extern void tj_stats_define_gucs(void);
+extern void tj_stats_shmem_init(void);
+extern bool tj_stats_enabled(void);
+extern void tj_stats_count(int32 queue_id, TJEvent ev, int64 n);
+extern void tj_stats_enqueued(int32 queue_id, TimestampTz run_at, const char *blocked_key,
+							  TimestampTz blocked_until);
+extern void tj_stats_reserved(int32 queue_id, TimestampTz run_at, TimestampTz at,
+							  const char *ckey, const char *rkey);
+extern void tj_stats_throttled_rows(const char *key, bool cap);
+extern void tj_stats_completed(int32 queue_id, TimestampTz reserved_at, TimestampTz now);
+extern void tj_stats_failed(int32 queue_id, bool dead, TimestampTz run_at);
+extern void tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt);
+extern void tj_stats_dead_removed(int32 queue_id, int64 n);
+extern char *tj_stats_maintain(TimestampTz now);
 
 #endif							/* THROTTLE_JOBS_H */

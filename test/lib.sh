@@ -39,13 +39,15 @@ tj_warn() { printf 'WARNING: %s\n' "$*" >&2; }
 # tj_is_root: succeed when running as uid 0.
 tj_is_root() { [ "$(id -u)" -eq 0 ]; }
 
-# tj_install_deps: as root, apt-get install whatever of TJ_APT_PACKAGES is missing (apt-get update once, only if needed); as non-root, only check.
+# tj_install_deps: as root, apt-get install whatever of TJ_APT_PACKAGES (and prometheus, for promtool) is missing (apt-get update once, only if needed); as non-root, only check.
 tj_install_deps() {
     local p missing=()
     for p in "${TJ_APT_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
             missing+=("$p")
     done
+    # promtool (test/run checks metrics() with it) ships in Debian's prometheus.
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     if [ ${#missing[@]} -eq 0 ]; then
         return 0
     fi
