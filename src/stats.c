@@ -209,14 +209,22 @@ static bool callbacks_registered = false;
 void
 tj_stats_define_gucs(void)
 {
-	DefineCustomIntVariable("throttle_jobs.stats_max_queues",
-							"Queues whose statistics shared memory holds.",
-							NULL, &tj_stats_max_queues, 1000, 16, 100000,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("throttle_jobs.stats_max_keys",
-							"Limited keys whose throttling counters shared memory holds.",
-							NULL, &tj_stats_max_keys, 10000, 16, 1000000,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	/*
+	 * Shared memory sizes exist only while preloading: PostgreSQL refuses
+	 * (FATAL) to define a PGC_POSTMASTER setting once the server runs, and
+	 * without preloading there is no shared memory to size.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomIntVariable("throttle_jobs.stats_max_queues",
+								"Queues whose statistics shared memory holds.",
+								NULL, &tj_stats_max_queues, 1000, 16, 100000,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		DefineCustomIntVariable("throttle_jobs.stats_max_keys",
+								"Limited keys whose throttling counters shared memory holds.",
+								NULL, &tj_stats_max_keys, 10000, 16, 1000000,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	}
 	DefineCustomIntVariable("throttle_jobs.stats_history",
 							"How long maintain() keeps the per-minute throughput history.",
 							NULL, &tj_stats_history, 360, 1, 60 * 24 * 366,

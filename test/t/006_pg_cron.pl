@@ -165,6 +165,17 @@ is($node->safe_psql('postgres', q{
 		SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'throttle_jobs%'}),
 	'0', 'still no throttle_jobs worker: pg_cron did the work');
 
+# Statistics without preloading: the depth comes from the last maintain(),
+# the event counters are not kept, and reset_stats() says why it cannot.
+$node->safe_psql('postgres', 'SELECT throttle_jobs.maintain()');
+is($node->safe_psql('postgres', q{
+		SELECT available || '/' || running || '/' || (depth_as_of IS NOT NULL) || '/' || (completed IS NULL)
+		FROM throttle_jobs.queue_stats WHERE queue = 'reports'}),
+	'1/0/true/true', 'queue_stats without preloading: depth from the last maintain(), no event counters');
+my ($rc, $stdout, $stderr) = $node->psql('postgres',
+	"SELECT throttle_jobs.reset_stats('reports')", extra_params => ['-v', 'VERBOSITY=verbose']);
+like($stderr, qr/55000/, 'reset_stats() without preloading fails with SQLSTATE 55000');
+
 $node->safe_psql('postgres', qq{SELECT cron.unschedule(jobid) FROM cron.job WHERE jobid IN ($ids)});
 $node->stop;
 done_testing();
