@@ -1688,6 +1688,37 @@ RETURN CASE WHEN value = 'Infinity' THEN '+Inf' WHEN value = '-Infinity' THEN '-
 			ELSE value::text END;
 COMMENT ON FUNCTION throttle_jobs._prom_value(double precision) IS 'Internal: formats a Prometheus sample value.';
 
+-- One histogram of metrics(): the buckets, sum and count of every queue for
+-- the wait or run times (kind), in Prometheus text format.
+CREATE FUNCTION throttle_jobs._prom_histogram(kind text, metric text, help text)
+RETURNS text[]
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT ARRAY['# HELP ' || metric || ' ' || help, '# TYPE ' || metric || ' histogram']
+		|| ARRAY(
+		SELECT x.line FROM (
+			SELECT q.name, 1 AS part, h.le,
+				   pg_catalog.format('%s_bucket{queue="%s",le="%s"} %s', metric,
+									 throttle_jobs._prom_label(q.name), throttle_jobs._prom_value(h.le), h.count) AS line
+			FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
+			WHERE h.kind = _prom_histogram.kind
+			UNION ALL
+			SELECT q.name, 2, NULL, pg_catalog.format('%s_sum{queue="%s"} %s', metric,
+									 throttle_jobs._prom_label(q.name), h.sum)
+			FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
+			WHERE h.kind = _prom_histogram.kind AND h.le = 'Infinity'
+			UNION ALL
+			SELECT q.name, 3, NULL, pg_catalog.format('%s_count{queue="%s"} %s', metric,
+									 throttle_jobs._prom_label(q.name), h.count)
+			FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
+			WHERE h.kind = _prom_histogram.kind AND h.le = 'Infinity') x
+		ORDER BY x.name, x.part, x.le)
+$$;
+REVOKE ALL ON FUNCTION throttle_jobs._prom_histogram(text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._prom_histogram(text, text, text) IS 'Internal: one histogram of metrics() (wait or run times).';
+
 CREATE FUNCTION throttle_jobs.metrics()
 RETURNS text
 LANGUAGE plpgsql
@@ -1749,47 +1780,10 @@ BEGIN
 				 LATERAL (VALUES (0, 'enqueued', s.enqueued), (1, 'reserved', s.reserved), (2, 'completed', s.completed), (3, 'failed', s.failed), (4, 'retried', s.retried), (5, 'dead_lettered', s.dead_lettered), (6, 'lease_expired', s.lease_expired), (7, 'throttled_cap', s.throttled_cap), (8, 'throttled_rate', s.throttled_rate), (9, 'dropped', s.dropped), (10, 'snoozed', s.snoozed), (11, 'cancelled', s.cancelled)) v(o, event, n)
 			ORDER BY s.queue, v.o);
 
-		out := out || ARRAY['# HELP throttle_jobs_wait_seconds Time from ready (run_at) to start (reservation).',
-							'# TYPE throttle_jobs_wait_seconds histogram'];
-		out := out || ARRAY(
-			SELECT x.line FROM (
-				SELECT q.name, 1 AS part, h.le,
-					   pg_catalog.format('throttle_jobs_wait_seconds_bucket{queue="%s",le="%s"} %s',
-										 throttle_jobs._prom_label(q.name), throttle_jobs._prom_value(h.le), h.count) AS line
-				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
-				WHERE h.kind = 'wait'
-				UNION ALL
-				SELECT q.name, 2, NULL, pg_catalog.format('throttle_jobs_wait_seconds_sum{queue="%s"} %s',
-										 throttle_jobs._prom_label(q.name), h.sum)
-				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
-				WHERE h.kind = 'wait' AND h.le = 'Infinity'
-				UNION ALL
-				SELECT q.name, 3, NULL, pg_catalog.format('throttle_jobs_wait_seconds_count{queue="%s"} %s',
-										 throttle_jobs._prom_label(q.name), h.count)
-				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
-				WHERE h.kind = 'wait' AND h.le = 'Infinity') x
-			ORDER BY x.name, x.part, x.le);
-
-		out := out || ARRAY['# HELP throttle_jobs_run_seconds Time from start (reservation) to completion, of completed jobs.',
-							'# TYPE throttle_jobs_run_seconds histogram'];
-		out := out || ARRAY(
-			SELECT x.line FROM (
-				SELECT q.name, 1 AS part, h.le,
-					   pg_catalog.format('throttle_jobs_run_seconds_bucket{queue="%s",le="%s"} %s',
-										 throttle_jobs._prom_label(q.name), throttle_jobs._prom_value(h.le), h.count) AS line
-				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
-				WHERE h.kind = 'run'
-				UNION ALL
-				SELECT q.name, 2, NULL, pg_catalog.format('throttle_jobs_run_seconds_sum{queue="%s"} %s',
-										 throttle_jobs._prom_label(q.name), h.sum)
-				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
-				WHERE h.kind = 'run' AND h.le = 'Infinity'
-				UNION ALL
-				SELECT q.name, 3, NULL, pg_catalog.format('throttle_jobs_run_seconds_count{queue="%s"} %s',
-										 throttle_jobs._prom_label(q.name), h.count)
-				FROM throttle_jobs._stats_histograms() h JOIN throttle_jobs.queue q ON q.id = h.queue_id
-				WHERE h.kind = 'run' AND h.le = 'Infinity') x
-			ORDER BY x.name, x.part, x.le);
+		out := out || throttle_jobs._prom_histogram('wait', 'throttle_jobs_wait_seconds',
+													'Time from ready (run_at) to start (reservation).');
+		out := out || throttle_jobs._prom_histogram('run', 'throttle_jobs_run_seconds',
+													'Time from start (reservation) to completion, of completed jobs.');
 
 		out := out || ARRAY['# HELP throttle_jobs_key_throttled_total Jobs held back by a key, by its cap (event="throttled_cap") or its rate (event="throttled_rate").',
 							'# TYPE throttle_jobs_key_throttled_total counter'];

@@ -599,6 +599,34 @@ start_executors(BackgroundWorkerHandle **handles)
 	return alive + pending;
 }
 
+/*
+ * Runs the next handler job as `name` (tj_run_next_job in own
+ * transactions), logging and cleaning up after an error outside the
+ * handler.  Returns whether a job was taken; *failed tells of such an error.
+ */
+static bool
+run_next_job_caught(const char *name, MemoryContext scratch, bool *failed)
+{
+	volatile bool ran = false;
+
+	*failed = false;
+	PG_TRY();
+	{
+		ran = tj_run_next_job(name, NULL, true);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(scratch);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		*failed = true;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(scratch);
+	return ran;
+}
+
 void
 tj_dbworker_main(Datum arg)
 {
@@ -662,23 +690,10 @@ tj_dbworker_main(Datum arg)
 
 			while (GetCurrentTimestamp() < until && !tj_shutdown_requested())
 			{
-				bool		ran = false;
+				bool		failed;
 
 				CHECK_FOR_INTERRUPTS();
-				PG_TRY();
-				{
-					ran = tj_run_next_job(name, NULL, true);
-				}
-				PG_CATCH();
-				{
-					MemoryContextSwitchTo(scratch);
-					EmitErrorReport();
-					FlushErrorState();
-					AbortCurrentTransaction();
-				}
-				PG_END_TRY();
-				MemoryContextSwitchTo(scratch);
-				if (!ran)
+				if (!run_next_job_caught(name, scratch, &failed))
 					break;
 			}
 		}
@@ -725,8 +740,8 @@ tj_executor_main(Datum arg)
 
 	for (;;)
 	{
-		volatile bool ran = false;
-		volatile bool failed = false;
+		bool		ran;
+		bool		failed;
 
 		CHECK_FOR_INTERRUPTS();
 		reload_config();
@@ -736,20 +751,7 @@ tj_executor_main(Datum arg)
 		MemoryContextReset(scratch);
 		MemoryContextSwitchTo(scratch);
 
-		PG_TRY();
-		{
-			ran = tj_run_next_job(name, NULL, true);
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(scratch);
-			EmitErrorReport();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			failed = true;
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(scratch);
+		ran = run_next_job_caught(name, scratch, &failed);
 		if (failed)
 		{
 			bool		present;
