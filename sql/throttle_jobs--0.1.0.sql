@@ -708,6 +708,21 @@ LANGUAGE C VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- A worker's loop step: completes the jobs it finished (as complete() with
+-- no result) and reserves its next ones, in one transaction and one commit.
+CREATE FUNCTION throttle_jobs.complete_and_reserve(
+	queue				text,
+	worker				text,
+	done				bigint[],
+	lease_tokens		uuid[],
+	max_jobs			integer DEFAULT 1,
+	lease				interval DEFAULT NULL)
+RETURNS SETOF throttle_jobs.reserved_job
+AS 'MODULE_PATHNAME', 'throttle_jobs_complete_and_reserve'
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
 CREATE FUNCTION throttle_jobs.fail(
 	id					bigint,
 	lease_token			uuid,
@@ -1295,6 +1310,7 @@ GRANT EXECUTE ON FUNCTION throttle_jobs.enqueue(text, jsonb, timestamptz, intege
 
 GRANT EXECUTE ON FUNCTION throttle_jobs.reserve(text, text, integer, interval),
 					   throttle_jobs.complete(bigint, uuid, jsonb),
+					   throttle_jobs.complete_and_reserve(text, text, bigint[], uuid[], integer, interval),
 					   throttle_jobs.fail(bigint, uuid, text, interval, boolean),
 					   throttle_jobs.snooze(bigint, uuid, interval),
 					   throttle_jobs.heartbeat(bigint, uuid, interval)
@@ -1338,6 +1354,7 @@ COMMENT ON FUNCTION throttle_jobs.enqueue(text, jsonb, timestamptz, integer, int
 COMMENT ON FUNCTION throttle_jobs.enqueue_batch(text, jsonb) IS 'Adds an array of jobs (objects with enqueue''s argument names) and returns their ids in order.';
 COMMENT ON FUNCTION throttle_jobs.reserve(text, text, integer, interval) IS 'Leases up to max_jobs ready jobs to a worker, best first, skipping rows other reservers hold.';
 COMMENT ON FUNCTION throttle_jobs.complete(bigint, uuid, jsonb) IS 'Finishes a reserved job; false when the lease token is stale.';
+COMMENT ON FUNCTION throttle_jobs.complete_and_reserve(text, text, bigint[], uuid[], integer, interval) IS 'Completes the finished jobs (done with their lease_tokens; stale ones change nothing) and reserves up to max_jobs more, in one transaction.';
 COMMENT ON FUNCTION throttle_jobs.fail(bigint, uuid, text, interval, boolean) IS 'Records a failed attempt; returns the new state (available or dead), or stale.';
 COMMENT ON FUNCTION throttle_jobs.snooze(bigint, uuid, interval) IS 'Puts a reserved job back for later without consuming its attempt.';
 COMMENT ON FUNCTION throttle_jobs.heartbeat(bigint, uuid, interval) IS 'Extends a lease; returns the new lease end, or NULL when the token is stale.';

@@ -7,6 +7,9 @@
  * MATERIALIZED CTE, evaluated exactly once, and leases exactly the rows it
  * locked: a locking sub-select with LIMIT inside a join can be re-run and
  * lock more rows than it returns (PostgreSQL bug #15715), a CTE cannot.
+ * The rows are then found by primary key from an array of their ids, so
+ * that the kept generic plan (which cannot know max_jobs) never merges
+ * them with a scan of the whole table.
  *
  * When limits exist, reservation walks the ready jobs in order through a
  * cursor and admits them one by one (tj_admit).  When a job's key is at its
@@ -47,9 +50,10 @@ static TJStatement reserve_stmt = {
 	"    SET state = 'running', attempt = j.attempt + 1,"
 	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $4,"
 	"        reserved_at = $2, worker = $5"
-	"   FROM picked, throttle_jobs.queue q WHERE j.id = picked.id AND q.id = $1"
+	"   FROM throttle_jobs.queue q"
+	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked)) AND q.id = $1"
 	" RETURNING " RESERVED_COLUMNS,
-	5, {INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, TEXTOID}
+	5, {INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, TEXTOID}, NULL, true
 };
 
 /* The ready jobs of a queue, best first (read through a cursor) */
@@ -72,7 +76,7 @@ static TJStatement take_stmt = {
 	"        reserved_at = $2, worker = $4"
 	"   FROM l, throttle_jobs.queue q WHERE j.id = l.id AND q.id = $5"
 	" RETURNING " RESERVED_COLUMNS,
-	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}
+	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}, NULL, true
 };
 
 /*
@@ -113,7 +117,7 @@ static TJStatement release_due_stmt = {
 	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED)"
 	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL"
 	"  FROM t WHERE j.id = t.id",
-	3, {INT4OID, TIMESTAMPTZOID, INT8OID}
+	3, {INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, true
 };
 
 #define SCAN_BATCH 32
@@ -344,48 +348,43 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 	SPI_cursor_close(portal);
 }
 
-/* reserve(queue, worker, max_jobs, lease) returns setof reserved_job */
-Datum
-throttle_jobs_reserve(PG_FUNCTION_ARGS)
+/*
+ * Checks reserve()'s worker, max_jobs and lease arguments (lease may be
+ * NULL: the queue's).
+ */
+void
+tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	tj_check_key(worker, "worker");
+	if (max_jobs < 1 || max_jobs > tj_max_batch_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("max_jobs must be between 1 and %d, not %d", tj_max_batch_size, max_jobs),
+				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
+	if (lease)
+		tj_check_interval(lease, "lease", false);
+}
+
+/*
+ * Leases up to max_jobs of the queue's best ready jobs to the worker and
+ * adds them to rsinfo's tuplestore, in queue order.  The arguments must
+ * have passed tj_check_reserve_args; the caller must be connected to SPI.
+ */
+void
+tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
+				int32 max_jobs, Interval *lease)
+{
 	TJQueue		queue;
-	text	   *worker;
-	int32		max_jobs;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	Interval   *lease = NULL;
 	TimestampTz lease_until;
 	Datum		values[5];
 	uint64		n;
 	ReservedRow *rows;
 	Datum		queue_name;
 
-	tj_require_not_null(fcinfo, 0, "queue name");
-	tj_require_not_null(fcinfo, 1, "worker");
-	tj_require_not_null(fcinfo, 2, "max_jobs");
-	worker = PG_GETARG_TEXT_PP(1);
-	tj_check_key(worker, "worker");
-	max_jobs = PG_GETARG_INT32(2);
-	if (max_jobs < 1 || max_jobs > tj_max_batch_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("max_jobs must be between 1 and %d, not %d", tj_max_batch_size, max_jobs),
-				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
-	if (!PG_ARGISNULL(3))
-	{
-		lease = PG_GETARG_INTERVAL_P(3);
-		tj_check_interval(lease, "lease", false);
-	}
-
-	InitMaterializedSRF(fcinfo, 0);
-
-	SPI_connect();
-	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	tj_lookup_queue(queue_name_arg, &queue);
 	if (queue.paused)
-	{
-		SPI_finish();
-		return (Datum) 0;
-	}
+		return;
 
 	lease_until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 														  TimestampTzGetDatum(now),
@@ -393,8 +392,7 @@ throttle_jobs_reserve(PG_FUNCTION_ARGS)
 	if (tj_limits_exist())
 	{
 		reserve_limited(rsinfo, &queue, worker, max_jobs, now, lease_until);
-		SPI_finish();
-		return (Datum) 0;
+		return;
 	}
 
 	values[0] = Int32GetDatum(queue.id);
@@ -421,6 +419,25 @@ throttle_jobs_reserve(PG_FUNCTION_ARGS)
 	queue_name = CStringGetTextDatum(queue.name);
 	for (uint64 i = 0; i < n; i++)
 		emit_row(rsinfo, rows[i].row, queue_name);
+}
+
+/* reserve(queue, worker, max_jobs, lease) returns setof reserved_job */
+Datum
+throttle_jobs_reserve(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	tj_require_not_null(fcinfo, 0, "queue name");
+	tj_require_not_null(fcinfo, 1, "worker");
+	tj_require_not_null(fcinfo, 2, "max_jobs");
+	tj_check_reserve_args(PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(2),
+						  PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3));
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	SPI_connect();
+	tj_reserve_jobs(rsinfo, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(2),
+					PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3));
 	SPI_finish();
 	return (Datum) 0;
 }

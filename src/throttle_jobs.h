@@ -37,6 +37,7 @@ typedef struct TJStatement
 	int			nargs;
 	Oid			argtypes[16];
 	SPIPlanPtr	plan;
+	bool		generic;		/* hot path: always the generic plan */
 } TJStatement;
 
 extern SPIPlanPtr tj_plan(TJStatement *stmt);
@@ -98,6 +99,13 @@ typedef struct TJFailedJob
 extern void tj_read_failed_job(uint64 row, TJFailedJob *job);
 extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 						   const Interval *retry_in, bool retryable, TimestampTz now);
+
+extern bool tj_complete_job(Datum *values, const char *nulls);
+
+/* reserve.c */
+extern void tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease);
+extern void tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name, text *worker,
+							int32 max_jobs, Interval *lease);
 
 /* limits.c: per-key concurrency caps and rate limits */
 #define TJ_TOKEN_BUCKET		0
