@@ -56,6 +56,26 @@ static TJStatement complete_stmt = {
 	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}, NULL, true
 };
 
+/* complete_stmt for many jobs at once: $1 ids and $2 lease tokens, paired */
+static TJStatement complete_many_stmt = {
+	"WITH done AS ("
+	"  DELETE FROM throttle_jobs.job j"
+	"   USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, token)"
+	"   WHERE j.id = f.id AND j.lease_token = f.token"
+	"     AND coalesce(j.state = 'running', false)"
+	"  RETURNING j.*),"
+	" archived AS ("
+	"  INSERT INTO throttle_jobs.job_archive (" JOB_COLUMNS ", reserved_at, finished_at,"
+	"   state, errors, payload, result)"
+	"  SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
+	"   d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key,"
+	"   d.reserved_at, $3, 'completed', d.errors, d.payload, NULL"
+	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
+	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
+	" SELECT d.concurrency_key, d.rate_limit_key FROM done d",
+	3, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID}, NULL, true
+};
+
 /* Locks a running job under a given lease, with its queue's retry policy. */
 static TJStatement fail_lock_stmt = {
 	"SELECT " TJ_FAILED_JOB_COLUMNS
@@ -186,6 +206,46 @@ tj_complete_job(Datum *values, const char *nulls)
 		completed(0);
 	SPI_freetuptable(SPI_tuptable);
 	return done;
+}
+
+/*
+ * Completes, with no result, each running job ids[i] under lease token
+ * tokens[i] (one-dimensional bigint[] and uuid[] of equal length, without
+ * NULLs); stale pairs change nothing.  Returns how many were completed.
+ * The caller must be connected to SPI.
+ */
+uint64
+tj_complete_many(Datum ids, Datum tokens)
+{
+	Datum		values[3];
+	uint64		n;
+	char	  **ckeys;
+	char	  **rkeys;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	values[0] = ids;
+	values[1] = tokens;
+	values[2] = TimestampTzGetDatum(now);
+	n = tj_execute(&complete_many_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	if (n == 0)
+		return 0;
+	/* the keys, read before unparking runs statements of its own */
+	ckeys = palloc(sizeof(char *) * n);
+	rkeys = palloc(sizeof(char *) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		ckeys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		rkeys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (uint64 i = 0; i < n; i++)
+	{
+		if (ckeys[i] != NULL)
+			tj_unpark_one(ckeys[i]);
+		if (rkeys[i] != NULL)
+			tj_record_outcome(rkeys[i], false, now);
+	}
+	return n;
 }
 
 /* complete(id, lease_token, result) returns boolean: false when stale */

@@ -82,6 +82,21 @@ static TJStatement insert_bulk_stmt = {
 	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID}, NULL, true
 };
 
+/*
+ * enqueue()'s common case in one statement, queue lookup included: a job
+ * without keys into a queue with no max_size in fifo order.  No row: the
+ * queue is not such a queue (or unknown), and the general path decides.
+ */
+static TJStatement insert_simple_stmt = {
+	"INSERT INTO throttle_jobs.job (queue_id, priority, run_at, max_attempts, cost,"
+	" enqueued_at, payload)"
+	" SELECT q.id, $2, $3, $4, $5, $6, $7 FROM throttle_jobs.queue q"
+	"  WHERE q.name = $1 AND q.max_size IS NULL AND q.fairness = 'fifo'"
+	" RETURNING id",
+	7, {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID, JSONBOID},
+	NULL, true
+};
+
 static TJStatement unique_stmt = {
 	"SELECT j.id FROM throttle_jobs.job j WHERE j.queue_id = $1 AND j.unique_key = $2",
 	2, {INT4OID, TEXTOID}, NULL, true
@@ -342,6 +357,27 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 
 	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
+	if (!job.concurrency_key && !job.rate_limit_key && !job.unique_key)
+	{
+		Datum		values[7];
+		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		bool		isnull;
+
+		values[0] = PG_GETARG_DATUM(0);
+		values[1] = Int16GetDatum((int16) job.priority);
+		values[2] = TimestampTzGetDatum(job.run_at);
+		values[3] = Int32GetDatum(job.max_attempts);
+		nulls[3] = job.max_attempts > 0 ? ' ' : 'n';
+		values[4] = Int32GetDatum(job.cost);
+		values[5] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		values[6] = JsonbPGetDatum(job.payload);
+		if (tj_execute(&insert_simple_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
+		{
+			id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+			SPI_finish();
+			PG_RETURN_INT64(id);
+		}
+	}
 	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
 	added = enqueue_one(&queue, &job, &limits,
 						(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(), &id);

@@ -39,21 +39,28 @@ PG_FUNCTION_INFO_V1(throttle_jobs_reserve);
 	" j.lease_token, j.lease_until, j.priority, j.concurrency_key," \
 	" j.rate_limit_key, j.enqueued_at, j.run_at, j.rr_rank"
 
+/*
+ * Reservation when no limits exist, queue lookup included: nothing when the
+ * queue is unknown, paused or has no ready job (the caller tells which).
+ */
 static TJStatement reserve_stmt = {
-	"WITH picked AS MATERIALIZED ("
+	"WITH q AS MATERIALIZED ("
+	"  SELECT q.id, q.name, q.lease, q.max_attempts FROM throttle_jobs.queue q"
+	"   WHERE q.name = $1 AND NOT q.paused),"
+	" picked AS MATERIALIZED ("
 	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.queue_id = $1 AND j.state = 'available' AND j.run_at <= $2"
+	"   WHERE j.queue_id = (SELECT q.id FROM q) AND j.state = 'available' AND j.run_at <= $2"
 	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id"
 	"   LIMIT $3"
 	"   FOR UPDATE SKIP LOCKED)"
 	" UPDATE throttle_jobs.job j"
 	"    SET state = 'running', attempt = j.attempt + 1,"
-	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $4,"
+	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $2 + coalesce($4, q.lease),"
 	"        reserved_at = $2, worker = $5"
-	"   FROM throttle_jobs.queue q"
-	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked)) AND q.id = $1"
-	" RETURNING " RESERVED_COLUMNS,
-	5, {INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, TEXTOID}, NULL, true
+	"   FROM q"
+	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))"
+	" RETURNING " RESERVED_COLUMNS ", q.name",
+	5, {TEXTOID, TIMESTAMPTZOID, INT8OID, INTERVALOID, TEXTOID}, NULL, true
 };
 
 /* The ready jobs of a queue, best first (read through a cursor) */
@@ -165,7 +172,7 @@ enum
 {
 	R_ID = 1, R_PAYLOAD, R_ATTEMPT, R_MAX_ATTEMPTS, R_LEASE_TOKEN,
 	R_LEASE_UNTIL, R_PRIORITY, R_CONCURRENCY_KEY, R_RATE_LIMIT_KEY,
-	R_ENQUEUED_AT, R_RUN_AT, R_RR_RANK
+	R_ENQUEUED_AT, R_RUN_AT, R_RR_RANK, R_QUEUE_NAME
 };
 
 typedef struct ReservedRow
@@ -378,36 +385,42 @@ tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz lease_until;
 	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	uint64		n;
 	ReservedRow *rows;
 	Datum		queue_name;
+	bool		isnull;
 
-	tj_lookup_queue(queue_name_arg, &queue);
-	if (queue.paused)
-		return;
-
-	lease_until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-														  TimestampTzGetDatum(now),
-														  IntervalPGetDatum(lease ? lease : &queue.lease)));
 	if (tj_limits_exist())
 	{
+		tj_lookup_queue(queue_name_arg, &queue);
+		if (queue.paused)
+			return;
+		lease_until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+															  TimestampTzGetDatum(now),
+															  IntervalPGetDatum(lease ? lease : &queue.lease)));
 		reserve_limited(rsinfo, &queue, worker, max_jobs, now, lease_until);
 		return;
 	}
 
-	values[0] = Int32GetDatum(queue.id);
+	values[0] = PointerGetDatum(queue_name_arg);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = Int64GetDatum(max_jobs);
-	values[3] = TimestampTzGetDatum(lease_until);
+	values[3] = PointerGetDatum(lease);
+	nulls[3] = lease ? ' ' : 'n';
 	values[4] = PointerGetDatum(worker);
-	n = tj_execute(&reserve_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	n = tj_execute(&reserve_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (n == 0)
+	{
+		/* unknown (an error), paused or empty */
+		tj_lookup_queue(queue_name_arg, &queue);
+		return;
+	}
 
 	/* UPDATE ... RETURNING has no order: sort as the queue orders jobs. */
-	rows = palloc(sizeof(ReservedRow) * (n > 0 ? n : 1));
+	rows = palloc(sizeof(ReservedRow) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
-		bool		isnull;
-
 		rows[i].row = i;
 		rows[i].id = DatumGetInt64(tj_get_datum(i, R_ID, &isnull));
 		rows[i].priority = DatumGetInt16(tj_get_datum(i, R_PRIORITY, &isnull));
@@ -416,7 +429,7 @@ tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 	}
 	qsort(rows, n, sizeof(ReservedRow), reserved_row_cmp);
 
-	queue_name = CStringGetTextDatum(queue.name);
+	queue_name = tj_get_datum(0, R_QUEUE_NAME, &isnull);
 	for (uint64 i = 0; i < n; i++)
 		emit_row(rsinfo, rows[i].row, queue_name);
 }

@@ -101,6 +101,7 @@ extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 						   const Interval *retry_in, bool retryable, TimestampTz now);
 
 extern bool tj_complete_job(Datum *values, const char *nulls);
+extern uint64 tj_complete_many(Datum ids, Datum tokens);
 
 /* reserve.c */
 extern void tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease);

@@ -63,8 +63,6 @@ throttle_jobs_complete_and_reserve(PG_FUNCTION_ARGS)
 	Datum	   *tokens;
 	int			nids;
 	int			ntokens;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', 'n'};
 
 	tj_require_not_null(fcinfo, 0, "queue name");
 	tj_require_not_null(fcinfo, 1, "worker");
@@ -90,14 +88,8 @@ throttle_jobs_complete_and_reserve(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	SPI_connect();
-	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	values[3] = (Datum) 0;
-	for (int i = 0; i < nids; i++)
-	{
-		values[0] = ids[i];
-		values[1] = tokens[i];
-		(void) tj_complete_job(values, nulls);
-	}
+	if (nids > 0)
+		(void) tj_complete_many(PG_GETARG_DATUM(2), PG_GETARG_DATUM(3));
 	tj_reserve_jobs(rsinfo, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(4),
 					PG_ARGISNULL(5) ? NULL : PG_GETARG_INTERVAL_P(5));
 	SPI_finish();
