@@ -109,6 +109,17 @@ SELECT array_agg(id) = array_agg(id ORDER BY id) AS ids_ascending, count(*)
 FROM (SELECT * FROM throttle_jobs.enqueue_batch('w_other',
         (SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('i', i), 'priority', i % 3))
          FROM generate_series(1, 50) i))) b(id);
+-- The same for a batch of payloads only (a shorter statement).
+BEGIN;
+CREATE TEMP TABLE pbatch AS SELECT * FROM throttle_jobs.enqueue_batch('w_other',
+       (SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('i', i)))
+        FROM generate_series(1, 20) i)) WITH ORDINALITY AS b(id, n);
+SELECT count(*), array_agg(b.id ORDER BY b.n) = array_agg(b.id ORDER BY b.id) AS ids_in_order,
+       bool_and((j.payload->>'i')::bigint = b.n) AS payloads_in_order,
+       bool_and(j.priority = 0 AND j.run_at = now() AND j.enqueued_at = now()
+                AND j.max_attempts IS NULL AND j.cost = 1 AND j.state = 'available') AS defaults
+FROM pbatch b JOIN throttle_jobs.job j USING (id);
+COMMIT;
 CREATE TEMP TABLE batch AS SELECT * FROM throttle_jobs.enqueue_batch('w_other', $$[
   {"payload": {"i": "a"}, "run_at": "2100-01-01 00:00+00", "max_attempts": 2, "cost": 3},
   {"payload": {"i": "b"}, "concurrency_key": "ck", "rate_limit_key": "rk"},

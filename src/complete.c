@@ -53,7 +53,7 @@ static TJStatement complete_stmt = {
 	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
 	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
 	" SELECT d.concurrency_key, d.rate_limit_key FROM done d",
-	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}, NULL, true
+	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}, NULL, TJ_GENERIC
 };
 
 /* complete_stmt for many jobs at once: $1 ids and $2 lease tokens, paired */
@@ -73,7 +73,7 @@ static TJStatement complete_many_stmt = {
 	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
 	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
 	" SELECT d.concurrency_key, d.rate_limit_key FROM done d",
-	3, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID}, NULL, true
+	3, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
 /* Locks a running job under a given lease, with its queue's retry policy. */
@@ -82,7 +82,7 @@ static TJStatement fail_lock_stmt = {
 	"  FROM throttle_jobs.job j JOIN throttle_jobs.queue q ON q.id = j.queue_id"
 	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 	" FOR UPDATE OF j",
-	2, {INT8OID, UUIDOID}, NULL, true
+	2, {INT8OID, UUIDOID}, NULL, TJ_GENERIC
 };
 
 #define ERROR_ENTRY \
@@ -94,7 +94,7 @@ static TJStatement retry_stmt = {
 	"   SET state = 'available', run_at = $4, lease_token = NULL, lease_until = NULL,"
 	"       reserved_at = NULL, worker = NULL, errors = j.errors || " ERROR_ENTRY
 	" WHERE j.id = $1",
-	4, {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}, NULL, true
+	4, {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
 static TJStatement dead_stmt = {
@@ -113,7 +113,7 @@ static TJStatement snooze_stmt = {
 	"       lease_token = NULL, lease_until = NULL, reserved_at = NULL, worker = NULL"
 	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 	" RETURNING j.concurrency_key",
-	3, {INT8OID, UUIDOID, TIMESTAMPTZOID}, NULL, true
+	3, {INT8OID, UUIDOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
 static TJStatement heartbeat_stmt = {
@@ -122,7 +122,7 @@ static TJStatement heartbeat_stmt = {
 	"  FROM throttle_jobs.queue q"
 	" WHERE q.id = j.queue_id AND j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 	" RETURNING j.lease_until",
-	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, INTERVALOID}, NULL, true
+	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, INTERVALOID}, NULL, TJ_GENERIC
 };
 
 /*

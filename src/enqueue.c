@@ -49,7 +49,7 @@ static TJStatement insert_stmt = {
 	" ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 	" RETURNING id",
 	14, {INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}, NULL, true
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
 };
 
 /* The same without a unique_key: no speculative insertion needed */
@@ -60,7 +60,7 @@ static TJStatement insert_plain_stmt = {
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 	" RETURNING id",
 	14, {INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}, NULL, true
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
 };
 
 /*
@@ -79,7 +79,7 @@ static TJStatement insert_bulk_stmt = {
 	"  ORDER BY u.ord"
 	" RETURNING id",
 	9, {INT4OID, TIMESTAMPTZOID, INT2ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
-	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID}, NULL, true
+	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID}, NULL, TJ_GENERIC
 };
 
 /*
@@ -94,12 +94,22 @@ static TJStatement insert_simple_stmt = {
 	"  WHERE q.name = $1 AND q.max_size IS NULL AND q.fairness = 'fifo'"
 	" RETURNING id",
 	7, {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID, JSONBOID},
-	NULL, true
+	NULL, TJ_GENERIC
+};
+
+/* insert_bulk_stmt for a batch that gives nothing but payloads */
+static TJStatement insert_payloads_stmt = {
+	"INSERT INTO throttle_jobs.job (queue_id, run_at, enqueued_at, payload)"
+	" SELECT $1, $2, $2, u.payload"
+	"   FROM pg_catalog.unnest($3) WITH ORDINALITY AS u(payload, ord)"
+	"  ORDER BY u.ord"
+	" RETURNING id",
+	3, {INT4OID, TIMESTAMPTZOID, JSONBARRAYOID}, NULL, TJ_GENERIC
 };
 
 static TJStatement unique_stmt = {
 	"SELECT j.id FROM throttle_jobs.job j WHERE j.queue_id = $1 AND j.unique_key = $2",
-	2, {INT4OID, TEXTOID}, NULL, true
+	2, {INT4OID, TEXTOID}, NULL, TJ_GENERIC
 };
 
 /*
@@ -578,9 +588,14 @@ enqueue_bulk(ReturnSetInfo *rsinfo, const TJQueue *queue, const JobArgs *args, i
 	Datum	   *payload = palloc(sizeof(Datum) * njobs);
 	int64	   *ids;
 	uint64		n;
+	bool		payloads_only = true;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
 
 	for (int i = 0; i < njobs; i++)
 	{
+		if (args[i].priority != 0 || args[i].run_at != now || args[i].max_attempts != 0 ||
+			args[i].cost != 1 || args[i].concurrency_key || args[i].rate_limit_key)
+			payloads_only = false;
 		prio[i] = Int16GetDatum((int16) args[i].priority);
 		run_at[i] = TimestampTzGetDatum(args[i].run_at);
 		max_att[i] = Int32GetDatum(args[i].max_attempts);
@@ -593,16 +608,23 @@ enqueue_bulk(ReturnSetInfo *rsinfo, const TJQueue *queue, const JobArgs *args, i
 		payload[i] = JsonbPGetDatum(args[i].payload);
 	}
 	values[0] = Int32GetDatum(queue->id);
-	values[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	values[2] = make_array(prio, NULL, njobs, INT2OID);
-	values[3] = make_array(run_at, NULL, njobs, TIMESTAMPTZOID);
-	values[4] = make_array(max_att, max_att_null, njobs, INT4OID);
-	values[5] = make_array(cost, NULL, njobs, INT4OID);
-	values[6] = make_array(ckey, ckey_null, njobs, TEXTOID);
-	values[7] = make_array(rkey, rkey_null, njobs, TEXTOID);
-	values[8] = make_array(payload, NULL, njobs, JSONBOID);
-
-	n = tj_execute(&insert_bulk_stmt, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+	values[1] = TimestampTzGetDatum(now);
+	if (payloads_only)
+	{
+		values[2] = make_array(payload, NULL, njobs, JSONBOID);
+		n = tj_execute(&insert_payloads_stmt, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+	}
+	else
+	{
+		values[2] = make_array(prio, NULL, njobs, INT2OID);
+		values[3] = make_array(run_at, NULL, njobs, TIMESTAMPTZOID);
+		values[4] = make_array(max_att, max_att_null, njobs, INT4OID);
+		values[5] = make_array(cost, NULL, njobs, INT4OID);
+		values[6] = make_array(ckey, ckey_null, njobs, TEXTOID);
+		values[7] = make_array(rkey, rkey_null, njobs, TEXTOID);
+		values[8] = make_array(payload, NULL, njobs, JSONBOID);
+		n = tj_execute(&insert_bulk_stmt, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+	}
 	if (n != njobs)
 		elog(ERROR, "throttle_jobs: bulk insert added " UINT64_FORMAT " of %d jobs", n, njobs);
 	ids = palloc(sizeof(int64) * njobs);

@@ -101,7 +101,7 @@ throttle_jobs_lock_queue(PG_FUNCTION_ARGS)
 static TJStatement lookup_stmt = {
 	"SELECT q.id, q.paused, q.max_size, q.on_full = 'drop', q.lease, q.fairness = 'round_robin'"
 	"  FROM throttle_jobs.queue q WHERE q.name = $1",
-	1, {TEXTOID}, NULL, true
+	1, {TEXTOID}, NULL, TJ_GENERIC
 };
 
 /*

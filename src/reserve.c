@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -40,13 +41,16 @@ PG_FUNCTION_INFO_V1(throttle_jobs_reserve);
 	" j.rate_limit_key, j.enqueued_at, j.run_at, j.rr_rank"
 
 /*
- * Reservation when no limits exist, queue lookup included: nothing when the
- * queue is unknown, paused or has no ready job (the caller tells which).
+ * Reservation when no limits exist, queue lookup and that test included:
+ * nothing when limits exist, or the queue is unknown, paused or has no ready
+ * job (the caller tells which).  Only for READ COMMITTED, where the
+ * statement's snapshot is as new as tj_limits_exist()'s.
  */
 static TJStatement reserve_stmt = {
 	"WITH q AS MATERIALIZED ("
 	"  SELECT q.id, q.name, q.lease, q.max_attempts FROM throttle_jobs.queue q"
-	"   WHERE q.name = $1 AND NOT q.paused),"
+	"   WHERE q.name = $1 AND NOT q.paused"
+	"     AND NOT EXISTS (SELECT FROM throttle_jobs.key_limit)),"
 	" picked AS MATERIALIZED ("
 	"  SELECT j.id FROM throttle_jobs.job j"
 	"   WHERE j.queue_id = (SELECT q.id FROM q) AND j.state = 'available' AND j.run_at <= $2"
@@ -60,15 +64,19 @@ static TJStatement reserve_stmt = {
 	"   FROM q"
 	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))"
 	" RETURNING " RESERVED_COLUMNS ", q.name",
-	5, {TEXTOID, TIMESTAMPTZOID, INT8OID, INTERVALOID, TEXTOID}, NULL, true
+	5, {TEXTOID, TIMESTAMPTZOID, INT8OID, INTERVALOID, TEXTOID}, NULL, TJ_GENERIC
 };
 
-/* The ready jobs of a queue, best first (read through a cursor) */
+/*
+ * The ready jobs of a queue, best first (read through a cursor, of which
+ * reservation reads the first few rows: planned for them, it walks
+ * job_ready_idx instead of sorting every ready job).
+ */
 static TJStatement candidates_stmt = {
 	"SELECT j.id, j.concurrency_key, j.rate_limit_key, j.cost FROM throttle_jobs.job j"
 	" WHERE j.queue_id = $1 AND j.state = 'available' AND j.run_at <= $2"
 	" ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id",
-	2, {INT4OID, TIMESTAMPTZOID}
+	2, {INT4OID, TIMESTAMPTZOID}, NULL, CURSOR_OPT_FAST_PLAN | TJ_GENERIC
 };
 
 /* Takes one admitted job, if it is still ready and nobody holds it */
@@ -83,7 +91,7 @@ static TJStatement take_stmt = {
 	"        reserved_at = $2, worker = $4"
 	"   FROM l, throttle_jobs.queue q WHERE j.id = l.id AND q.id = $5"
 	" RETURNING " RESERVED_COLUMNS,
-	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}, NULL, true
+	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}, NULL, TJ_GENERIC
 };
 
 /*
@@ -124,7 +132,7 @@ static TJStatement release_due_stmt = {
 	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED)"
 	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL"
 	"  FROM t WHERE j.id = t.id",
-	3, {INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, true
+	3, {INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
 };
 
 #define SCAN_BATCH 32
@@ -356,6 +364,50 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 }
 
 /*
+ * reserve_stmt: true if it reserved jobs (added to rsinfo), false if it
+ * found none, limits exist, or the queue is unknown or paused.  Connected
+ * to SPI by the caller.
+ */
+static bool
+reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
+			 int32 max_jobs, Interval *lease, TimestampTz now)
+{
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	uint64		n;
+	ReservedRow *rows;
+	Datum		queue_name;
+	bool		isnull;
+
+	values[0] = PointerGetDatum(queue_name_arg);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = Int64GetDatum(max_jobs);
+	values[3] = PointerGetDatum(lease);
+	nulls[3] = lease ? ' ' : 'n';
+	values[4] = PointerGetDatum(worker);
+	n = tj_execute(&reserve_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (n == 0)
+		return false;
+
+	/* UPDATE ... RETURNING has no order: sort as the queue orders jobs. */
+	rows = palloc(sizeof(ReservedRow) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		rows[i].row = i;
+		rows[i].id = DatumGetInt64(tj_get_datum(i, R_ID, &isnull));
+		rows[i].priority = DatumGetInt16(tj_get_datum(i, R_PRIORITY, &isnull));
+		rows[i].run_at = DatumGetTimestampTz(tj_get_datum(i, R_RUN_AT, &isnull));
+		rows[i].rr_rank = DatumGetInt64(tj_get_datum(i, R_RR_RANK, &isnull));
+	}
+	qsort(rows, n, sizeof(ReservedRow), reserved_row_cmp);
+
+	queue_name = tj_get_datum(0, R_QUEUE_NAME, &isnull);
+	for (uint64 i = 0; i < n; i++)
+		emit_row(rsinfo, rows[i].row, queue_name);
+	return true;
+}
+
+/*
  * Checks reserve()'s worker, max_jobs and lease arguments (lease may be
  * NULL: the queue's).
  */
@@ -384,13 +436,16 @@ tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 	TJQueue		queue;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz lease_until;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	uint64		n;
-	ReservedRow *rows;
-	Datum		queue_name;
-	bool		isnull;
+	bool		xact_snapshot = IsolationUsesXactSnapshot();
 
+	/*
+	 * Under READ COMMITTED one statement does it all while no limits exist.
+	 * Under REPEATABLE READ limits are looked for under the latest snapshot
+	 * first (reserve_stmt may then still see, and stop at, a limit dropped
+	 * since the transaction began: it reserves nothing, harmlessly).
+	 */
+	if (!xact_snapshot && reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now))
+		return;
 	if (tj_limits_exist())
 	{
 		tj_lookup_queue(queue_name_arg, &queue);
@@ -402,36 +457,10 @@ tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 		reserve_limited(rsinfo, &queue, worker, max_jobs, now, lease_until);
 		return;
 	}
-
-	values[0] = PointerGetDatum(queue_name_arg);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = Int64GetDatum(max_jobs);
-	values[3] = PointerGetDatum(lease);
-	nulls[3] = lease ? ' ' : 'n';
-	values[4] = PointerGetDatum(worker);
-	n = tj_execute(&reserve_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
-	if (n == 0)
-	{
-		/* unknown (an error), paused or empty */
-		tj_lookup_queue(queue_name_arg, &queue);
+	if (xact_snapshot && reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now))
 		return;
-	}
-
-	/* UPDATE ... RETURNING has no order: sort as the queue orders jobs. */
-	rows = palloc(sizeof(ReservedRow) * n);
-	for (uint64 i = 0; i < n; i++)
-	{
-		rows[i].row = i;
-		rows[i].id = DatumGetInt64(tj_get_datum(i, R_ID, &isnull));
-		rows[i].priority = DatumGetInt16(tj_get_datum(i, R_PRIORITY, &isnull));
-		rows[i].run_at = DatumGetTimestampTz(tj_get_datum(i, R_RUN_AT, &isnull));
-		rows[i].rr_rank = DatumGetInt64(tj_get_datum(i, R_RR_RANK, &isnull));
-	}
-	qsort(rows, n, sizeof(ReservedRow), reserved_row_cmp);
-
-	queue_name = tj_get_datum(0, R_QUEUE_NAME, &isnull);
-	for (uint64 i = 0; i < n; i++)
-		emit_row(rsinfo, rows[i].row, queue_name);
+	/* unknown (an error), paused or empty */
+	tj_lookup_queue(queue_name_arg, &queue);
 }
 
 /* reserve(queue, worker, max_jobs, lease) returns setof reserved_job */

@@ -28,10 +28,11 @@ check_result(const char *sql, int rc, int expected)
 }
 
 /*
- * The statement's kept plan, prepared on first use.  Statements marked
- * generic skip the plan cache's custom plans: a hot-path statement would
- * otherwise be planned afresh on every call (its generic plan looks dearer
- * for an unknown LIMIT or key), which costs more than running it.
+ * The statement's kept plan, prepared on first use with the statement's
+ * planner options.  Hot-path statements (TJ_GENERIC) skip the plan cache's
+ * custom plans: they would otherwise be planned afresh on every call (the
+ * generic plan looks dearer for an unknown LIMIT or key), which costs more
+ * than running them.
  */
 SPIPlanPtr
 tj_plan(TJStatement *stmt)
@@ -40,8 +41,7 @@ tj_plan(TJStatement *stmt)
 
 	if (stmt->plan != NULL)
 		return stmt->plan;
-	plan = SPI_prepare_cursor(stmt->sql, stmt->nargs, stmt->argtypes,
-							  stmt->generic ? CURSOR_OPT_GENERIC_PLAN : 0);
+	plan = SPI_prepare_cursor(stmt->sql, stmt->nargs, stmt->argtypes, stmt->options);
 	if (plan == NULL)
 		elog(ERROR, "throttle_jobs: SPI_prepare failed (%s) for: %s",
 			 SPI_result_code_string(SPI_result), stmt->sql);

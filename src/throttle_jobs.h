@@ -37,8 +37,11 @@ typedef struct TJStatement
 	int			nargs;
 	Oid			argtypes[16];
 	SPIPlanPtr	plan;
-	bool		generic;		/* hot path: always the generic plan */
+	int			options;		/* CURSOR_OPT_* planner options; 0: none */
 } TJStatement;
+
+/* A hot-path statement: always its generic plan */
+#define TJ_GENERIC CURSOR_OPT_GENERIC_PLAN
 
 extern SPIPlanPtr tj_plan(TJStatement *stmt);
 extern uint64 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
