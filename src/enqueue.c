@@ -367,6 +367,7 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 
 	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
+	added = false;
 	if (!job.concurrency_key && !job.rate_limit_key && !job.unique_key)
 	{
 		Datum		values[7];
@@ -384,13 +385,15 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 		if (tj_execute(&insert_simple_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
 		{
 			id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
-			SPI_finish();
-			PG_RETURN_INT64(id);
+			added = true;
 		}
 	}
-	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
-	added = enqueue_one(&queue, &job, &limits,
-						(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(), &id);
+	if (!added)
+	{
+		tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+		added = enqueue_one(&queue, &job, &limits,
+							(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(), &id);
+	}
 	SPI_finish();
 
 	if (!added)
