@@ -10,7 +10,7 @@ DATA = $(filter-out $(wildcard sql/*--*--*.sql),$(wildcard sql/$(EXTENSION)--*.s
        $(wildcard sql/$(EXTENSION)--*--*.sql)
 
 # pg_regress inputs in sql/, outputs in expected/ (one topic per file, in order)
-REGRESS = install queues enqueue reserve complete backoff dead_letters \
+REGRESS = install queues enqueue reserve complete work backoff dead_letters \
           maintain run_jobs views hot_updates limits fairness adaptive stats privileges bad_input
 REGRESS_OPTS = --inputdir=. --temp-config=test/throttle_jobs.conf
 

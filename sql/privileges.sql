@@ -107,6 +107,7 @@ INSERT INTO calls (call, stmt) VALUES
   ('enqueue_batch', $$SELECT throttle_jobs.enqueue_batch('priv_q', '[{"payload": {"n": 9}}]')$$),
   ('reserve', $$SELECT * FROM throttle_jobs.reserve('priv_q', 'w')$$),
   ('complete', $$SELECT throttle_jobs.complete(0, '00000000-0000-0000-0000-000000000000')$$),
+  ('complete_and_reserve', $$SELECT * FROM throttle_jobs.complete_and_reserve('priv_q', 'w', '{0}', '{00000000-0000-0000-0000-000000000000}')$$),
   ('fail', $$SELECT throttle_jobs.fail(0, '00000000-0000-0000-0000-000000000000', 'e')$$),
   ('snooze', $$SELECT throttle_jobs.snooze(0, '00000000-0000-0000-0000-000000000000', '1 min')$$),
   ('heartbeat', $$SELECT throttle_jobs.heartbeat(0, '00000000-0000-0000-0000-000000000000')$$),

@@ -32,11 +32,17 @@ PG_FUNCTION_INFO_V1(throttle_jobs_heartbeat);
 	"id, queue_id, priority, run_at, attempt, max_attempts, cost, enqueued_at," \
 	" worker, concurrency_key, rate_limit_key, unique_key"
 
-/* Moves a finished job to the archive, unless its queue keeps nothing. */
+/*
+ * Moves a finished job to the archive, unless its queue keeps nothing.  The
+ * state test is written so that it matches no partial index: the job is
+ * found by its primary key, never by walking job_running_idx, whose dead
+ * entries pile up while a long transaction holds back vacuum.
+ */
 static TJStatement complete_stmt = {
 	"WITH done AS ("
 	"  DELETE FROM throttle_jobs.job j"
-	"   WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
+	"   WHERE j.id = $1 AND j.lease_token = $2"
+	"     AND coalesce(j.state = 'running', false)"
 	"  RETURNING j.*),"
 	" archived AS ("
 	"  INSERT INTO throttle_jobs.job_archive (" JOB_COLUMNS ", reserved_at, finished_at,"
@@ -47,7 +53,27 @@ static TJStatement complete_stmt = {
 	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
 	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
 	" SELECT d.concurrency_key, d.rate_limit_key, d.queue_id, d.reserved_at FROM done d",
-	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}
+	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}, NULL, TJ_GENERIC
+};
+
+/* complete_stmt for many jobs at once: $1 ids and $2 lease tokens, paired */
+static TJStatement complete_many_stmt = {
+	"WITH done AS ("
+	"  DELETE FROM throttle_jobs.job j"
+	"   USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, token)"
+	"   WHERE j.id = f.id AND j.lease_token = f.token"
+	"     AND coalesce(j.state = 'running', false)"
+	"  RETURNING j.*),"
+	" archived AS ("
+	"  INSERT INTO throttle_jobs.job_archive (" JOB_COLUMNS ", reserved_at, finished_at,"
+	"   state, errors, payload, result)"
+	"  SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
+	"   d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key,"
+	"   d.reserved_at, $3, 'completed', d.errors, d.payload, NULL"
+	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
+	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
+	" SELECT d.concurrency_key, d.rate_limit_key, d.queue_id, d.reserved_at FROM done d",
+	3, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
 /* Locks a running job under a given lease, with its queue's retry policy. */
@@ -56,7 +82,7 @@ static TJStatement fail_lock_stmt = {
 	"  FROM throttle_jobs.job j JOIN throttle_jobs.queue q ON q.id = j.queue_id"
 	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 	" FOR UPDATE OF j",
-	2, {INT8OID, UUIDOID}
+	2, {INT8OID, UUIDOID}, NULL, TJ_GENERIC
 };
 
 #define ERROR_ENTRY \
@@ -68,7 +94,7 @@ static TJStatement retry_stmt = {
 	"   SET state = 'available', run_at = $4, lease_token = NULL, lease_until = NULL,"
 	"       reserved_at = NULL, worker = NULL, errors = j.errors || " ERROR_ENTRY
 	" WHERE j.id = $1",
-	4, {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}
+	4, {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
 static TJStatement dead_stmt = {
@@ -87,7 +113,7 @@ static TJStatement snooze_stmt = {
 	"       lease_token = NULL, lease_until = NULL, reserved_at = NULL, worker = NULL"
 	" WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 	" RETURNING j.concurrency_key, j.queue_id, j.run_at, j.attempt",
-	3, {INT8OID, UUIDOID, TIMESTAMPTZOID}
+	3, {INT8OID, UUIDOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
 static TJStatement heartbeat_stmt = {
@@ -96,7 +122,7 @@ static TJStatement heartbeat_stmt = {
 	"  FROM throttle_jobs.queue q"
 	" WHERE q.id = j.queue_id AND j.id = $1 AND j.lease_token = $2 AND j.state = 'running'"
 	" RETURNING j.lease_until",
-	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, INTERVALOID}
+	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, INTERVALOID}, NULL, TJ_GENERIC
 };
 
 /*
@@ -167,14 +193,79 @@ tj_fail_locked(const TJFailedJob *job, const char *error,
 	return dead;
 }
 
+/*
+ * Completes the running job values[0] under lease token values[1] at
+ * values[2] with result values[3] (complete_stmt's parameters); false when
+ * the token is stale.  The caller must be connected to SPI.
+ */
+bool
+tj_complete_job(Datum *values, const char *nulls)
+{
+	bool		done = tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT) > 0;
+	bool		isnull;
+
+	if (done)
+	{
+		tj_stats_completed(DatumGetInt32(tj_get_datum(0, 3, &isnull)),
+						   DatumGetTimestampTz(tj_get_datum(0, 4, &isnull)),
+						   GetCurrentTransactionStartTimestamp());
+		completed(0);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return done;
+}
+
+/*
+ * Completes, with no result, each running job ids[i] under lease token
+ * tokens[i] (one-dimensional bigint[] and uuid[] of equal length, without
+ * NULLs); stale pairs change nothing.  Returns how many were completed.
+ * The caller must be connected to SPI.
+ */
+uint64
+tj_complete_many(Datum ids, Datum tokens)
+{
+	Datum		values[3];
+	uint64		n;
+	char	  **ckeys;
+	char	  **rkeys;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	values[0] = ids;
+	values[1] = tokens;
+	values[2] = TimestampTzGetDatum(now);
+	n = tj_execute(&complete_many_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	if (n == 0)
+		return 0;
+	/* the keys, read before unparking runs statements of its own */
+	ckeys = palloc(sizeof(char *) * n);
+	rkeys = palloc(sizeof(char *) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ckeys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		rkeys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		tj_stats_completed(DatumGetInt32(tj_get_datum(i, 3, &isnull)),
+						   DatumGetTimestampTz(tj_get_datum(i, 4, &isnull)), now);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (uint64 i = 0; i < n; i++)
+	{
+		if (ckeys[i] != NULL)
+			tj_unpark_one(ckeys[i]);
+		if (rkeys[i] != NULL)
+			tj_record_outcome(rkeys[i], false, now);
+	}
+	return n;
+}
+
 /* complete(id, lease_token, result) returns boolean: false when stale */
 Datum
 throttle_jobs_complete(PG_FUNCTION_ARGS)
 {
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
-	int64		done;
-	bool		isnull;
+	bool		done;
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
@@ -185,16 +276,9 @@ throttle_jobs_complete(PG_FUNCTION_ARGS)
 	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
 
 	SPI_connect();
-	done = tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT);
-	if (done > 0)
-	{
-		tj_stats_completed(DatumGetInt32(tj_get_datum(0, 3, &isnull)),
-						   DatumGetTimestampTz(tj_get_datum(0, 4, &isnull)),
-						   GetCurrentTransactionStartTimestamp());
-		completed(0);
-	}
+	done = tj_complete_job(values, nulls);
 	SPI_finish();
-	PG_RETURN_BOOL(done > 0);
+	PG_RETURN_BOOL(done);
 }
 
 /* Reads row `row` of a result whose columns are TJ_FAILED_JOB_COLUMNS. */

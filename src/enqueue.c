@@ -15,8 +15,10 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
@@ -47,12 +49,68 @@ static TJStatement insert_stmt = {
 	" ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 	" RETURNING id",
 	14, {INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
+};
+
+/* The same without a unique_key: no speculative insertion needed */
+static TJStatement insert_plain_stmt = {
+	"INSERT INTO throttle_jobs.job (queue_id, priority, run_at, max_attempts, cost,"
+	" enqueued_at, concurrency_key, rate_limit_key, unique_key, payload,"
+	" state, blocked_key, blocked_until, rr_rank)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+	" RETURNING id",
+	14, {INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID,
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
+};
+
+/*
+ * A whole batch of ready-to-insert jobs in one statement (see
+ * enqueue_bulk); ids follow input order because the rows are numbered
+ * from the sequence in ordinality order.
+ */
+static TJStatement insert_bulk_stmt = {
+	"INSERT INTO throttle_jobs.job (queue_id, priority, run_at, max_attempts, cost,"
+	" enqueued_at, concurrency_key, rate_limit_key, payload)"
+	" SELECT $1, u.priority, u.run_at, u.max_attempts, u.cost, $2, u.ckey, u.rkey, u.payload"
+	"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+	"                   pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+	"                   pg_catalog.unnest($9))"
+	"        WITH ORDINALITY AS u(priority, run_at, max_attempts, cost, ckey, rkey, payload, ord)"
+	"  ORDER BY u.ord"
+	" RETURNING id",
+	9, {INT4OID, TIMESTAMPTZOID, INT2ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID}, NULL, TJ_GENERIC
+};
+
+/*
+ * enqueue()'s common case in one statement, queue lookup included: a job
+ * without keys into a queue with no max_size in fifo order.  No row: the
+ * queue is not such a queue (or unknown), and the general path decides.
+ */
+static TJStatement insert_simple_stmt = {
+	"INSERT INTO throttle_jobs.job (queue_id, priority, run_at, max_attempts, cost,"
+	" enqueued_at, payload)"
+	" SELECT q.id, $2, $3, $4, $5, $6, $7 FROM throttle_jobs.queue q"
+	"  WHERE q.name = $1 AND q.max_size IS NULL AND q.fairness = 'fifo'"
+	" RETURNING id, queue_id, (SELECT q.handler IS NOT NULL FROM throttle_jobs.queue q"
+	"                           WHERE q.id = queue_id)",
+	7, {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID, JSONBOID},
+	NULL, TJ_GENERIC
+};
+
+/* insert_bulk_stmt for a batch that gives nothing but payloads */
+static TJStatement insert_payloads_stmt = {
+	"INSERT INTO throttle_jobs.job (queue_id, run_at, enqueued_at, payload)"
+	" SELECT $1, $2, $2, u.payload"
+	"   FROM pg_catalog.unnest($3) WITH ORDINALITY AS u(payload, ord)"
+	"  ORDER BY u.ord"
+	" RETURNING id",
+	3, {INT4OID, TIMESTAMPTZOID, JSONBARRAYOID}, NULL, TJ_GENERIC
 };
 
 static TJStatement unique_stmt = {
 	"SELECT j.id FROM throttle_jobs.job j WHERE j.queue_id = $1 AND j.unique_key = $2",
-	2, {INT4OID, TEXTOID}
+	2, {INT4OID, TEXTOID}, NULL, TJ_GENERIC
 };
 
 /*
@@ -163,10 +221,7 @@ warn_dropped(const TJQueue *queue)
 					   queue->max_size)));
 }
 
-/*
- * Adds one validated job; returns false (a dropped job) only for a full
- * queue with on_full = 'drop'.  The caller must be connected to SPI.
- */
+/* The turn of a new job of key ckey (NULL: no key) in a round_robin queue */
 static int64
 round_robin_rank(const TJQueue *queue, text *ckey)
 {
@@ -179,6 +234,10 @@ round_robin_rank(const TJQueue *queue, text *ckey)
 	return DatumGetInt64(tj_get_datum(0, 1, &isnull));
 }
 
+/*
+ * Adds one validated job; returns false (a dropped job) only for a full
+ * queue with on_full = 'drop'.  The caller must be connected to SPI.
+ */
 static bool
 enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 			bool limits_exist, int64 *id)
@@ -251,6 +310,13 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 	 * ON CONFLICT DO NOTHING leaves no row when the unique key is live; the
 	 * live job can finish before we look it up, so try again a few times.
 	 */
+	if (job->unique_key == NULL)
+	{
+		tj_execute(&insert_plain_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
+		*id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+		tj_stats_enqueued(queue->id, job->run_at, blocked_key, blocked_until);
+		return true;
+	}
 	for (int tries = 0; tries < 5; tries++)
 	{
 		if (tj_execute(&insert_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
@@ -306,11 +372,38 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 
 	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
-	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
-	if (queue.has_handler)
-		tj_wake_executors_at_commit();
-	added = enqueue_one(&queue, &job, &limits,
-						(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(), &id);
+	added = false;
+	if (!job.concurrency_key && !job.rate_limit_key && !job.unique_key)
+	{
+		Datum		values[7];
+		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		bool		isnull;
+
+		values[0] = PG_GETARG_DATUM(0);
+		values[1] = Int16GetDatum((int16) job.priority);
+		values[2] = TimestampTzGetDatum(job.run_at);
+		values[3] = Int32GetDatum(job.max_attempts);
+		nulls[3] = job.max_attempts > 0 ? ' ' : 'n';
+		values[4] = Int32GetDatum(job.cost);
+		values[5] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		values[6] = JsonbPGetDatum(job.payload);
+		if (tj_execute(&insert_simple_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
+		{
+			id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+			tj_stats_enqueued(DatumGetInt32(tj_get_datum(0, 2, &isnull)), job.run_at, NULL, 0);
+			if (DatumGetBool(tj_get_datum(0, 3, &isnull)))
+				tj_wake_executors_at_commit();
+			added = true;
+		}
+	}
+	if (!added)
+	{
+		tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+		if (queue.has_handler)
+			tj_wake_executors_at_commit();
+		added = enqueue_one(&queue, &job, &limits,
+							(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(), &id);
+	}
 	SPI_finish();
 
 	if (!added)
@@ -447,6 +540,125 @@ read_batch_job(JsonbValue *elem, JobArgs *job)
 	check_job_args(job);
 }
 
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* An array of n values of elemtype; nulls may be NULL (none are null). */
+static Datum
+make_array(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
+}
+
+/*
+ * Whether enqueue_bulk may add the batch: no job needs a check that depends
+ * on the jobs added before it (a bounded queue, a unique_key, a round-robin
+ * turn) or a limit lookup (a key, when limits exist).
+ */
+static bool
+bulk_allowed(const TJQueue *queue, const JobArgs *args, int njobs, bool limits_exist)
+{
+	if (queue->max_size > 0 || queue->round_robin)
+		return false;
+	for (int i = 0; i < njobs; i++)
+		if (args[i].unique_key ||
+			(limits_exist && (args[i].concurrency_key || args[i].rate_limit_key)))
+			return false;
+	return true;
+}
+
+/*
+ * Adds every job of a batch that bulk_allowed() accepted in one INSERT and
+ * puts their ids, in input order, into the result.  Connected to SPI.
+ */
+static void
+enqueue_bulk(ReturnSetInfo *rsinfo, const TJQueue *queue, const JobArgs *args, int njobs)
+{
+	Datum		values[9];
+	Datum	   *prio = palloc(sizeof(Datum) * njobs);
+	Datum	   *run_at = palloc(sizeof(Datum) * njobs);
+	Datum	   *max_att = palloc(sizeof(Datum) * njobs);
+	bool	   *max_att_null = palloc(sizeof(bool) * njobs);
+	Datum	   *cost = palloc(sizeof(Datum) * njobs);
+	Datum	   *ckey = palloc(sizeof(Datum) * njobs);
+	bool	   *ckey_null = palloc(sizeof(bool) * njobs);
+	Datum	   *rkey = palloc(sizeof(Datum) * njobs);
+	bool	   *rkey_null = palloc(sizeof(bool) * njobs);
+	Datum	   *payload = palloc(sizeof(Datum) * njobs);
+	int64	   *ids;
+	uint64		n;
+	bool		payloads_only = true;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	for (int i = 0; i < njobs; i++)
+	{
+		if (args[i].priority != 0 || args[i].run_at != now || args[i].max_attempts != 0 ||
+			args[i].cost != 1 || args[i].concurrency_key || args[i].rate_limit_key)
+			payloads_only = false;
+		prio[i] = Int16GetDatum((int16) args[i].priority);
+		run_at[i] = TimestampTzGetDatum(args[i].run_at);
+		max_att[i] = Int32GetDatum(args[i].max_attempts);
+		max_att_null[i] = args[i].max_attempts == 0;
+		cost[i] = Int32GetDatum(args[i].cost);
+		ckey[i] = PointerGetDatum(args[i].concurrency_key);
+		ckey_null[i] = args[i].concurrency_key == NULL;
+		rkey[i] = PointerGetDatum(args[i].rate_limit_key);
+		rkey_null[i] = args[i].rate_limit_key == NULL;
+		payload[i] = JsonbPGetDatum(args[i].payload);
+	}
+	values[0] = Int32GetDatum(queue->id);
+	values[1] = TimestampTzGetDatum(now);
+	if (payloads_only)
+	{
+		values[2] = make_array(payload, NULL, njobs, JSONBOID);
+		n = tj_execute(&insert_payloads_stmt, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+	}
+	else
+	{
+		values[2] = make_array(prio, NULL, njobs, INT2OID);
+		values[3] = make_array(run_at, NULL, njobs, TIMESTAMPTZOID);
+		values[4] = make_array(max_att, max_att_null, njobs, INT4OID);
+		values[5] = make_array(cost, NULL, njobs, INT4OID);
+		values[6] = make_array(ckey, ckey_null, njobs, TEXTOID);
+		values[7] = make_array(rkey, rkey_null, njobs, TEXTOID);
+		values[8] = make_array(payload, NULL, njobs, JSONBOID);
+		n = tj_execute(&insert_bulk_stmt, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+	}
+	if (n != njobs)
+		elog(ERROR, "throttle_jobs: bulk insert added " UINT64_FORMAT " of %d jobs", n, njobs);
+	for (int i = 0; i < njobs; i++)
+		tj_stats_enqueued(queue->id, args[i].run_at, NULL, 0);
+	ids = palloc(sizeof(int64) * njobs);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(tj_get_datum(i, 1, &isnull));
+	}
+	qsort(ids, njobs, sizeof(int64), cmp_int64);
+	for (int i = 0; i < njobs; i++)
+	{
+		Datum		value = Int64GetDatum(ids[i]);
+		bool		isnull = false;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
+	}
+}
+
 /* enqueue_batch(queue, jobs jsonb) returns setof bigint, in input order */
 Datum
 throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
@@ -506,6 +718,11 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 	if (queue.has_handler)
 		tj_wake_executors_at_commit();
 	limits_exist = tj_limits_exist();
+	if (bulk_allowed(&queue, args, njobs, limits_exist))
+	{
+		enqueue_bulk(rsinfo, &queue, args, njobs);
+		njobs = 0;
+	}
 	for (i = 0; i < njobs; i++)
 	{
 		int64		id;

@@ -102,7 +102,7 @@ static TJStatement lookup_stmt = {
 	"SELECT q.id, q.paused, q.max_size, q.on_full = 'drop', q.lease, q.fairness = 'round_robin',"
 	"       q.handler IS NOT NULL"
 	"  FROM throttle_jobs.queue q WHERE q.name = $1",
-	1, {TEXTOID}
+	1, {TEXTOID}, NULL, TJ_GENERIC
 };
 
 /*

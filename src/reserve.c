@@ -7,6 +7,9 @@
  * MATERIALIZED CTE, evaluated exactly once, and leases exactly the rows it
  * locked: a locking sub-select with LIMIT inside a join can be re-run and
  * lock more rows than it returns (PostgreSQL bug #15715), a CTE cannot.
+ * The rows are then found by primary key from an array of their ids, so
+ * that the kept generic plan (which cannot know max_jobs) never merges
+ * them with a scan of the whole table.
  *
  * When limits exist, reservation walks the ready jobs in order through a
  * cursor and admits them one by one (tj_admit).  When a job's key is at its
@@ -20,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -36,28 +40,43 @@ PG_FUNCTION_INFO_V1(throttle_jobs_reserve);
 	" j.lease_token, j.lease_until, j.priority, j.concurrency_key," \
 	" j.rate_limit_key, j.enqueued_at, j.run_at, j.rr_rank"
 
+/*
+ * Reservation when no limits exist, queue lookup and that test included:
+ * nothing when limits exist, or the queue is unknown, paused or has no ready
+ * job (the caller tells which).  Only for READ COMMITTED, where the
+ * statement's snapshot is as new as tj_limits_exist()'s.
+ */
 static TJStatement reserve_stmt = {
-	"WITH picked AS MATERIALIZED ("
+	"WITH q AS MATERIALIZED ("
+	"  SELECT q.id, q.name, q.lease, q.max_attempts FROM throttle_jobs.queue q"
+	"   WHERE q.name = $1 AND NOT q.paused"
+	"     AND NOT EXISTS (SELECT FROM throttle_jobs.key_limit)),"
+	" picked AS MATERIALIZED ("
 	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.queue_id = $1 AND j.state = 'available' AND j.run_at <= $2"
+	"   WHERE j.queue_id = (SELECT q.id FROM q) AND j.state = 'available' AND j.run_at <= $2"
 	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id"
 	"   LIMIT $3"
 	"   FOR UPDATE SKIP LOCKED)"
 	" UPDATE throttle_jobs.job j"
 	"    SET state = 'running', attempt = j.attempt + 1,"
-	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $4,"
+	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $2 + coalesce($4, q.lease),"
 	"        reserved_at = $2, worker = $5"
-	"   FROM picked, throttle_jobs.queue q WHERE j.id = picked.id AND q.id = $1"
-	" RETURNING " RESERVED_COLUMNS,
-	5, {INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, TEXTOID}
+	"   FROM q"
+	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))"
+	" RETURNING " RESERVED_COLUMNS ", q.name, q.id",
+	5, {TEXTOID, TIMESTAMPTZOID, INT8OID, INTERVALOID, TEXTOID}, NULL, TJ_GENERIC
 };
 
-/* The ready jobs of a queue, best first (read through a cursor) */
+/*
+ * The ready jobs of a queue, best first (read through a cursor, of which
+ * reservation reads the first few rows: planned for them, it walks
+ * job_ready_idx instead of sorting every ready job).
+ */
 static TJStatement candidates_stmt = {
 	"SELECT j.id, j.concurrency_key, j.rate_limit_key, j.cost FROM throttle_jobs.job j"
 	" WHERE j.queue_id = $1 AND j.state = 'available' AND j.run_at <= $2"
 	" ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id",
-	2, {INT4OID, TIMESTAMPTZOID}
+	2, {INT4OID, TIMESTAMPTZOID}, NULL, CURSOR_OPT_FAST_PLAN | TJ_GENERIC
 };
 
 /* Takes one admitted job, if it is still ready and nobody holds it */
@@ -72,7 +91,7 @@ static TJStatement take_stmt = {
 	"        reserved_at = $2, worker = $4"
 	"   FROM l, throttle_jobs.queue q WHERE j.id = l.id AND q.id = $5"
 	" RETURNING " RESERVED_COLUMNS,
-	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}
+	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}, NULL, TJ_GENERIC
 };
 
 /*
@@ -113,7 +132,7 @@ static TJStatement release_due_stmt = {
 	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED)"
 	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL"
 	"  FROM t WHERE j.id = t.id",
-	3, {INT4OID, TIMESTAMPTZOID, INT8OID}
+	3, {INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
 };
 
 #define SCAN_BATCH 32
@@ -161,7 +180,7 @@ enum
 {
 	R_ID = 1, R_PAYLOAD, R_ATTEMPT, R_MAX_ATTEMPTS, R_LEASE_TOKEN,
 	R_LEASE_UNTIL, R_PRIORITY, R_CONCURRENCY_KEY, R_RATE_LIMIT_KEY,
-	R_ENQUEUED_AT, R_RUN_AT, R_RR_RANK
+	R_ENQUEUED_AT, R_RUN_AT, R_RR_RANK, R_QUEUE_NAME, R_QUEUE_ID
 };
 
 typedef struct ReservedRow
@@ -349,72 +368,36 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 	SPI_cursor_close(portal);
 }
 
-/* reserve(queue, worker, max_jobs, lease) returns setof reserved_job */
-Datum
-throttle_jobs_reserve(PG_FUNCTION_ARGS)
+/*
+ * reserve_stmt: true if it reserved jobs (added to rsinfo), false if it
+ * found none, limits exist, or the queue is unknown or paused.  Connected
+ * to SPI by the caller.
+ */
+static bool
+reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
+			 int32 max_jobs, Interval *lease, TimestampTz now)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	TJQueue		queue;
-	text	   *worker;
-	int32		max_jobs;
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	Interval   *lease = NULL;
-	TimestampTz lease_until;
 	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	uint64		n;
 	ReservedRow *rows;
 	Datum		queue_name;
+	bool		isnull;
 
-	tj_require_not_null(fcinfo, 0, "queue name");
-	tj_require_not_null(fcinfo, 1, "worker");
-	tj_require_not_null(fcinfo, 2, "max_jobs");
-	worker = PG_GETARG_TEXT_PP(1);
-	tj_check_key(worker, "worker");
-	max_jobs = PG_GETARG_INT32(2);
-	if (max_jobs < 1 || max_jobs > tj_max_batch_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("max_jobs must be between 1 and %d, not %d", tj_max_batch_size, max_jobs),
-				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
-	if (!PG_ARGISNULL(3))
-	{
-		lease = PG_GETARG_INTERVAL_P(3);
-		tj_check_interval(lease, "lease", false);
-	}
-
-	InitMaterializedSRF(fcinfo, 0);
-
-	SPI_connect();
-	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
-	if (queue.paused)
-	{
-		SPI_finish();
-		return (Datum) 0;
-	}
-
-	lease_until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-														  TimestampTzGetDatum(now),
-														  IntervalPGetDatum(lease ? lease : &queue.lease)));
-	if (tj_limits_exist())
-	{
-		reserve_limited(rsinfo, &queue, worker, max_jobs, now, lease_until);
-		SPI_finish();
-		return (Datum) 0;
-	}
-
-	values[0] = Int32GetDatum(queue.id);
+	values[0] = PointerGetDatum(queue_name_arg);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = Int64GetDatum(max_jobs);
-	values[3] = TimestampTzGetDatum(lease_until);
+	values[3] = PointerGetDatum(lease);
+	nulls[3] = lease ? ' ' : 'n';
 	values[4] = PointerGetDatum(worker);
-	n = tj_execute(&reserve_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	n = tj_execute(&reserve_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (n == 0)
+		return false;
 
 	/* UPDATE ... RETURNING has no order: sort as the queue orders jobs. */
-	rows = palloc(sizeof(ReservedRow) * (n > 0 ? n : 1));
+	rows = palloc(sizeof(ReservedRow) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
-		bool		isnull;
-
 		rows[i].row = i;
 		rows[i].id = DatumGetInt64(tj_get_datum(i, R_ID, &isnull));
 		rows[i].priority = DatumGetInt16(tj_get_datum(i, R_PRIORITY, &isnull));
@@ -423,12 +406,89 @@ throttle_jobs_reserve(PG_FUNCTION_ARGS)
 	}
 	qsort(rows, n, sizeof(ReservedRow), reserved_row_cmp);
 
-	queue_name = CStringGetTextDatum(queue.name);
+	queue_name = tj_get_datum(0, R_QUEUE_NAME, &isnull);
 	for (uint64 i = 0; i < n; i++)
 	{
 		emit_row(rsinfo, rows[i].row, queue_name);
-		tj_stats_reserved(queue.id, rows[i].run_at, now, NULL, NULL);
+		tj_stats_reserved(DatumGetInt32(tj_get_datum(rows[i].row, R_QUEUE_ID, &isnull)),
+						  rows[i].run_at, now, NULL, NULL);
 	}
+	return true;
+}
+
+/*
+ * Checks reserve()'s worker, max_jobs and lease arguments (lease may be
+ * NULL: the queue's).
+ */
+void
+tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease)
+{
+	tj_check_key(worker, "worker");
+	if (max_jobs < 1 || max_jobs > tj_max_batch_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("max_jobs must be between 1 and %d, not %d", tj_max_batch_size, max_jobs),
+				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
+	if (lease)
+		tj_check_interval(lease, "lease", false);
+}
+
+/*
+ * Leases up to max_jobs of the queue's best ready jobs to the worker and
+ * adds them to rsinfo's tuplestore, in queue order.  The arguments must
+ * have passed tj_check_reserve_args; the caller must be connected to SPI.
+ */
+void
+tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
+				int32 max_jobs, Interval *lease)
+{
+	TJQueue		queue;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz lease_until;
+	bool		xact_snapshot = IsolationUsesXactSnapshot();
+
+	/*
+	 * Under READ COMMITTED one statement does it all while no limits exist.
+	 * Under REPEATABLE READ limits are looked for under the latest snapshot
+	 * first (reserve_stmt may then still see, and stop at, a limit dropped
+	 * since the transaction began: it reserves nothing, harmlessly).
+	 */
+	if (!xact_snapshot && reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now))
+		return;
+	if (tj_limits_exist())
+	{
+		tj_lookup_queue(queue_name_arg, &queue);
+		if (queue.paused)
+			return;
+		lease_until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+															  TimestampTzGetDatum(now),
+															  IntervalPGetDatum(lease ? lease : &queue.lease)));
+		reserve_limited(rsinfo, &queue, worker, max_jobs, now, lease_until);
+		return;
+	}
+	if (xact_snapshot && reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now))
+		return;
+	/* unknown (an error), paused or empty */
+	tj_lookup_queue(queue_name_arg, &queue);
+}
+
+/* reserve(queue, worker, max_jobs, lease) returns setof reserved_job */
+Datum
+throttle_jobs_reserve(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	tj_require_not_null(fcinfo, 0, "queue name");
+	tj_require_not_null(fcinfo, 1, "worker");
+	tj_require_not_null(fcinfo, 2, "max_jobs");
+	tj_check_reserve_args(PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(2),
+						  PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3));
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	SPI_connect();
+	tj_reserve_jobs(rsinfo, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(2),
+					PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3));
 	SPI_finish();
 	return (Datum) 0;
 }

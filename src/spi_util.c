@@ -28,10 +28,12 @@ check_result(const char *sql, int rc, int expected)
 }
 
 /*
- * Executes a kept statement, preparing it on first use.  The caller must be
- * connected to SPI.  Returns the number of rows processed.
+ * The statement's kept plan, prepared on first use with the statement's
+ * planner options.  Hot-path statements (TJ_GENERIC) skip the plan cache's
+ * custom plans: they would otherwise be planned afresh on every call (the
+ * generic plan looks dearer for an unknown LIMIT or key), which costs more
+ * than running them.
  */
-/* The statement's kept plan, prepared on first use. */
 SPIPlanPtr
 tj_plan(TJStatement *stmt)
 {
@@ -39,7 +41,7 @@ tj_plan(TJStatement *stmt)
 
 	if (stmt->plan != NULL)
 		return stmt->plan;
-	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+	plan = SPI_prepare_cursor(stmt->sql, stmt->nargs, stmt->argtypes, stmt->options);
 	if (plan == NULL)
 		elog(ERROR, "throttle_jobs: SPI_prepare failed (%s) for: %s",
 			 SPI_result_code_string(SPI_result), stmt->sql);
@@ -49,6 +51,10 @@ tj_plan(TJStatement *stmt)
 	return plan;
 }
 
+/*
+ * Executes a kept statement, preparing it on first use.  The caller must be
+ * connected to SPI.  Returns the number of rows processed.
+ */
 uint64
 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
 		   bool read_only, long count, int expected)

@@ -44,7 +44,11 @@ typedef struct TJStatement
 	int			nargs;
 	Oid			argtypes[16];
 	SPIPlanPtr	plan;
+	int			options;		/* CURSOR_OPT_* planner options; 0: none */
 } TJStatement;
+
+/* A hot-path statement: always its generic plan */
+#define TJ_GENERIC CURSOR_OPT_GENERIC_PLAN
 
 extern SPIPlanPtr tj_plan(TJStatement *stmt);
 extern uint64 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
@@ -108,6 +112,14 @@ typedef struct TJFailedJob
 extern void tj_read_failed_job(uint64 row, TJFailedJob *job);
 extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 						   const Interval *retry_in, bool retryable, TimestampTz now);
+
+extern bool tj_complete_job(Datum *values, const char *nulls);
+extern uint64 tj_complete_many(Datum ids, Datum tokens);
+
+/* reserve.c */
+extern void tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease);
+extern void tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name, text *worker,
+							int32 max_jobs, Interval *lease);
 
 /* limits.c: per-key concurrency caps and rate limits */
 #define TJ_TOKEN_BUCKET		0
