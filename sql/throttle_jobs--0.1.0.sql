@@ -1630,7 +1630,22 @@ LEFT JOIN throttle_jobs.stats_queues() s ON s.queue_id = q.id
 LEFT JOIN throttle_jobs.stats_snapshot snap ON snap.queue_id = q.id AND NOT st.shared;
 COMMENT ON VIEW throttle_jobs.queue_stats IS 'Per queue: depth by state, lag, event counters since reset, events in the last 1/5/15 minutes, wait and run time percentiles; O(queues), from shared memory.';
 
-CREATE VIEW throttle_jobs.key_stats AS
+-- The rows of key_stats.  A function so that it can turn JIT off: the
+-- per-key lookups are cheap, but their estimated cost on small, never
+-- analyzed limit tables crosses jit_above_cost, and compiling the plan took
+-- 15 ms of a 16 ms read.  SECURITY DEFINER: readers (pg_monitor) see the
+-- statistics without rights on the tables.
+CREATE TYPE throttle_jobs.key_stats_row AS (key text, cap_limit text, max_running integer, running bigint, rate_limit text, max_per_period integer, period interval, algorithm text, tokens double precision, window_used bigint, next_admission_at timestamptz, throttled_cap bigint, throttled_rate bigint, throttled_since timestamptz, last_throttled_at timestamptz, last_admitted_at timestamptz, adaptive_factor double precision);
+COMMENT ON TYPE throttle_jobs.key_stats_row IS 'A row of key_stats.';
+
+CREATE FUNCTION throttle_jobs.stats_key_rows()
+RETURNS SETOF throttle_jobs.key_stats_row
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
 WITH ks AS (
 	SELECT * FROM throttle_jobs.stats_keys()
 ), keys AS (
@@ -1682,7 +1697,12 @@ SELECT g.key, g.cap_limit, g.max_running,
 FROM gov g
 CROSS JOIN throttle_jobs.stats_state() st
 LEFT JOIN throttle_jobs.key_rate_state s ON s.key = g.key
-LEFT JOIN ks ON ks.key = g.key;
+LEFT JOIN ks ON ks.key = g.key
+$$;
+COMMENT ON FUNCTION throttle_jobs.stats_key_rows() IS 'The rows of key_stats (each limited key, templates expanded to live keys).';
+
+CREATE VIEW throttle_jobs.key_stats AS
+SELECT * FROM throttle_jobs.stats_key_rows();
 COMMENT ON VIEW throttle_jobs.key_stats IS 'Each limited key (templates expanded to live keys): cap and holders, rate, tokens or window use, next admission, throttled counts, adaptive factor.';
 
 CREATE VIEW throttle_jobs.throughput AS
@@ -1857,7 +1877,7 @@ COMMENT ON FUNCTION throttle_jobs.metrics() IS 'The statistics in Prometheus tex
 
 REVOKE ALL ON throttle_jobs.queue_stats, throttle_jobs.key_stats, throttle_jobs.throughput FROM PUBLIC;
 REVOKE ALL ON FUNCTION throttle_jobs.stats_queues(), throttle_jobs._stats_histograms(),
-	throttle_jobs.stats_keys(), throttle_jobs.stats_state(),
+	throttle_jobs.stats_keys(), throttle_jobs.stats_state(), throttle_jobs.stats_key_rows(),
 	throttle_jobs._stats_note(integer, text, bigint, timestamptz, integer),
 	throttle_jobs._reset_stats(integer), throttle_jobs._stats_forget(), throttle_jobs.stats_lag(integer, timestamptz),
 	throttle_jobs.reset_stats(text), throttle_jobs._prom_label(text),
@@ -1866,7 +1886,7 @@ REVOKE ALL ON FUNCTION throttle_jobs.stats_queues(), throttle_jobs._stats_histog
 -- therefore needs EXECUTE on them; they reveal only statistics.
 GRANT EXECUTE ON FUNCTION throttle_jobs.stats_queues(), throttle_jobs.stats_keys(),
 	throttle_jobs.stats_state(), throttle_jobs.stats_lag(integer, timestamptz),
-	throttle_jobs.metrics()
+	throttle_jobs.stats_key_rows(), throttle_jobs.metrics()
 	TO pg_monitor, throttle_jobs_admin;
 GRANT SELECT ON throttle_jobs.queue_stats, throttle_jobs.key_stats, throttle_jobs.throughput
 	TO pg_monitor, throttle_jobs_admin;
