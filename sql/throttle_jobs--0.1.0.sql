@@ -1773,6 +1773,7 @@ DECLARE
 	ks throttle_jobs.key_stats[] := ARRAY(SELECT k FROM throttle_jobs.key_stats k ORDER BY k.key);
 	shared boolean := (SELECT st.shared FROM throttle_jobs.stats_state() st);
 	out text[] := '{}';
+	g record;
 BEGIN
 	out := out || ARRAY[
 		'# HELP throttle_jobs_stats_shared Whether statistics are kept in shared memory (the library is preloaded).',
@@ -1845,31 +1846,23 @@ BEGIN
 			FROM pg_catalog.unnest(ks) k ORDER BY k.key);
 	END IF;
 
-	out := out || ARRAY['# HELP throttle_jobs_key_running Running jobs holding a capped key.',
-						'# TYPE throttle_jobs_key_running gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_key_running{key="%s"} %s', throttle_jobs._prom_label(k.key), k.running)
-		FROM pg_catalog.unnest(ks) k WHERE k.running IS NOT NULL ORDER BY k.key);
-	out := out || ARRAY['# HELP throttle_jobs_key_max_running The concurrency cap in force for a key.',
-						'# TYPE throttle_jobs_key_max_running gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_key_max_running{key="%s"} %s', throttle_jobs._prom_label(k.key), k.max_running)
-		FROM pg_catalog.unnest(ks) k WHERE k.max_running IS NOT NULL ORDER BY k.key);
-	out := out || ARRAY['# HELP throttle_jobs_key_tokens Tokens left in a token bucket key.',
-						'# TYPE throttle_jobs_key_tokens gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_key_tokens{key="%s"} %s', throttle_jobs._prom_label(k.key), k.tokens)
-		FROM pg_catalog.unnest(ks) k WHERE k.tokens IS NOT NULL ORDER BY k.key);
-	out := out || ARRAY['# HELP throttle_jobs_key_window_used Admissions (cost units) used in a window key''s current window.',
-						'# TYPE throttle_jobs_key_window_used gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_key_window_used{key="%s"} %s', throttle_jobs._prom_label(k.key), k.window_used)
-		FROM pg_catalog.unnest(ks) k WHERE k.window_used IS NOT NULL ORDER BY k.key);
-	out := out || ARRAY['# HELP throttle_jobs_key_adaptive_factor Share of an adaptive rate limit in force.',
-						'# TYPE throttle_jobs_key_adaptive_factor gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_key_adaptive_factor{key="%s"} %s', throttle_jobs._prom_label(k.key), k.adaptive_factor)
-		FROM pg_catalog.unnest(ks) k WHERE k.adaptive_factor IS NOT NULL ORDER BY k.key);
+	-- one gauge per key_stats column, for the keys where it applies
+	FOR g IN SELECT * FROM (VALUES
+			(1, 'running', 'throttle_jobs_key_running', 'Running jobs holding a capped key.'),
+			(2, 'max_running', 'throttle_jobs_key_max_running', 'The concurrency cap in force for a key.'),
+			(3, 'tokens', 'throttle_jobs_key_tokens', 'Tokens left in a token bucket key.'),
+			(4, 'window_used', 'throttle_jobs_key_window_used', 'Admissions (cost units) used in a window key''s current window.'),
+			(5, 'adaptive_factor', 'throttle_jobs_key_adaptive_factor', 'Share of an adaptive rate limit in force.')
+		) v(o, col, metric, help) ORDER BY v.o
+	LOOP
+		out := out || ARRAY['# HELP ' || g.metric || ' ' || g.help, '# TYPE ' || g.metric || ' gauge'];
+		out := out || ARRAY(
+			SELECT pg_catalog.format('%s{key="%s"} %s', g.metric, throttle_jobs._prom_label(k.key),
+									 pg_catalog.to_jsonb(k) ->> g.col)
+			FROM pg_catalog.unnest(ks) k
+			WHERE pg_catalog.to_jsonb(k) ->> g.col IS NOT NULL
+			ORDER BY k.key);
+	END LOOP;
 	RETURN pg_catalog.array_to_string(out, E'\n') || E'\n';
 END
 $$;

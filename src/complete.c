@@ -38,21 +38,29 @@ PG_FUNCTION_INFO_V1(throttle_jobs_heartbeat);
  * found by its primary key, never by walking job_running_idx, whose dead
  * entries pile up while a long transaction holds back vacuum.
  */
+/*
+ * Archives the jobs of CTE "done" (unless their queue keeps none) with
+ * finished_at $3 and the given result, and returns their keys, queue and
+ * reservation time.
+ */
+#define ARCHIVE_DONE_SQL(result) \
+	" archived AS (" \
+	"  INSERT INTO throttle_jobs.job_archive (" JOB_COLUMNS ", reserved_at, finished_at," \
+	"   state, errors, payload, result)" \
+	"  SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost," \
+	"   d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key," \
+	"   d.reserved_at, $3, 'completed', d.errors, d.payload, " result \
+	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id" \
+	"   WHERE q.retain_completed > '0'::pg_catalog.interval)" \
+	" SELECT d.concurrency_key, d.rate_limit_key, d.queue_id, d.reserved_at FROM done d"
+
 static TJStatement complete_stmt = {
 	"WITH done AS ("
 	"  DELETE FROM throttle_jobs.job j"
 	"   WHERE j.id = $1 AND j.lease_token = $2"
 	"     AND coalesce(j.state = 'running', false)"
 	"  RETURNING j.*),"
-	" archived AS ("
-	"  INSERT INTO throttle_jobs.job_archive (" JOB_COLUMNS ", reserved_at, finished_at,"
-	"   state, errors, payload, result)"
-	"  SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
-	"   d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key,"
-	"   d.reserved_at, $3, 'completed', d.errors, d.payload, $4"
-	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
-	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
-	" SELECT d.concurrency_key, d.rate_limit_key, d.queue_id, d.reserved_at FROM done d",
+	ARCHIVE_DONE_SQL("$4"),
 	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}, NULL, TJ_GENERIC
 };
 
@@ -64,15 +72,7 @@ static TJStatement complete_many_stmt = {
 	"   WHERE j.id = f.id AND j.lease_token = f.token"
 	"     AND coalesce(j.state = 'running', false)"
 	"  RETURNING j.*),"
-	" archived AS ("
-	"  INSERT INTO throttle_jobs.job_archive (" JOB_COLUMNS ", reserved_at, finished_at,"
-	"   state, errors, payload, result)"
-	"  SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
-	"   d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key,"
-	"   d.reserved_at, $3, 'completed', d.errors, d.payload, NULL"
-	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id"
-	"   WHERE q.retain_completed > '0'::pg_catalog.interval)"
-	" SELECT d.concurrency_key, d.rate_limit_key, d.queue_id, d.reserved_at FROM done d",
+	ARCHIVE_DONE_SQL("NULL"),
 	3, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 

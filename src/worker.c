@@ -600,6 +600,19 @@ start_executors(BackgroundWorkerHandle **handles)
 }
 
 /*
+ * Signal handling and the database connection of a maintenance worker or
+ * executor (bgw_main_arg: the database's oid).
+ */
+static void
+connect_database_worker(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, tj_sigterm_handler);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+}
+
+/*
  * Runs the next handler job as `name` (tj_run_next_job in own
  * transactions), logging and cleaning up after an error outside the
  * handler.  Returns whether a job was taken; *failed tells of such an error.
@@ -636,10 +649,7 @@ tj_dbworker_main(Datum arg)
 	bool		claimed = false;
 	char	   *name;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, tj_sigterm_handler);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+	connect_database_worker(arg);
 
 	SpinLockAcquire(&shared->mutex);
 	slot = db_slot(MyDatabaseId, true);
@@ -713,10 +723,7 @@ tj_executor_main(Datum arg)
 	volatile int me = -1;
 	char	   *name;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, tj_sigterm_handler);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+	connect_database_worker(arg);
 
 	SpinLockAcquire(&shared->mutex);
 	slot = db_slot(MyDatabaseId, true);
