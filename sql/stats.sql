@@ -130,6 +130,26 @@ SELECT lag >= interval '2 hours' AND lag < interval '2 hours 1 minute' AS lag_2h
 FROM throttle_jobs.queue_stats WHERE queue = 'st_lag';
 SELECT lag FROM throttle_jobs.queue_stats WHERE queue = 'st_lease';
 
+-- The functions behind the views, called by name, agree with the views:
+-- stats_queues() has the shared-memory row of every queue, stats_lag() the
+-- lag of queue_stats, stats_keys() the throttled keys of key_stats, and
+-- stats_key_rows() is key_stats row for row.
+SELECT q.name, s.enqueued, s.completed, s.dead_lettered
+FROM throttle_jobs.stats_queues() s JOIN throttle_jobs.queue q ON q.id = s.queue_id
+WHERE q.name IN ('st', 'st_lim', 'st_lease') ORDER BY q.name;
+SELECT throttle_jobs.stats_lag(q.id, now()) = v.lag AS lag_agrees,
+       throttle_jobs.stats_lag(q.id, now() + interval '1 hour') - v.lag AS one_hour_later
+FROM throttle_jobs.queue q JOIN throttle_jobs.queue_stats v ON v.queue = q.name
+WHERE q.name = 'st_lag';
+SELECT k.key, k.throttled_cap, k.throttled_rate FROM throttle_jobs.stats_keys() k
+WHERE k.key LIKE 'st:%' ORDER BY k.key;
+SELECT (SELECT count(*) FROM throttle_jobs.stats_key_rows()) = (SELECT count(*) FROM throttle_jobs.key_stats)
+       AS same_count,
+       NOT EXISTS (SELECT key, cap_limit, max_running, running, rate_limit, throttled_cap
+                   FROM throttle_jobs.stats_key_rows()
+                   EXCEPT SELECT key, cap_limit, max_running, running, rate_limit, throttled_cap
+                   FROM throttle_jobs.key_stats) AS same_rows;
+
 -- throughput: maintain() rolls finished minutes up and drops those past
 -- throttle_jobs.stats_history (a row planted a week back goes).
 INSERT INTO throttle_jobs.stats_minute (queue_id, minute, completed)

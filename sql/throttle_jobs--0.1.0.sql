@@ -1661,15 +1661,13 @@ WITH ks AS (
 	LEFT JOIN LATERAL (
 		SELECT l.key, l.max_running FROM throttle_jobs.key_limit l
 		WHERE l.max_running IS NOT NULL
-		  AND (l.key = k.key OR (pg_catalog.right(l.key, 1) = '*'
-								 AND pg_catalog.starts_with(k.key, pg_catalog.left(l.key, -1))))
+		  AND throttle_jobs._key_matches(k.key, l.key)
 		ORDER BY l.key = k.key DESC, pg_catalog.length(l.key) DESC LIMIT 1) c ON true
 	LEFT JOIN LATERAL (
 		SELECT l.key, l.max_per_period, l.period, l.algorithm, l.burst, l.adaptive
 		FROM throttle_jobs.key_limit l
 		WHERE l.max_per_period IS NOT NULL
-		  AND (l.key = k.key OR (pg_catalog.right(l.key, 1) = '*'
-								 AND pg_catalog.starts_with(k.key, pg_catalog.left(l.key, -1))))
+		  AND throttle_jobs._key_matches(k.key, l.key)
 		ORDER BY l.key = k.key DESC, pg_catalog.length(l.key) DESC LIMIT 1) r ON true
 	WHERE c.key IS NOT NULL OR r.key IS NOT NULL
 )

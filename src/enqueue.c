@@ -41,26 +41,26 @@ typedef struct JobArgs
 	int32		cost;
 } JobArgs;
 
-static TJStatement insert_stmt = {
-	"INSERT INTO throttle_jobs.job (queue_id, priority, run_at, max_attempts, cost,"
-	" enqueued_at, concurrency_key, rate_limit_key, unique_key, payload,"
-	" state, blocked_key, blocked_until, rr_rank)"
+/* One job, every column given ($1..$14, in enqueue_one's order) */
+#define INSERT_JOB_SQL \
+	"INSERT INTO throttle_jobs.job (queue_id, priority, run_at, max_attempts, cost," \
+	" enqueued_at, concurrency_key, rate_limit_key, unique_key, payload," \
+	" state, blocked_key, blocked_until, rr_rank)" \
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+#define INSERT_JOB_TYPES \
+	{INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID, \
+	 TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}
+
+static TJStatement insert_stmt = {
+	INSERT_JOB_SQL
 	" ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 	" RETURNING id",
-	14, {INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
+	14, INSERT_JOB_TYPES, NULL, TJ_GENERIC
 };
 
 /* The same without a unique_key: no speculative insertion needed */
 static TJStatement insert_plain_stmt = {
-	"INSERT INTO throttle_jobs.job (queue_id, priority, run_at, max_attempts, cost,"
-	" enqueued_at, concurrency_key, rate_limit_key, unique_key, payload,"
-	" state, blocked_key, blocked_until, rr_rank)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-	" RETURNING id",
-	14, {INT4OID, INT2OID, TIMESTAMPTZOID, INT4OID, INT4OID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
+	INSERT_JOB_SQL " RETURNING id", 14, INSERT_JOB_TYPES, NULL, TJ_GENERIC
 };
 
 /*

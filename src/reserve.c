@@ -95,33 +95,34 @@ static TJStatement take_stmt = {
 };
 
 /*
- * Parks every ready job of a blocked key (in any queue) that nobody holds:
- * once per key and reservation, so later reservations never walk them.
+ * Parks the ready jobs that `cond` picks and nobody holds: blocked_key $1,
+ * blocked_until $2, and $3 for cond.
  */
-#define PARK_KEY_SQL(column) \
+#define PARK_SQL(cond) \
 	"WITH l AS MATERIALIZED (" \
 	"  SELECT j.id FROM throttle_jobs.job j" \
-	"   WHERE j." column " = $1 AND j.state = 'available' AND j.run_at <= $3" \
+	"   WHERE " cond " AND j.state = 'available'" \
 	"   FOR UPDATE SKIP LOCKED)" \
 	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $1, blocked_until = $2" \
 	"   FROM l WHERE j.id = l.id RETURNING j.queue_id"
 
+/*
+ * Every ready job of a blocked key (in any queue): once per key and
+ * reservation, so later reservations never walk them.  $3: now.
+ */
 static TJStatement park_ckey_stmt = {
-	PARK_KEY_SQL("concurrency_key"), 3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
-/* Parks one job (whose cost its rate key never admits) */
-static TJStatement park_one_stmt = {
-	"WITH l AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.id = $1 AND j.state = 'available' FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $2, blocked_until = $3"
-	"   FROM l WHERE j.id = l.id RETURNING j.queue_id",
-	3, {INT8OID, TEXTOID, TIMESTAMPTZOID}
+	PARK_SQL("j.concurrency_key = $1 AND j.run_at <= $3"),
+	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
 static TJStatement park_rkey_stmt = {
-	PARK_KEY_SQL("rate_limit_key"), 3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	PARK_SQL("j.rate_limit_key = $1 AND j.run_at <= $3"),
+	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/* One job (whose cost its rate key never admits); $3: its id */
+static TJStatement park_one_stmt = {
+	PARK_SQL("j.id = $3"), 3, {TEXTOID, TIMESTAMPTZOID, INT8OID}
 };
 
 /* Brings back this queue's rate-throttled jobs whose time has come */
@@ -342,9 +343,9 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 			else if (r == TJ_ADMIT_RATE && blocked_until == DT_NOEND)
 			{
 				/* only this job is too big for its key: the others may pass */
-				park[0] = Int64GetDatum(c->id);
-				park[1] = CStringGetTextDatum(blocked_key);
-				park[2] = TimestampTzGetDatum(blocked_until);
+				park[0] = CStringGetTextDatum(blocked_key);
+				park[1] = TimestampTzGetDatum(blocked_until);
+				park[2] = Int64GetDatum(c->id);
 				tj_execute(&park_one_stmt, park, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
 				tj_stats_throttled_rows(blocked_key, false);
 			}
