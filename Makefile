@@ -6,8 +6,10 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = $(EXTENSION)
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
-DATA = $(filter-out $(wildcard sql/*--*--*.sql),$(wildcard sql/$(EXTENSION)--*.sql)) \
-       $(wildcard sql/$(EXTENSION)--*--*.sql)
+# The released install scripts and every upgrade script are shipped as
+# they are; the install script of the current version is built (below).
+DATA = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSION)--*.sql))
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress inputs in sql/, outputs in expected/ (one topic per file, in order)
 REGRESS = install queues enqueue reserve complete work backoff dead_letters \
@@ -21,3 +23,13 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 $(OBJS): src/throttle_jobs.h
+
+# The install script of the current version: the upgrade script's install
+# guard first (it refuses a schema that someone prepared), then the released
+# 0.1.0 script and the upgrade script, so that a fresh install runs exactly
+# the statements that an update runs.
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION)--0.1.0.sql sql/$(EXTENSION)--0.1.0--$(EXTVERSION).sql
+	{ echo '-- throttle_jobs $(EXTVERSION): install script, built by make from the two scripts below.'; \
+	  printf '%s\n' '\echo Use "CREATE EXTENSION throttle_jobs" to load this file. \quit'; \
+	  sed -n '/^-- BEGIN install guard/,/^-- END install guard/p' sql/$(EXTENSION)--0.1.0--$(EXTVERSION).sql; \
+	  cat sql/$(EXTENSION)--0.1.0.sql sql/$(EXTENSION)--0.1.0--$(EXTVERSION).sql; } > $@
