@@ -203,6 +203,43 @@ CREATE EXTENSION throttle_jobs;
 SELECT count(*) AS extensions FROM pg_extension WHERE extname = 'throttle_jobs';
 DROP SCHEMA throttle_jobs CASCADE;
 
+-- ... or holds an operator, a function or a type (nothing in it may be bound
+-- into our constraints and views, or called by our functions) ...
+CREATE SCHEMA throttle_jobs;
+CREATE OPERATOR throttle_jobs.> (FUNCTION = int8gt, LEFTARG = bigint, RIGHTARG = bigint);
+CREATE EXTENSION throttle_jobs;
+\echo :LAST_ERROR_SQLSTATE
+DROP OPERATOR throttle_jobs.> (bigint, bigint);
+CREATE FUNCTION throttle_jobs.now() RETURNS timestamptz LANGUAGE sql AS 'SELECT now()';
+CREATE EXTENSION throttle_jobs;
+\echo :LAST_ERROR_SQLSTATE
+DROP FUNCTION throttle_jobs.now();
+CREATE TYPE throttle_jobs.state AS ENUM ('available');
+CREATE EXTENSION throttle_jobs;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS extensions FROM pg_extension WHERE extname = 'throttle_jobs';
+DROP SCHEMA throttle_jobs CASCADE;
+
+-- ... or an empty schema in which another role (or PUBLIC) may create
+-- objects while we install.
+CREATE ROLE regress_tj_planter NOLOGIN;
+CREATE SCHEMA throttle_jobs;
+GRANT CREATE ON SCHEMA throttle_jobs TO regress_tj_planter;
+CREATE EXTENSION throttle_jobs;
+\echo :LAST_ERROR_SQLSTATE
+REVOKE CREATE ON SCHEMA throttle_jobs FROM regress_tj_planter;
+GRANT CREATE ON SCHEMA throttle_jobs TO PUBLIC;
+CREATE EXTENSION throttle_jobs;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS extensions FROM pg_extension WHERE extname = 'throttle_jobs';
+-- Once CREATE is revoked, the same schema is accepted.
+REVOKE CREATE ON SCHEMA throttle_jobs FROM PUBLIC;
+CREATE EXTENSION throttle_jobs;
+SELECT count(*) AS extensions FROM pg_extension WHERE extname = 'throttle_jobs';
+DROP EXTENSION throttle_jobs;
+DROP SCHEMA throttle_jobs;
+DROP ROLE regress_tj_planter;
+
 -- Leave the extension installed for the following tests.
 CREATE EXTENSION throttle_jobs;
 SELECT extname FROM pg_extension WHERE extname = 'throttle_jobs';

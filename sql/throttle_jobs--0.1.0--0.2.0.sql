@@ -38,7 +38,8 @@ BEGIN
 			USING ERRCODE = 'insufficient_privilege',
 				  HINT = 'Drop the schema, or create the extension as its owner.';
 	END IF;
-	SELECT pg_catalog.string_agg(DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text, ', ') INTO bad
+	SELECT pg_catalog.string_agg(DISTINCT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+												ELSE a.grantee::pg_catalog.regrole::pg_catalog.text END, ', ') INTO bad
 	FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
 	WHERE n.oid OPERATOR(pg_catalog.=) nsp AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
 	  AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner;
