@@ -93,6 +93,795 @@ $tj_guard$;
 -- Per-queue privileges (grant_queue, revoke_queue, queue_grants)
 ------------------------------------------------------------------------------
 
+-- A role holds a privilege on a queue ('produce': enqueue; 'consume':
+-- reserve and finish its jobs, read them; 'manage': all of these, and
+-- alter, pause, drop, cancel, dead letters, grants) when it has the
+-- privileges of throttle_jobs_admin (manage on every queue),
+-- throttle_jobs_worker (consume on every queue), throttle_jobs_producer
+-- (produce on every queue), the queue's owner (manage), or a grantee of the
+-- queue in queue_grant.  src/privilege.c holds the rule; the views below
+-- repeat it in SQL.
+
+-- Per-queue grantees need EXECUTE on the functions and SELECT on the views:
+-- throttle_jobs_user gives them, and holding it alone gives access to no
+-- queue.  Created where missing, like the capability roles; they are not
+-- made members of it.
+DO $tj$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles
+				   WHERE rolname OPERATOR(pg_catalog.=) 'throttle_jobs_user') THEN
+		CREATE ROLE throttle_jobs_user NOLOGIN;
+	END IF;
+END
+$tj$;
+GRANT USAGE ON SCHEMA throttle_jobs TO throttle_jobs_user;
+
+-- Grants of a privilege on a queue to a role (and, through
+-- has_privs_of_role, to its members).  A grantee dropped later grants
+-- nothing; maintain() deletes its rows.  Dumped: user data (regrole, like
+-- queue.owner, so that a dump names the role).
+CREATE TABLE throttle_jobs.queue_grant (
+	queue_id			integer NOT NULL
+		CONSTRAINT queue_grant_queue_id_fkey REFERENCES throttle_jobs.queue (id) ON DELETE CASCADE,
+	grantee				regrole NOT NULL,
+	privilege			text NOT NULL
+		CONSTRAINT queue_grant_privilege_check
+		CHECK (privilege OPERATOR(pg_catalog.=) ANY (ARRAY['produce', 'consume', 'manage']::pg_catalog.text[])),
+	granted_by			regrole NOT NULL,
+	granted_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT queue_grant_pkey PRIMARY KEY (queue_id, grantee, privilege)
+);
+COMMENT ON TABLE throttle_jobs.queue_grant IS 'Per-queue privileges (produce, consume, manage) granted to roles by grant_queue().';
+SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.queue_grant', '');
+REVOKE ALL ON throttle_jobs.queue_grant FROM PUBLIC;
+
+-- The checks, for the internal functions below (granted to no one).
+CREATE FUNCTION throttle_jobs._require_queue(caller oid, queue text, privilege text)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'throttle_jobs_require_queue'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs._require_queue(oid, text, text) IS 'Internal: a queue''s id, or an error unless the role holds the privilege on it.';
+
+CREATE FUNCTION throttle_jobs._require_job_queue(caller oid, queue_id integer, job bigint, privilege text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_require_job_queue'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs._require_job_queue(oid, integer, bigint, text) IS 'Internal: an error unless the role holds the privilege on the queue of a job.';
+
+CREATE FUNCTION throttle_jobs._may_queue(caller oid, queue_id integer, privilege text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_may_queue'
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs._may_queue(oid, integer, text) IS 'Internal: whether the role holds the privilege on a queue.';
+REVOKE ALL ON FUNCTION throttle_jobs._require_queue(oid, text, text),
+	throttle_jobs._require_job_queue(oid, integer, bigint, text),
+	throttle_jobs._may_queue(oid, integer, text) FROM PUBLIC;
+
+-- The C entry points that take a queue or a job read the calling role
+-- (current_user where they are called) and then run as their owner, as
+-- SECURITY DEFINER did (src/privilege.c): SECURITY INVOKER from now on.
+ALTER FUNCTION throttle_jobs.enqueue(text, jsonb, timestamptz, integer, integer, text, text, text, integer) SECURITY INVOKER;
+ALTER FUNCTION throttle_jobs.enqueue_batch(text, jsonb) SECURITY INVOKER;
+ALTER FUNCTION throttle_jobs.reserve(text, text, integer, interval) SECURITY INVOKER;
+ALTER FUNCTION throttle_jobs.complete(bigint, uuid, jsonb) SECURITY INVOKER;
+ALTER FUNCTION throttle_jobs.complete_and_reserve(text, text, bigint[], uuid[], integer, interval) SECURITY INVOKER;
+ALTER FUNCTION throttle_jobs.fail(bigint, uuid, text, interval, boolean) SECURITY INVOKER;
+ALTER FUNCTION throttle_jobs.snooze(bigint, uuid, interval) SECURITY INVOKER;
+ALTER FUNCTION throttle_jobs.heartbeat(bigint, uuid, interval) SECURITY INVOKER;
+
+-- run_jobs: the caller must consume the queue it names; run_jobs(NULL) runs
+-- only the handler queues its caller may consume.
+CREATE OR REPLACE FUNCTION throttle_jobs.run_jobs(
+	queue				text DEFAULT NULL,
+	max_jobs			integer DEFAULT 100,
+	max_time			interval DEFAULT '10 seconds')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'throttle_jobs_run_jobs_checked'
+LANGUAGE C VOLATILE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+
+-- The SQL-written functions that take a queue or a job: a public C wrapper
+-- (SECURITY INVOKER) calls the internal SECURITY DEFINER function of the
+-- same name with a leading underscore, with the calling role first (as
+-- create_queue and alter_queue do), and the internal function checks it.
+
+-- alter_queue: manage; the handler stays the owner's alone.
+CREATE OR REPLACE FUNCTION throttle_jobs._alter_queue(
+	caller				oid,
+	name				text,
+	max_size			bigint,
+	on_full				text,
+	max_attempts		integer,
+	backoff_base		interval,
+	backoff_factor		double precision,
+	backoff_max			interval,
+	backoff_jitter		double precision,
+	lease				interval,
+	retain_completed	interval,
+	retain_dead			interval,
+	handler				regprocedure,
+	fairness			text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
+	queue_owner oid;
+BEGIN
+	PERFORM throttle_jobs._check_queue_options(false, name, max_size, on_full, max_attempts,
+		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
+		retain_completed, retain_dead, fairness);
+	SELECT q.owner INTO queue_owner FROM throttle_jobs.queue q WHERE q.id OPERATOR(pg_catalog.=) qid FOR UPDATE;
+	IF handler IS NOT NULL THEN
+		-- the handler runs as the owner: only the owner may choose it
+		IF NOT pg_catalog.pg_has_role(caller, queue_owner, 'USAGE') THEN
+			RAISE EXCEPTION 'only the owner of queue "%" may set its handler', name
+				USING ERRCODE = 'insufficient_privilege',
+					  HINT = pg_catalog.format('The queue is owned by %s; handlers run as that role.',
+											   queue_owner::pg_catalog.regrole);
+		END IF;
+		PERFORM throttle_jobs._check_handler(handler, queue_owner);
+	END IF;
+	UPDATE throttle_jobs.queue q SET
+		max_size = coalesce(_alter_queue.max_size, q.max_size),
+		on_full = coalesce(_alter_queue.on_full, q.on_full),
+		max_attempts = coalesce(_alter_queue.max_attempts, q.max_attempts),
+		backoff_base = coalesce(_alter_queue.backoff_base, q.backoff_base),
+		backoff_factor = coalesce(_alter_queue.backoff_factor, q.backoff_factor),
+		backoff_max = coalesce(_alter_queue.backoff_max, q.backoff_max),
+		backoff_jitter = coalesce(_alter_queue.backoff_jitter, q.backoff_jitter),
+		lease = coalesce(_alter_queue.lease, q.lease),
+		retain_completed = coalesce(_alter_queue.retain_completed, q.retain_completed),
+		retain_dead = coalesce(_alter_queue.retain_dead, q.retain_dead),
+		handler = coalesce(_alter_queue.handler, q.handler),
+		fairness = coalesce(_alter_queue.fairness, q.fairness)
+	WHERE q.id OPERATOR(pg_catalog.=) qid;
+END
+$$;
+
+-- drop_queue, pause_queue, resume_queue: manage.
+CREATE FUNCTION throttle_jobs._drop_queue(caller oid, name text, force boolean)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
+BEGIN
+	IF force IS NULL THEN
+		RAISE EXCEPTION 'force must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- Enqueues hold this lock in shared mode from before they look the queue
+	-- up until they commit: once we have it, no job can still arrive.
+	PERFORM throttle_jobs._lock_queue(name);
+	IF NOT force AND EXISTS (SELECT FROM throttle_jobs.job j WHERE j.queue_id OPERATOR(pg_catalog.=) qid) THEN
+		RAISE EXCEPTION 'queue "%" still holds live jobs', name
+			USING ERRCODE = 'object_in_use',
+				  HINT = 'Wait for them to finish, or call drop_queue(name, force => true) to delete them.';
+	END IF;
+	DELETE FROM throttle_jobs.job j WHERE j.queue_id OPERATOR(pg_catalog.=) qid;
+	DELETE FROM throttle_jobs.job_dead d WHERE d.queue_id OPERATOR(pg_catalog.=) qid;
+	DELETE FROM throttle_jobs.job_archive a WHERE a.queue_id OPERATOR(pg_catalog.=) qid;
+	DELETE FROM throttle_jobs.queue_warning w WHERE w.queue_id OPERATOR(pg_catalog.=) qid;
+	DELETE FROM throttle_jobs.stats_minute m WHERE m.queue_id OPERATOR(pg_catalog.=) qid;
+	DELETE FROM throttle_jobs.stats_snapshot s WHERE s.queue_id OPERATOR(pg_catalog.=) qid;
+	PERFORM throttle_jobs._stats_note(qid, 'queue_dropped', 0);
+	-- (its queue_grant rows go with it: ON DELETE CASCADE)
+	DELETE FROM throttle_jobs.queue q WHERE q.id OPERATOR(pg_catalog.=) qid;
+END
+$$;
+
+CREATE FUNCTION throttle_jobs._pause_queue(caller oid, name text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
+BEGIN
+	UPDATE throttle_jobs.queue q SET paused = true WHERE q.id OPERATOR(pg_catalog.=) qid;
+END
+$$;
+
+CREATE FUNCTION throttle_jobs._resume_queue(caller oid, name text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
+BEGIN
+	UPDATE throttle_jobs.queue q SET paused = false WHERE q.id OPERATOR(pg_catalog.=) qid;
+END
+$$;
+
+-- cancel: manage on the job's queue.
+CREATE FUNCTION throttle_jobs._cancel(caller oid, id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer;
+	c_queue integer;
+	c_run_at timestamptz;
+	c_attempt integer;
+BEGIN
+	IF id IS NULL THEN
+		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT j.queue_id INTO qid FROM throttle_jobs.job j WHERE j.id OPERATOR(pg_catalog.=) _cancel.id;
+	IF qid IS NULL THEN
+		RETURN false;
+	END IF;
+	PERFORM throttle_jobs._require_job_queue(caller, qid, id, 'manage');
+	-- Only a job that is not running can be cancelled; a running job's worker
+	-- holds its row lock only briefly, so skip rather than wait.
+	WITH c AS (
+		DELETE FROM throttle_jobs.job j
+		WHERE j.id OPERATOR(pg_catalog.=) _cancel.id
+		  AND j.state OPERATOR(pg_catalog.=) ANY (ARRAY['available', 'throttled']::pg_catalog.text[])
+		RETURNING j.*
+	)
+	INSERT INTO throttle_jobs.job_archive (id, queue_id, state, priority, run_at, attempt,
+		max_attempts, cost, enqueued_at, reserved_at, finished_at, worker,
+		concurrency_key, rate_limit_key, unique_key, errors, payload, result)
+	SELECT c.id, c.queue_id, 'cancelled', c.priority, c.run_at, c.attempt,
+		c.max_attempts, c.cost, c.enqueued_at, c.reserved_at, pg_catalog.now(), c.worker,
+		c.concurrency_key, c.rate_limit_key, c.unique_key, c.errors, c.payload, NULL
+	FROM c
+	RETURNING queue_id, run_at, attempt INTO c_queue, c_run_at, c_attempt;
+	IF c_queue IS NOT NULL THEN
+		PERFORM throttle_jobs._stats_note(c_queue, 'cancelled', 1, c_run_at, c_attempt);
+	END IF;
+	RETURN c_queue IS NOT NULL;
+END
+$$;
+
+-- retry_dead(id), retry_dead(queue, ...), purge_dead: manage.
+CREATE FUNCTION throttle_jobs._retry_dead(caller oid, id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer;
+BEGIN
+	IF id IS NULL THEN
+		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT d.queue_id INTO qid FROM throttle_jobs.job_dead d WHERE d.id OPERATOR(pg_catalog.=) _retry_dead.id;
+	IF qid IS NULL THEN
+		RETURN false;
+	END IF;
+	PERFORM throttle_jobs._require_job_queue(caller, qid, id, 'manage');
+	qid := NULL;
+	WITH d AS (
+		DELETE FROM throttle_jobs.job_dead d WHERE d.id OPERATOR(pg_catalog.=) _retry_dead.id RETURNING d.*
+	)
+	INSERT INTO throttle_jobs.job (id, queue_id, state, priority, run_at, attempt,
+		max_attempts, cost, enqueued_at, concurrency_key, rate_limit_key,
+		unique_key, errors, payload)
+	SELECT d.id, d.queue_id, 'available', d.priority, pg_catalog.now(), 0,
+		d.max_attempts, d.cost, d.enqueued_at, d.concurrency_key, d.rate_limit_key,
+		d.unique_key, d.errors, d.payload
+	FROM d
+	RETURNING queue_id INTO qid;
+	IF qid IS NOT NULL THEN
+		PERFORM throttle_jobs._stats_note(qid, 'dead_retried', 1);
+	END IF;
+	RETURN qid IS NOT NULL;
+EXCEPTION WHEN unique_violation THEN
+	RAISE EXCEPTION 'dead job % has a unique_key that a live job of its queue holds', id
+		USING ERRCODE = 'unique_violation',
+			  HINT = 'Wait for the live job to finish, or purge the dead one.';
+END
+$$;
+
+CREATE FUNCTION throttle_jobs._retry_dead(
+	caller				oid,
+	queue				text,
+	died_after			timestamptz,
+	max_jobs			integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
+	n bigint;
+BEGIN
+	IF max_jobs IS NOT NULL AND max_jobs OPERATOR(pg_catalog.<) 1 THEN
+		RAISE EXCEPTION 'max_jobs must be at least 1, not %', max_jobs
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- Dead jobs whose unique_key is live again stay dead.
+	WITH pick AS (
+		SELECT d.id FROM throttle_jobs.job_dead d
+		WHERE d.queue_id OPERATOR(pg_catalog.=) qid
+		  AND (died_after IS NULL OR d.died_at OPERATOR(pg_catalog.>) died_after)
+		  AND (d.unique_key IS NULL OR NOT EXISTS (
+				SELECT FROM throttle_jobs.job j
+				WHERE j.queue_id OPERATOR(pg_catalog.=) qid
+				  AND j.unique_key OPERATOR(pg_catalog.=) d.unique_key))
+		ORDER BY d.died_at, d.id
+		LIMIT max_jobs
+		FOR UPDATE SKIP LOCKED
+	), d AS (
+		DELETE FROM throttle_jobs.job_dead d USING pick WHERE d.id OPERATOR(pg_catalog.=) pick.id RETURNING d.*
+	)
+	INSERT INTO throttle_jobs.job (id, queue_id, state, priority, run_at, attempt,
+		max_attempts, cost, enqueued_at, concurrency_key, rate_limit_key,
+		unique_key, errors, payload)
+	SELECT d.id, d.queue_id, 'available', d.priority, pg_catalog.now(), 0,
+		d.max_attempts, d.cost, d.enqueued_at, d.concurrency_key, d.rate_limit_key,
+		d.unique_key, d.errors, d.payload
+	FROM d;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM throttle_jobs._stats_note(qid, 'dead_retried', n);
+	RETURN n;
+END
+$$;
+
+CREATE FUNCTION throttle_jobs._purge_dead(caller oid, queue text, older_than interval)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
+	n bigint;
+BEGIN
+	IF older_than IS NULL THEN
+		RAISE EXCEPTION 'older_than must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM throttle_jobs._check_interval(older_than, 'older_than', true);
+	DELETE FROM throttle_jobs.job_dead d
+	WHERE d.queue_id OPERATOR(pg_catalog.=) qid
+	  AND d.died_at OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM throttle_jobs._stats_note(qid, 'dead_purged', n);
+	RETURN n;
+END
+$$;
+
+-- explain_job: consume on the job's queue (live, dead or archived).
+CREATE FUNCTION throttle_jobs._explain_job(caller oid, id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j throttle_jobs.job;
+	q throttle_jobs.queue;
+	d throttle_jobs.job_dead;
+	a record;
+	lim throttle_jobs.key_limit;
+	reasons jsonb := '[]';
+	ahead bigint;
+	holders jsonb;
+	nholders bigint;
+BEGIN
+	IF id IS NULL THEN
+		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT * INTO j FROM throttle_jobs.job x WHERE x.id = _explain_job.id;
+	IF NOT FOUND THEN
+		SELECT * INTO d FROM throttle_jobs.job_dead x WHERE x.id = _explain_job.id;
+		IF FOUND THEN
+			PERFORM throttle_jobs._require_job_queue(caller, d.queue_id, id, 'consume');
+			RETURN pg_catalog.jsonb_build_object('id', id, 'state', 'dead',
+				'reasons', pg_catalog.jsonb_build_array(pg_catalog.format('dead because %s', d.reason)),
+				'died_at', d.died_at, 'attempt', d.attempt,
+				'last_error', (d.errors -> (-1)) ->> 'error');
+		END IF;
+		SELECT x.state, x.finished_at, x.queue_id INTO a FROM throttle_jobs.job_archive x
+		WHERE x.id = _explain_job.id LIMIT 1;
+		IF FOUND THEN
+			PERFORM throttle_jobs._require_job_queue(caller, a.queue_id, id, 'consume');
+			RETURN pg_catalog.jsonb_build_object('id', id, 'state', a.state,
+				'reasons', pg_catalog.jsonb_build_array(pg_catalog.format('%s at %s', a.state, a.finished_at)),
+				'finished_at', a.finished_at);
+		END IF;
+		RETURN pg_catalog.jsonb_build_object('id', id, 'state', 'unknown',
+			'reasons', pg_catalog.jsonb_build_array('no live, dead or archived job has this id'));
+	END IF;
+	PERFORM throttle_jobs._require_job_queue(caller, j.queue_id, id, 'consume');
+	SELECT * INTO q FROM throttle_jobs.queue x WHERE x.id = j.queue_id;
+
+	IF j.state = 'running' THEN
+		RETURN pg_catalog.jsonb_build_object('id', id, 'queue', q.name, 'state', 'running',
+			'reasons', pg_catalog.jsonb_build_array(pg_catalog.format('running on worker %s, attempt %s of %s, lease until %s',
+				j.worker, j.attempt, coalesce(j.max_attempts, q.max_attempts), j.lease_until)),
+			'worker', j.worker, 'lease_until', j.lease_until, 'attempt', j.attempt);
+	END IF;
+
+	IF q.paused THEN
+		reasons := reasons || pg_catalog.jsonb_build_array(pg_catalog.format('queue %s is paused', q.name));
+	END IF;
+	IF j.run_at > pg_catalog.now() THEN
+		reasons := reasons || pg_catalog.jsonb_build_array(CASE WHEN j.attempt > 0
+			THEN pg_catalog.format('retrying after attempt %s failed (%s): scheduled until %s',
+								   j.attempt, (j.errors -> (-1)) ->> 'error', j.run_at)
+			ELSE pg_catalog.format('scheduled until %s', j.run_at) END);
+	END IF;
+
+	-- the concurrency cap of its key, whether or not it is parked yet
+	IF j.concurrency_key IS NOT NULL THEN
+		SELECT * INTO lim FROM throttle_jobs.key_limit l
+		WHERE throttle_jobs._key_matches(j.concurrency_key, l.key) AND l.max_running IS NOT NULL
+		ORDER BY l.key = j.concurrency_key DESC, pg_catalog.length(l.key) DESC LIMIT 1;
+		IF FOUND THEN
+			-- holders in queues the caller may not consume are only counted
+			SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('id', r.id, 'worker', r.worker) ORDER BY r.id)
+					   FILTER (WHERE throttle_jobs._may_queue(caller, r.queue_id, 'consume')),
+				   pg_catalog.count(*)
+			INTO holders, nholders FROM throttle_jobs.job r
+			WHERE r.state = 'running' AND r.concurrency_key = j.concurrency_key;
+			IF nholders >= lim.max_running THEN
+				reasons := reasons || pg_catalog.jsonb_build_array(pg_catalog.format(
+					'concurrency key %s is at its cap of %s (limit %s), held by %s%s',
+					j.concurrency_key, lim.max_running, lim.key, coalesce(holders, '[]'),
+					CASE WHEN nholders > pg_catalog.jsonb_array_length(coalesce(holders, '[]'))
+						 THEN pg_catalog.format(' and %s running jobs of other queues',
+							nholders - pg_catalog.jsonb_array_length(coalesce(holders, '[]'))) ELSE '' END));
+			END IF;
+		END IF;
+	END IF;
+	IF j.state = 'throttled' AND j.blocked_until IS NOT NULL THEN
+		SELECT * INTO lim FROM throttle_jobs.key_limit l
+		WHERE throttle_jobs._key_matches(j.blocked_key, l.key) AND l.max_per_period IS NOT NULL
+		ORDER BY l.key = j.blocked_key DESC, pg_catalog.length(l.key) DESC LIMIT 1;
+		reasons := reasons || pg_catalog.jsonb_build_array(CASE
+			WHEN j.blocked_until = 'infinity' THEN pg_catalog.format(
+				'its cost %s exceeds what rate key %s ever admits (%s per %s, limit %s)',
+				j.cost, j.blocked_key, lim.max_per_period, lim.period, lim.key)
+			ELSE pg_catalog.format('rate key %s (%s per %s, limit %s%s) next admits it at %s',
+				j.blocked_key, lim.max_per_period, lim.period, lim.key,
+				(SELECT pg_catalog.format(', adaptive: %s%% of the rate after errors', pg_catalog.round((st.factor * 100)::numeric))
+				 FROM throttle_jobs.key_rate_state st
+				 WHERE lim.adaptive AND st.key = j.blocked_key AND st.factor < 1),
+				j.blocked_until) END);
+	ELSIF j.state = 'throttled' AND pg_catalog.jsonb_array_length(reasons) = 0 THEN
+		reasons := reasons || pg_catalog.jsonb_build_array(pg_catalog.format(
+			'throttled by key %s: waiting for a slot to free', j.blocked_key));
+	END IF;
+
+	IF j.state = 'available' AND j.run_at <= pg_catalog.now() THEN
+		SELECT pg_catalog.count(*) INTO ahead FROM throttle_jobs.job x
+		WHERE x.queue_id = j.queue_id AND x.state = 'available' AND x.run_at <= pg_catalog.now()
+		  AND (x.priority > j.priority
+			   OR (x.priority = j.priority AND (x.rr_rank, x.run_at, x.id) < (j.rr_rank, j.run_at, j.id)));
+		IF ahead > 0 THEN
+			reasons := reasons || pg_catalog.jsonb_build_array(pg_catalog.format(
+				'waiting behind %s ready jobs of higher or equal priority', ahead));
+		ELSIF pg_catalog.jsonb_array_length(reasons) = 0 THEN
+			reasons := reasons || pg_catalog.jsonb_build_array('ready: the next reserve on this queue takes it');
+		END IF;
+	END IF;
+
+	RETURN pg_catalog.jsonb_build_object('id', id, 'queue', q.name,
+		'state', CASE WHEN j.state = 'available' AND j.run_at > pg_catalog.now() THEN 'scheduled' ELSE j.state END,
+		'reasons', reasons, 'attempt', j.attempt, 'run_at', j.run_at, 'priority', j.priority,
+		'concurrency_key', j.concurrency_key, 'rate_limit_key', j.rate_limit_key,
+		'blocked_key', j.blocked_key, 'blocked_until', j.blocked_until);
+END
+$$;
+
+-- grant_queue, revoke_queue: manage.  The privilege to grant is checked
+-- first, then the queue, then the role.
+CREATE FUNCTION throttle_jobs._check_privilege_name(privilege text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF privilege IS NULL THEN
+		RAISE EXCEPTION 'privilege must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF privilege OPERATOR(pg_catalog.<>) ALL (ARRAY['produce', 'consume', 'manage']::pg_catalog.text[]) THEN
+		RAISE EXCEPTION 'unknown queue privilege "%"', privilege
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The queue privileges are ''produce'', ''consume'' and ''manage''.';
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION throttle_jobs._check_privilege_name(text) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._check_privilege_name(text) IS 'Internal: refuses a name that is not a queue privilege.';
+
+CREATE FUNCTION throttle_jobs._grant_queue(caller oid, queue text, role regrole, privilege text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer;
+	probe text;
+BEGIN
+	PERFORM throttle_jobs._check_privilege_name(privilege);
+	qid := throttle_jobs._require_queue(caller, queue, 'manage');
+	IF role IS NULL THEN
+		RAISE EXCEPTION 'role must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid) THEN
+		RAISE EXCEPTION 'role with OID % does not exist', role::pg_catalog.oid
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	INSERT INTO throttle_jobs.queue_grant AS g (queue_id, grantee, privilege, granted_by)
+	VALUES (qid, role, privilege, caller::pg_catalog.regrole)
+	ON CONFLICT ON CONSTRAINT queue_grant_pkey DO NOTHING;
+	-- a grantee needs EXECUTE on the functions that use the privilege
+	probe := CASE privilege
+		WHEN 'produce' THEN 'throttle_jobs.enqueue(text, jsonb, timestamptz, integer, integer, text, text, text, integer)'
+		WHEN 'consume' THEN 'throttle_jobs.reserve(text, text, integer, interval)'
+		ELSE 'throttle_jobs.pause_queue(text)' END;
+	IF NOT (pg_catalog.has_schema_privilege(role::pg_catalog.oid, 'throttle_jobs', 'USAGE')
+			AND pg_catalog.has_function_privilege(role::pg_catalog.oid, probe, 'EXECUTE')) THEN
+		RAISE NOTICE 'role % cannot use the throttle_jobs functions yet', role
+			USING HINT = pg_catalog.format('GRANT throttle_jobs_user TO %s;', role);
+	END IF;
+END
+$$;
+
+CREATE FUNCTION throttle_jobs._revoke_queue(caller oid, queue text, role regrole, privilege text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer;
+BEGIN
+	PERFORM throttle_jobs._check_privilege_name(privilege);
+	qid := throttle_jobs._require_queue(caller, queue, 'manage');
+	IF role IS NULL THEN
+		RAISE EXCEPTION 'role must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	DELETE FROM throttle_jobs.queue_grant g
+	WHERE g.queue_id OPERATOR(pg_catalog.=) qid
+	  AND g.grantee::pg_catalog.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid
+	  AND g.privilege OPERATOR(pg_catalog.=) _revoke_queue.privilege;
+	RETURN FOUND;
+END
+$$;
+
+REVOKE ALL ON FUNCTION throttle_jobs._alter_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text),
+	throttle_jobs._drop_queue(oid, text, boolean),
+	throttle_jobs._pause_queue(oid, text),
+	throttle_jobs._resume_queue(oid, text),
+	throttle_jobs._cancel(oid, bigint),
+	throttle_jobs._retry_dead(oid, bigint),
+	throttle_jobs._retry_dead(oid, text, timestamptz, integer),
+	throttle_jobs._purge_dead(oid, text, interval),
+	throttle_jobs._explain_job(oid, bigint),
+	throttle_jobs._grant_queue(oid, text, regrole, text),
+	throttle_jobs._revoke_queue(oid, text, regrole, text)
+	FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._drop_queue(oid, text, boolean) IS 'Internal: drop_queue on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._pause_queue(oid, text) IS 'Internal: pause_queue on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._resume_queue(oid, text) IS 'Internal: resume_queue on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._cancel(oid, bigint) IS 'Internal: cancel on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._retry_dead(oid, bigint) IS 'Internal: retry_dead(id) on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._retry_dead(oid, text, timestamptz, integer) IS 'Internal: retry_dead(queue, ...) on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._purge_dead(oid, text, interval) IS 'Internal: purge_dead on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._explain_job(oid, bigint) IS 'Internal: explain_job on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._grant_queue(oid, text, regrole, text) IS 'Internal: grant_queue on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._revoke_queue(oid, text, regrole, text) IS 'Internal: revoke_queue on behalf of a given role.';
+
+-- The public functions: C wrappers around the internal ones (their grants
+-- and comments stay).
+CREATE OR REPLACE FUNCTION throttle_jobs.drop_queue(name text, force boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION throttle_jobs.pause_queue(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION throttle_jobs.resume_queue(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION throttle_jobs.cancel(id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION throttle_jobs.retry_dead(id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION throttle_jobs.retry_dead(
+	queue				text,
+	died_after			timestamptz DEFAULT NULL,
+	max_jobs			integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION throttle_jobs.purge_dead(queue text, older_than interval DEFAULT '0 seconds')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION throttle_jobs.explain_job(id bigint)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION throttle_jobs.grant_queue(queue text, role regrole, privilege text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.grant_queue(text, regrole, text) IS 'Grants a privilege (produce, consume or manage) on a queue to a role and its members; for those who manage the queue.';
+
+CREATE FUNCTION throttle_jobs.revoke_queue(queue text, role regrole, privilege text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.revoke_queue(text, regrole, text) IS 'Revokes a privilege on a queue granted to a role by grant_queue; true if there was such a grant.';
+REVOKE ALL ON FUNCTION throttle_jobs.grant_queue(text, regrole, text),
+	throttle_jobs.revoke_queue(text, regrole, text) FROM PUBLIC;
+
+-- The views show the rows of the queues the reader holds a privilege on:
+-- jobs, running_jobs, dead_letters and archived_jobs those it may consume
+-- (or manage), queues those it holds any privilege on, queue_grants those
+-- it manages.  The reader is current_user, which pg_has_role tests; the
+-- capability roles are tested once per query (an InitPlan).
+CREATE OR REPLACE VIEW throttle_jobs.queues AS
+SELECT q.name, q.paused, q.max_size, q.on_full, q.max_attempts, q.backoff_base,
+	   q.backoff_factor, q.backoff_max, q.backoff_jitter, q.lease,
+	   q.retain_completed, q.retain_dead, q.handler, q.fairness,
+	   q.owner, q.created_at
+FROM throttle_jobs.queue q
+WHERE (SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'USAGE')
+		   OR pg_catalog.pg_has_role('throttle_jobs_worker'::pg_catalog.name, 'USAGE')
+		   OR pg_catalog.pg_has_role('throttle_jobs_producer'::pg_catalog.name, 'USAGE'))
+   OR pg_catalog.pg_has_role(q.owner::pg_catalog.oid, 'USAGE')
+   OR EXISTS (SELECT FROM throttle_jobs.queue_grant g
+			  WHERE g.queue_id OPERATOR(pg_catalog.=) q.id
+				AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
+
+CREATE OR REPLACE VIEW throttle_jobs.jobs AS
+SELECT j.id, q.name AS queue,
+	   CASE WHEN j.state OPERATOR(pg_catalog.=) 'available' AND j.run_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled'
+			ELSE j.state END AS state,
+	   j.priority, j.run_at, j.attempt, coalesce(j.max_attempts, q.max_attempts) AS max_attempts, j.worker, j.lease_until,
+	   j.reserved_at, j.enqueued_at, j.concurrency_key, j.rate_limit_key,
+	   j.unique_key, j.cost, j.payload, j.errors,
+	   (j.errors OPERATOR(pg_catalog.->) (-1)) OPERATOR(pg_catalog.->>) 'error' AS last_error,
+	   j.blocked_key, j.blocked_until
+FROM throttle_jobs.job j
+JOIN throttle_jobs.queue q ON q.id OPERATOR(pg_catalog.=) j.queue_id
+WHERE (SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'USAGE')
+		   OR pg_catalog.pg_has_role('throttle_jobs_worker'::pg_catalog.name, 'USAGE'))
+   OR pg_catalog.pg_has_role(q.owner::pg_catalog.oid, 'USAGE')
+   OR EXISTS (SELECT FROM throttle_jobs.queue_grant g
+			  WHERE g.queue_id OPERATOR(pg_catalog.=) q.id
+				AND g.privilege OPERATOR(pg_catalog.<>) 'produce'
+				AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
+
+CREATE OR REPLACE VIEW throttle_jobs.running_jobs AS
+SELECT j.id, q.name AS queue, j.worker, j.attempt,
+	   coalesce(j.max_attempts, q.max_attempts) AS max_attempts, j.reserved_at,
+	   j.lease_until, j.lease_until OPERATOR(pg_catalog.<) pg_catalog.now() AS lease_expired,
+	   j.priority, j.concurrency_key, j.rate_limit_key, j.payload
+FROM throttle_jobs.job j
+JOIN throttle_jobs.queue q ON q.id OPERATOR(pg_catalog.=) j.queue_id
+WHERE j.state OPERATOR(pg_catalog.=) 'running'
+  AND ((SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'USAGE')
+			OR pg_catalog.pg_has_role('throttle_jobs_worker'::pg_catalog.name, 'USAGE'))
+	   OR pg_catalog.pg_has_role(q.owner::pg_catalog.oid, 'USAGE')
+	   OR EXISTS (SELECT FROM throttle_jobs.queue_grant g
+				  WHERE g.queue_id OPERATOR(pg_catalog.=) q.id
+					AND g.privilege OPERATOR(pg_catalog.<>) 'produce'
+					AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE')));
+
+CREATE OR REPLACE VIEW throttle_jobs.dead_letters AS
+SELECT d.id, q.name AS queue, d.reason, d.died_at, d.attempt,
+	   coalesce(d.max_attempts, q.max_attempts) AS max_attempts,
+	   d.priority, d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key,
+	   d.unique_key, d.payload, d.errors,
+	   (d.errors OPERATOR(pg_catalog.->) (-1)) OPERATOR(pg_catalog.->>) 'error' AS last_error
+FROM throttle_jobs.job_dead d
+JOIN throttle_jobs.queue q ON q.id OPERATOR(pg_catalog.=) d.queue_id
+WHERE (SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'USAGE')
+		   OR pg_catalog.pg_has_role('throttle_jobs_worker'::pg_catalog.name, 'USAGE'))
+   OR pg_catalog.pg_has_role(q.owner::pg_catalog.oid, 'USAGE')
+   OR EXISTS (SELECT FROM throttle_jobs.queue_grant g
+			  WHERE g.queue_id OPERATOR(pg_catalog.=) q.id
+				AND g.privilege OPERATOR(pg_catalog.<>) 'produce'
+				AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
+
+CREATE OR REPLACE VIEW throttle_jobs.archived_jobs AS
+SELECT a.id, q.name AS queue, a.state, a.finished_at, a.attempt,
+	   coalesce(a.max_attempts, q.max_attempts) AS max_attempts,
+	   a.priority, a.enqueued_at, a.reserved_at, a.worker, a.concurrency_key,
+	   a.rate_limit_key, a.unique_key, a.payload, a.result, a.errors
+FROM throttle_jobs.job_archive a
+JOIN throttle_jobs.queue q ON q.id OPERATOR(pg_catalog.=) a.queue_id
+WHERE a.finished_at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) q.retain_completed)
+  AND ((SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'USAGE')
+			OR pg_catalog.pg_has_role('throttle_jobs_worker'::pg_catalog.name, 'USAGE'))
+	   OR pg_catalog.pg_has_role(q.owner::pg_catalog.oid, 'USAGE')
+	   OR EXISTS (SELECT FROM throttle_jobs.queue_grant g
+				  WHERE g.queue_id OPERATOR(pg_catalog.=) q.id
+					AND g.privilege OPERATOR(pg_catalog.<>) 'produce'
+					AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE')));
+
+CREATE VIEW throttle_jobs.queue_grants AS
+SELECT q.name AS queue, g.grantee, g.privilege, g.granted_by, g.granted_at
+FROM throttle_jobs.queue_grant g
+JOIN throttle_jobs.queue q ON q.id OPERATOR(pg_catalog.=) g.queue_id
+WHERE (SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'USAGE'))
+   OR pg_catalog.pg_has_role(q.owner::pg_catalog.oid, 'USAGE')
+   OR EXISTS (SELECT FROM throttle_jobs.queue_grant m
+			  WHERE m.queue_id OPERATOR(pg_catalog.=) q.id
+				AND m.privilege OPERATOR(pg_catalog.=) 'manage'
+				AND pg_catalog.pg_has_role(m.grantee::pg_catalog.oid, 'USAGE'));
+COMMENT ON VIEW throttle_jobs.queue_grants IS 'Per-queue grants (grant_queue) of the queues the reader manages.';
+REVOKE ALL ON throttle_jobs.queue_grants FROM PUBLIC;
+
+-- Who may call what: whoever holds the privilege on the queue, which the
+-- functions check.  The capability roles keep their grants of 0.1.0.
+GRANT EXECUTE ON FUNCTION throttle_jobs.grant_queue(text, regrole, text),
+					   throttle_jobs.revoke_queue(text, regrole, text)
+	TO throttle_jobs_admin;
+GRANT SELECT ON throttle_jobs.queue_grants TO throttle_jobs_admin;
+GRANT EXECUTE ON FUNCTION throttle_jobs.enqueue(text, jsonb, timestamptz, integer, integer, text, text, text, integer),
+					   throttle_jobs.enqueue_batch(text, jsonb),
+					   throttle_jobs.reserve(text, text, integer, interval),
+					   throttle_jobs.complete(bigint, uuid, jsonb),
+					   throttle_jobs.complete_and_reserve(text, text, bigint[], uuid[], integer, interval),
+					   throttle_jobs.fail(bigint, uuid, text, interval, boolean),
+					   throttle_jobs.snooze(bigint, uuid, interval),
+					   throttle_jobs.heartbeat(bigint, uuid, interval),
+					   throttle_jobs.run_jobs(text, integer, interval),
+					   throttle_jobs.explain_job(bigint),
+					   throttle_jobs.alter_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text),
+					   throttle_jobs.drop_queue(text, boolean),
+					   throttle_jobs.pause_queue(text),
+					   throttle_jobs.resume_queue(text),
+					   throttle_jobs.cancel(bigint),
+					   throttle_jobs.retry_dead(bigint),
+					   throttle_jobs.retry_dead(text, timestamptz, integer),
+					   throttle_jobs.purge_dead(text, interval),
+					   throttle_jobs.grant_queue(text, regrole, text),
+					   throttle_jobs.revoke_queue(text, regrole, text)
+	TO throttle_jobs_user;
+GRANT SELECT ON throttle_jobs.queues, throttle_jobs.jobs, throttle_jobs.running_jobs,
+				throttle_jobs.dead_letters, throttle_jobs.archived_jobs, throttle_jobs.queue_grants
+	TO throttle_jobs_user;
 
 
 ------------------------------------------------------------------------------

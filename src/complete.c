@@ -266,6 +266,7 @@ throttle_jobs_complete(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		done;
+	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
@@ -275,9 +276,12 @@ throttle_jobs_complete(PG_FUNCTION_ARGS)
 	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
 
+	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
+	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
 	done = tj_complete_job(values, nulls);
 	SPI_finish();
+	tj_caller_leave(&caller);
 	PG_RETURN_BOOL(done);
 }
 
@@ -308,6 +312,7 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 	Interval   *retry_in = NULL;
 	char	   *error;
 	bool		dead;
+	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
@@ -325,16 +330,20 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 
+	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
+	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
 	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
 	{
 		SPI_finish();
+		tj_caller_leave(&caller);
 		PG_RETURN_TEXT_P(cstring_to_text("stale"));
 	}
 	tj_read_failed_job(0, &job);
 	dead = tj_fail_locked(&job, error, retry_in, PG_GETARG_BOOL(4),
 						  GetCurrentTransactionStartTimestamp());
 	SPI_finish();
+	tj_caller_leave(&caller);
 	PG_RETURN_TEXT_P(cstring_to_text(dead ? "dead" : "available"));
 }
 
@@ -346,6 +355,7 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 	Interval   *delay;
 	uint64		n;
 	bool		isnull;
+	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
@@ -358,7 +368,9 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 	values[2] = DirectFunctionCall2(timestamptz_pl_interval,
 									TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
 									IntervalPGetDatum(delay));
+	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
+	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
 	n = tj_execute(&snooze_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
 	if (n > 0)
 	{
@@ -368,6 +380,7 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 		release_slot(0);
 	}
 	SPI_finish();
+	tj_caller_leave(&caller);
 	PG_RETURN_BOOL(n > 0);
 }
 
@@ -380,6 +393,7 @@ throttle_jobs_heartbeat(PG_FUNCTION_ARGS)
 	TimestampTz until = 0;
 	uint64		n;
 	bool		isnull;
+	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
@@ -392,11 +406,14 @@ throttle_jobs_heartbeat(PG_FUNCTION_ARGS)
 	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
 
+	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
+	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
 	n = tj_execute(&heartbeat_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
 	if (n > 0)
 		until = DatumGetTimestampTz(tj_get_datum(0, 1, &isnull));
 	SPI_finish();
+	tj_caller_leave(&caller);
 	if (n == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(until);

@@ -347,6 +347,7 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 	JobArgs		job;
 	TJQueue		queue;
 	TJLimitCache limits = {0};
+	TJCaller	caller;
 	int64		id;
 	bool		added;
 
@@ -370,8 +371,10 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 	job.cost = PG_GETARG_INT32(8);
 	check_job_args(&job);
 
+	tj_caller_enter(fcinfo, &caller);
 	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
+	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_PRODUCE);
 	added = false;
 	if (!job.concurrency_key && !job.rate_limit_key && !job.unique_key)
 	{
@@ -405,6 +408,7 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 							(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(), &id);
 	}
 	SPI_finish();
+	tj_caller_leave(&caller);
 
 	if (!added)
 		PG_RETURN_NULL();
@@ -674,6 +678,7 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 	BatchContext ctx = {0};
 	ErrorContextCallback errcb;
 	TJLimitCache limits = {0};
+	TJCaller	caller;
 	bool		limits_exist;
 	int			i;
 
@@ -712,8 +717,10 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 	}
 
 	ctx.index = 0;				/* errors from here on are the queue's */
+	tj_caller_enter(fcinfo, &caller);
 	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessShareLock);
 	SPI_connect();
+	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_PRODUCE);
 	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
 	if (queue.has_handler)
 		tj_wake_executors_at_commit();
@@ -741,6 +748,7 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_finish();
+	tj_caller_leave(&caller);
 	error_context_stack = errcb.previous;
 	return (Datum) 0;
 }

@@ -231,6 +231,8 @@ reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
 		TupleDesc	qdesc = queues->tupdesc;
 		Datum		name = SPI_getbinval(q, qdesc, 1, &isnull);
 
+		if (!tj_run_jobs_may_take(name))
+			continue;			/* run_jobs(NULL): a queue its caller may not consume */
 		values[0] = name;
 		values[1] = CStringGetTextDatum(worker);
 		if (tj_execute(&reserve_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)

@@ -10,6 +10,7 @@
  *		3. Dead letters older than their queue's retain_dead are deleted.
  *		4. The archive's day partitions are created ahead of time and dropped
  *		   whole once past retention (throttle_jobs._maintain_archive).
+ *		5. Queue grants to roles that no longer exist are deleted.
  *
  * Safe to run concurrently: expired jobs are claimed with SKIP LOCKED, and
  * partition changes are serialised by an advisory lock and a lock_timeout.
@@ -18,11 +19,13 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "throttle_jobs.h"
@@ -47,6 +50,17 @@ static TJStatement purge_dead_stmt = {
 	"  WHERE q.id = d.queue_id AND d.died_at < $1 - q.retain_dead RETURNING d.queue_id)"
 	" SELECT p.queue_id, pg_catalog.count(*) FROM p GROUP BY p.queue_id",
 	1, {TIMESTAMPTZOID}
+};
+
+/*
+ * Grants to roles that no longer exist grant nothing; forget them before a
+ * new role could be given the same oid.
+ */
+static TJStatement forget_grants_stmt = {
+	"DELETE FROM throttle_jobs.queue_grant g"
+	" WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles r"
+	"                    WHERE r.oid OPERATOR(pg_catalog.=) g.grantee::pg_catalog.oid)",
+	0, {InvalidOid}
 };
 
 static TJStatement archive_stmt = {
@@ -109,6 +123,10 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 		tj_stats_dead_removed(DatumGetInt32(tj_get_datum(i, 1, &isnull)), n);
 		purged += n;
 	}
+
+	/* (queue_grant is new in 0.2.0: this library also serves 0.1.0) */
+	if (OidIsValid(get_relname_relid("queue_grant", get_namespace_oid("throttle_jobs", false))))
+		tj_execute(&forget_grants_stmt, NULL, NULL, false, 0, SPI_OK_DELETE);
 
 	tj_execute(&archive_stmt, values, NULL, false, 1, SPI_OK_SELECT);
 	archive = TextDatumGetCString(tj_get_datum(0, 1, &isnull));

@@ -478,6 +478,7 @@ Datum
 throttle_jobs_reserve(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "queue name");
 	tj_require_not_null(fcinfo, 1, "worker");
@@ -487,9 +488,12 @@ throttle_jobs_reserve(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
+	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_CONSUME);
 	tj_reserve_jobs(rsinfo, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(2),
 					PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3));
 	SPI_finish();
+	tj_caller_leave(&caller);
 	return (Datum) 0;
 }

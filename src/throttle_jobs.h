@@ -3,9 +3,11 @@
  * throttle_jobs.h
  *		Declarations shared by the throttle_jobs C sources.
  *
- * Every SQL-callable function runs as SECURITY DEFINER with search_path
- * pinned to pg_catalog, pg_temp; the SQL strings below schema-qualify every
- * name anyway.
+ * Every SQL-callable function runs with search_path pinned to pg_catalog,
+ * pg_temp, as the extension owner: SECURITY DEFINER, or (the entry points
+ * that take a queue or a job) SECURITY INVOKER switching to the owner after
+ * reading the calling role (privilege.c); the SQL strings below
+ * schema-qualify every name anyway.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,6 +18,7 @@
 
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "storage/lockdefs.h"
 #include "utils/timestamp.h"
 
@@ -83,6 +86,30 @@ typedef struct TJQueue
 
 extern void tj_lookup_queue(text *name, TJQueue *queue);
 extern void tj_lock_queue(text *name, LOCKMODE mode);
+
+/* privilege.c: per-queue privileges and the calling role (see the file header) */
+#define TJ_PRIV_PRODUCE		0x1
+#define TJ_PRIV_CONSUME		0x2
+#define TJ_PRIV_MANAGE		0x4
+#define TJ_PRIV_ALL			(TJ_PRIV_PRODUCE | TJ_PRIV_CONSUME | TJ_PRIV_MANAGE)
+
+typedef struct TJCaller
+{
+	Oid			role;			/* current_user where the entry point was called */
+	Oid			saved_userid;
+	int			saved_context;
+} TJCaller;
+
+extern void tj_caller_enter(FunctionCallInfo fcinfo, TJCaller *caller);
+extern void tj_caller_leave(const TJCaller *caller);
+extern int	tj_privilege_from_name(const char *name);
+extern bool tj_capable(Oid role, int priv);
+extern void tj_check_queue(Oid role, text *name, int priv);
+extern void tj_check_jobs(Oid role, Datum ids, int priv, int64 single_job);
+extern void tj_check_job(Oid role, Datum id, int priv);
+extern Oid	tj_run_jobs_caller(void);
+extern bool tj_run_jobs_may_take(Datum queue);
+extern Datum throttle_jobs_run_jobs(PG_FUNCTION_ARGS);
 
 /* backoff.c */
 extern int64 tj_backoff_usecs(int32 attempt, int64 base_usecs, double factor,

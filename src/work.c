@@ -63,6 +63,7 @@ throttle_jobs_complete_and_reserve(PG_FUNCTION_ARGS)
 	Datum	   *tokens;
 	int			nids;
 	int			ntokens;
+	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "queue name");
 	tj_require_not_null(fcinfo, 1, "worker");
@@ -87,11 +88,18 @@ throttle_jobs_complete_and_reserve(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
+	/* consume on the queue, and on the queue of every job it completes */
+	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_CONSUME);
 	if (nids > 0)
+	{
+		tj_check_jobs(caller.role, PG_GETARG_DATUM(2), TJ_PRIV_CONSUME, 0);
 		(void) tj_complete_many(PG_GETARG_DATUM(2), PG_GETARG_DATUM(3));
+	}
 	tj_reserve_jobs(rsinfo, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(4),
 					PG_ARGISNULL(5) ? NULL : PG_GETARG_INTERVAL_P(5));
 	SPI_finish();
+	tj_caller_leave(&caller);
 	return (Datum) 0;
 }

@@ -1,0 +1,580 @@
+/*-------------------------------------------------------------------------
+ *
+ * privilege.c
+ *		Per-queue privileges: who may produce into, consume from or manage a
+ *		queue, and how the entry points learn who called them.
+ *
+ * A role holds a privilege on a queue when it has the privileges
+ * (has_privs_of_role) of
+ *	- throttle_jobs_admin: manage on every queue; throttle_jobs_worker:
+ *	  consume on every queue; throttle_jobs_producer: produce on every queue;
+ *	- the queue's owner: manage;
+ *	- the grantee of a row of throttle_jobs.queue_grant for the queue (a
+ *	  grantee that no longer exists grants nothing).
+ * 'manage' implies 'consume' and 'produce'.
+ *
+ * The capability roles are tried first: has_privs_of_role reads the
+ * backend's role membership cache, so their members (the common case) pay
+ * no statement.  Only when that fails are the queue's owner and grants read,
+ * in one statement.  The capability roles' oids are looked up once per
+ * backend, and again when a check fails (a role dropped and made anew).
+ *
+ * The C entry points that take a queue or a job (enqueue, reserve, complete,
+ * ...) are SECURITY INVOKER: the role to check is the one in effect where
+ * they were called (current_user at the call site: the owner of a SECURITY
+ * DEFINER function that calls them, a SET ROLE, ...), which a SECURITY
+ * DEFINER function could not see.  tj_caller_enter reads it and then runs
+ * as the function's owner (the extension owner, who owns the tables), as
+ * SECURITY DEFINER would, until tj_caller_leave; an error switches back
+ * through the (sub)transaction abort.  With the 0.1.0 declarations (SECURITY
+ * DEFINER) the caller seen is the extension owner, who may do everything.
+ *
+ * The SQL-written functions that take a queue or a job have a public C
+ * wrapper (throttle_jobs_call_as_caller) that calls the internal SECURITY
+ * DEFINER function of the same name with a leading underscore, passing the
+ * calling role first, as create_queue and alter_queue do (queue.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/pg_list.h"
+#include "parser/parse_func.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "throttle_jobs.h"
+
+PG_FUNCTION_INFO_V1(throttle_jobs_call_as_caller);
+PG_FUNCTION_INFO_V1(throttle_jobs_run_jobs_checked);
+PG_FUNCTION_INFO_V1(throttle_jobs_require_queue);
+PG_FUNCTION_INFO_V1(throttle_jobs_require_job_queue);
+PG_FUNCTION_INFO_V1(throttle_jobs_may_queue);
+
+/* The capability roles, in the order of the privilege bits */
+#define CAP_PRODUCER	0
+#define CAP_WORKER		1
+#define CAP_ADMIN		2
+#define NCAPS			3
+
+static const char *const cap_names[NCAPS] = {
+	"throttle_jobs_producer", "throttle_jobs_worker", "throttle_jobs_admin"
+};
+static Oid	cap_oids[NCAPS];	/* InvalidOid: not looked up (or missing) */
+
+/* The caller of the run_jobs() call in progress in this backend, if any */
+static Oid	run_jobs_role = InvalidOid;
+
+/*
+ * A queue's owner and grants, one row per grant (grantee and privilege NULL
+ * for a queue without grants).  Columns: id, name, owner, grantee, privilege.
+ */
+#define GRANT_ROWS_SQL \
+	"SELECT q.id, q.name, q.owner::pg_catalog.oid, g.grantee::pg_catalog.oid, g.privilege" \
+	"  FROM throttle_jobs.queue q" \
+	"  LEFT JOIN throttle_jobs.queue_grant g ON g.queue_id OPERATOR(pg_catalog.=) q.id"
+
+static TJStatement by_name_stmt = {
+	GRANT_ROWS_SQL " WHERE q.name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static TJStatement by_id_stmt = {
+	GRANT_ROWS_SQL " WHERE q.id OPERATOR(pg_catalog.=) $1",
+	1, {INT4OID}
+};
+
+/* The queues of the live jobs $1, rows of one queue together */
+static TJStatement by_jobs_stmt = {
+	GRANT_ROWS_SQL
+	" WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY("
+	"   SELECT j.queue_id FROM throttle_jobs.job j"
+	"    WHERE j.id OPERATOR(pg_catalog.=) ANY ($1)))"
+	" ORDER BY q.id",
+	1, {INT8ARRAYOID}
+};
+
+enum
+{
+	G_ID = 1, G_NAME, G_OWNER, G_GRANTEE, G_PRIVILEGE
+};
+
+static const char *
+privilege_name(int priv)
+{
+	switch (priv)
+	{
+		case TJ_PRIV_PRODUCE:
+			return "produce";
+		case TJ_PRIV_CONSUME:
+			return "consume";
+		case TJ_PRIV_MANAGE:
+			return "manage";
+	}
+	elog(ERROR, "throttle_jobs: unknown privilege bit %d", priv);
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * The privilege called `name` ('produce', 'consume' or 'manage'), or an
+ * invalid_parameter_value error naming it.
+ */
+int
+tj_privilege_from_name(const char *name)
+{
+	if (strcmp(name, "produce") == 0)
+		return TJ_PRIV_PRODUCE;
+	if (strcmp(name, "consume") == 0)
+		return TJ_PRIV_CONSUME;
+	if (strcmp(name, "manage") == 0)
+		return TJ_PRIV_MANAGE;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown queue privilege \"%s\"", name),
+			 errhint("The queue privileges are 'produce', 'consume' and 'manage'.")));
+	return 0;					/* keep compiler quiet */
+}
+
+/* The privilege bits a grant of `name` gives: 'manage' implies the others */
+static int
+granted_bits(const char *name)
+{
+	int			priv = tj_privilege_from_name(name);
+
+	return priv == TJ_PRIV_MANAGE ? TJ_PRIV_ALL : priv;
+}
+
+/* Whether role has the privileges of capability role i (looked up lazily) */
+static bool
+has_cap(Oid role, int i)
+{
+	if (!OidIsValid(cap_oids[i]))
+		cap_oids[i] = get_role_oid(cap_names[i], true);
+	return OidIsValid(cap_oids[i]) && has_privs_of_role(role, cap_oids[i]);
+}
+
+/* Looks the capability roles up again; true if any oid changed. */
+static bool
+refresh_caps(void)
+{
+	bool		changed = false;
+
+	for (int i = 0; i < NCAPS; i++)
+	{
+		Oid			oid = get_role_oid(cap_names[i], true);
+
+		if (oid != cap_oids[i])
+			changed = true;
+		cap_oids[i] = oid;
+	}
+	return changed;
+}
+
+/*
+ * Whether `role` holds privilege `priv` (one bit) on every queue through a
+ * capability role.  Costs no statement: the membership cache answers.
+ */
+bool
+tj_capable(Oid role, int priv)
+{
+	int			cap = priv == TJ_PRIV_PRODUCE ? CAP_PRODUCER
+		: priv == TJ_PRIV_CONSUME ? CAP_WORKER : CAP_ADMIN;
+
+	for (int attempt = 0; attempt < 2; attempt++)
+	{
+		if (attempt == 1 && !refresh_caps())
+			break;
+		if (has_cap(role, cap) || (cap != CAP_ADMIN && has_cap(role, CAP_ADMIN)))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The privilege bits that `role` holds on the queue of rows [from, to) of
+ * the current result (GRANT_ROWS_SQL, all of one queue), through its owner
+ * and its grants.
+ */
+static int
+bits_of_rows(Oid role, uint64 from, uint64 to)
+{
+	int			bits = 0;
+	bool		isnull;
+
+	if (has_privs_of_role(role, DatumGetObjectId(tj_get_datum(from, G_OWNER, &isnull))))
+		return TJ_PRIV_ALL;
+	for (uint64 r = from; r < to; r++)
+	{
+		Oid			grantee = DatumGetObjectId(tj_get_datum(r, G_GRANTEE, &isnull));
+
+		if (isnull || !has_privs_of_role(role, grantee))
+			continue;
+		bits |= granted_bits(TextDatumGetCString(tj_get_datum(r, G_PRIVILEGE, &isnull)));
+	}
+	return bits;
+}
+
+/* Raises insufficient_privilege for `priv` on queue `queue` (job: 0 or the job in question) */
+static void
+refuse(Oid role, const char *queue, int priv, int64 job)
+{
+	const char *rolname = GetUserNameFromId(role, true);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to %s queue \"%s\"", privilege_name(priv), queue),
+			 job != 0 ? errdetail("Job " INT64_FORMAT " belongs to queue \"%s\".", job, queue) : 0,
+			 errhint("A role that manages the queue can grant it: SELECT throttle_jobs.grant_queue('%s', %s, '%s');",
+					 queue, quote_literal_cstr(rolname ? quote_identifier(rolname) : "?"),
+					 privilege_name(priv))));
+}
+
+static void
+unknown_queue(const char *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("queue \"%s\" does not exist", name),
+			 errhint("Create it with throttle_jobs.create_queue().")));
+}
+
+/*
+ * Raises insufficient_privilege unless `role` holds `priv` (one bit) on the
+ * queue called `name`; undefined_object for an unknown queue when the
+ * capability roles do not answer.  Connected to SPI, running as the
+ * function's owner (tj_caller_enter).
+ */
+void
+tj_check_queue(Oid role, text *name, int priv)
+{
+	Datum		values[1];
+	uint64		n;
+
+	if (tj_capable(role, priv))
+		return;
+	values[0] = PointerGetDatum(name);
+	n = tj_execute(&by_name_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	if (n == 0)
+		unknown_queue(text_to_cstring(name));
+	if ((bits_of_rows(role, 0, n) & priv) == 0)
+		refuse(role, text_to_cstring(name), priv, 0);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Raises insufficient_privilege unless `role` holds `priv` on the queue of
+ * every live job among `ids` (an int8[]; ids that are not live are
+ * skipped: the call they are given to finds them stale).  Connected to SPI,
+ * running as the function's owner.
+ */
+void
+tj_check_jobs(Oid role, Datum ids, int priv, int64 single_job)
+{
+	Datum		values[1];
+	uint64		n;
+	uint64		from = 0;
+	bool		isnull;
+
+	if (tj_capable(role, priv))
+		return;
+	values[0] = ids;
+	n = tj_execute(&by_jobs_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 r = 1; r <= n; r++)
+	{
+		if (r < n && DatumGetInt32(tj_get_datum(r, G_ID, &isnull)) ==
+			DatumGetInt32(tj_get_datum(from, G_ID, &isnull)))
+			continue;
+		if ((bits_of_rows(role, from, r) & priv) == 0)
+			refuse(role, TextDatumGetCString(tj_get_datum(from, G_NAME, &isnull)), priv,
+				   single_job);
+		from = r;
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* tj_check_jobs for one job */
+void
+tj_check_job(Oid role, Datum id, int priv)
+{
+	Datum		elems[1];
+
+	if (tj_capable(role, priv))
+		return;
+	elems[0] = id;
+	tj_check_jobs(role,
+				  PointerGetDatum(construct_array(elems, 1, INT8OID, sizeof(int64),
+												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+				  priv, DatumGetInt64(id));
+}
+
+/* The owner of the function fcinfo calls (SECURITY DEFINER's user) */
+static Oid
+function_owner(FunctionCallInfo fcinfo)
+{
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (fcinfo->flinfo == NULL || !OidIsValid(fcinfo->flinfo->fn_oid))
+		elog(ERROR, "throttle_jobs: entry point called without a function oid");
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
+	owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Records the calling role in caller->role and runs as the owner of the
+ * function fcinfo calls, as SECURITY DEFINER would, until tj_caller_leave.
+ * Whatever runs in between may raise errors: the transaction or
+ * subtransaction abort restores the user.
+ */
+void
+tj_caller_enter(FunctionCallInfo fcinfo, TJCaller *caller)
+{
+	Oid			owner = function_owner(fcinfo);
+
+	GetUserIdAndSecContext(&caller->saved_userid, &caller->saved_context);
+	caller->role = caller->saved_userid;
+	if (owner != caller->saved_userid)
+		SetUserIdAndSecContext(owner, caller->saved_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+void
+tj_caller_leave(const TJCaller *caller)
+{
+	SetUserIdAndSecContext(caller->saved_userid, caller->saved_context);
+}
+
+/* ---- SQL-written functions: the wrapper and the checks they call ---- */
+
+typedef struct CallTarget
+{
+	FmgrInfo	flinfo;			/* the internal function */
+} CallTarget;
+
+/*
+ * The internal function behind public function fn: the function of the same
+ * schema named like fn with a leading underscore, whose arguments are an oid
+ * (the caller) followed by fn's.
+ */
+static Oid
+internal_function(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	Oid			argtypes[FUNC_MAX_ARGS];
+	List	   *name;
+	Oid			target;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->pronargs + 1 > FUNC_MAX_ARGS)
+		elog(ERROR, "throttle_jobs: function %u has too many arguments", fn);
+	argtypes[0] = OIDOID;
+	memcpy(&argtypes[1], proc->proargtypes.values, sizeof(Oid) * proc->pronargs);
+	name = list_make2(makeString(get_namespace_name(proc->pronamespace)),
+					  makeString(psprintf("_%s", NameStr(proc->proname))));
+	target = LookupFuncName(name, proc->pronargs + 1, argtypes, false);
+	ReleaseSysCache(tup);
+	return target;
+}
+
+/*
+ * A public SQL-written function that takes a queue or a job: calls its
+ * internal SECURITY DEFINER function (see internal_function) with the
+ * calling role first.  The call goes through fmgr, so the internal function
+ * needs no EXECUTE grant and no one can call it by name to claim another
+ * role.
+ */
+Datum
+throttle_jobs_call_as_caller(PG_FUNCTION_ARGS)
+{
+	CallTarget *target = (CallTarget *) fcinfo->flinfo->fn_extra;
+	Datum		result;
+	LOCAL_FCINFO(call, FUNC_MAX_ARGS);
+
+	if (target == NULL)
+	{
+		target = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(CallTarget));
+		fmgr_info_cxt(internal_function(fcinfo->flinfo->fn_oid), &target->flinfo,
+					  fcinfo->flinfo->fn_mcxt);
+		fcinfo->flinfo->fn_extra = target;
+	}
+	InitFunctionCallInfoData(*call, &target->flinfo, fcinfo->nargs + 1,
+							 fcinfo->fncollation, NULL, NULL);
+	call->args[0].value = ObjectIdGetDatum(GetUserId());
+	call->args[0].isnull = false;
+	for (int i = 0; i < fcinfo->nargs; i++)
+		call->args[i + 1] = fcinfo->args[i];
+	result = FunctionCallInvoke(call);
+	fcinfo->isnull = call->isnull;
+	return result;
+}
+
+static int
+privilege_arg(FunctionCallInfo fcinfo, int argno)
+{
+	tj_require_not_null(fcinfo, argno, "privilege");
+	return tj_privilege_from_name(text_to_cstring(PG_GETARG_TEXT_PP(argno)));
+}
+
+/*
+ * SQL: _require_queue(caller oid, queue text, privilege text) returns
+ * integer: the queue's id, or undefined_object, or insufficient_privilege
+ * unless caller holds the privilege on it.  For the internal functions.
+ */
+Datum
+throttle_jobs_require_queue(PG_FUNCTION_ARGS)
+{
+	Oid			caller = PG_GETARG_OID(0);
+	int			priv;
+	Datum		values[1];
+	uint64		n;
+	bool		isnull;
+	int32		id;
+
+	tj_require_not_null(fcinfo, 1, "queue name");
+	priv = privilege_arg(fcinfo, 2);
+	values[0] = PG_GETARG_DATUM(1);
+	SPI_connect();
+	n = tj_execute(&by_name_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	if (n == 0)
+		unknown_queue(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	id = DatumGetInt32(tj_get_datum(0, G_ID, &isnull));
+	if (!tj_capable(caller, priv) && (bits_of_rows(caller, 0, n) & priv) == 0)
+		refuse(caller, text_to_cstring(PG_GETARG_TEXT_PP(1)), priv, 0);
+	SPI_finish();
+	PG_RETURN_INT32(id);
+}
+
+/*
+ * Whether caller holds priv on queue id; refuse (naming job, if not 0)
+ * instead of returning false when `raise`.  Connects to SPI.
+ */
+static bool
+queue_id_allows(Oid caller, int32 id, int priv, bool raise, int64 job)
+{
+	Datum		values[1];
+	uint64		n;
+	bool		ok;
+	bool		isnull;
+
+	if (tj_capable(caller, priv))
+		return true;
+	values[0] = Int32GetDatum(id);
+	SPI_connect();
+	n = tj_execute(&by_id_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	ok = n > 0 && (bits_of_rows(caller, 0, n) & priv) != 0;
+	if (!ok && raise && n > 0)
+		refuse(caller, TextDatumGetCString(tj_get_datum(0, G_NAME, &isnull)), priv, job);
+	SPI_finish();
+	return ok;
+}
+
+/*
+ * SQL: _require_job_queue(caller oid, queue_id integer, job bigint,
+ * privilege text) returns void: insufficient_privilege (naming the job)
+ * unless caller holds the privilege on the job's queue.
+ */
+Datum
+throttle_jobs_require_job_queue(PG_FUNCTION_ARGS)
+{
+	int			priv;
+
+	tj_require_not_null(fcinfo, 1, "queue id");
+	tj_require_not_null(fcinfo, 2, "job id");
+	priv = privilege_arg(fcinfo, 3);
+	(void) queue_id_allows(PG_GETARG_OID(0), PG_GETARG_INT32(1), priv, true, PG_GETARG_INT64(2));
+	PG_RETURN_VOID();
+}
+
+/* SQL: _may_queue(caller oid, queue_id integer, privilege text) returns boolean */
+Datum
+throttle_jobs_may_queue(PG_FUNCTION_ARGS)
+{
+	int			priv;
+
+	tj_require_not_null(fcinfo, 1, "queue id");
+	priv = privilege_arg(fcinfo, 2);
+	PG_RETURN_BOOL(queue_id_allows(PG_GETARG_OID(0), PG_GETARG_INT32(1), priv, false, 0));
+}
+
+/* ---- run_jobs ---- */
+
+/*
+ * run_jobs(queue, max_jobs, max_time), SECURITY INVOKER: checks that the
+ * caller may consume the queue (when one is given), then runs run_jobs as
+ * the function's owner, as the SECURITY DEFINER declaration of 0.1.0 did,
+ * with the caller recorded for tj_run_jobs_may_take and tj_run_jobs_caller.
+ */
+Datum
+throttle_jobs_run_jobs_checked(PG_FUNCTION_ARGS)
+{
+	TJCaller	caller;
+	Oid			outer_run_jobs_role = run_jobs_role;
+	Datum		result;
+
+	tj_caller_enter(fcinfo, &caller);
+	if (!PG_ARGISNULL(0))
+	{
+		SPI_connect();
+		tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_CONSUME);
+		SPI_finish();
+	}
+	run_jobs_role = caller.role;
+	PG_TRY();
+	{
+		result = throttle_jobs_run_jobs(fcinfo);
+	}
+	PG_FINALLY();
+	{
+		run_jobs_role = outer_run_jobs_role;
+	}
+	PG_END_TRY();
+	tj_caller_leave(&caller);
+	return result;
+}
+
+/*
+ * The role that called the run_jobs() in progress, or InvalidOid outside
+ * run_jobs (the executors).
+ */
+Oid
+tj_run_jobs_caller(void)
+{
+	return run_jobs_role;
+}
+
+/*
+ * Whether the job loop may take jobs of the queue called `queue` (a text
+ * datum): outside run_jobs always; within it, when run_jobs' caller may
+ * consume the queue (run_jobs(NULL) runs only those queues).  Connects to
+ * SPI when the capability roles do not answer.
+ */
+bool
+tj_run_jobs_may_take(Datum queue)
+{
+	Datum		values[1];
+	uint64		n;
+	bool		ok;
+
+	if (!OidIsValid(run_jobs_role) || tj_capable(run_jobs_role, TJ_PRIV_CONSUME))
+		return true;
+	values[0] = queue;
+	SPI_connect();
+	n = tj_execute(&by_name_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	ok = n > 0 && (bits_of_rows(run_jobs_role, 0, n) & TJ_PRIV_CONSUME) != 0;
+	SPI_finish();
+	return ok;
+}
