@@ -146,7 +146,18 @@ INSERT INTO calls (call, stmt) VALUES
   ('_queue_id', $$SELECT throttle_jobs._queue_id('priv_q')$$),
   ('_check_handler', $$SELECT throttle_jobs._check_handler(NULL, 0)$$),
   ('_lock_queue', $$SELECT throttle_jobs._lock_queue('priv_q')$$),
-  ('_maintain_archive', $$SELECT throttle_jobs._maintain_archive(now())$$);
+  ('_maintain_archive', $$SELECT throttle_jobs._maintain_archive(now())$$),
+  -- per-queue privileges (0.2.0): the capability roles keep their grants,
+  -- and the new functions and view are for admins (and throttle_jobs_user)
+  ('explain_job', format('SELECT throttle_jobs.explain_job(%s)', :live_id)),
+  ('grant_queue', $$SELECT throttle_jobs.grant_queue('priv_q', 'tj_nobody', 'consume')$$),
+  ('revoke_queue', $$SELECT throttle_jobs.revoke_queue('priv_q', 'tj_nobody', 'consume')$$),
+  ('view queue_grants', $$SELECT * FROM throttle_jobs.queue_grants$$),
+  ('SELECT queue_grant', $$SELECT * FROM throttle_jobs.queue_grant$$),
+  ('INSERT queue_grant', $$INSERT INTO throttle_jobs.queue_grant (queue_id, grantee, privilege, granted_by) SELECT id, 'tj_nobody', 'manage', 'tj_nobody' FROM throttle_jobs.queue$$),
+  ('_require_queue', $$SELECT throttle_jobs._require_queue('tj_admin'::regrole, 'priv_q', 'manage')$$),
+  ('_grant_queue', $$SELECT throttle_jobs._grant_queue('tj_admin'::regrole, 'priv_q', 'tj_nobody', 'manage')$$),
+  ('_pause_queue', $$SELECT throttle_jobs._pause_queue('tj_admin'::regrole, 'priv_q')$$);
 
 -- The same statements run as the extension owner (a superuser): all run,
 -- which shows that a refusal below comes from privileges alone.
@@ -160,6 +171,20 @@ SELECT call,
        pg_temp.try_as('tj_admin', stmt) AS admin,
        pg_temp.try_as('tj_nobody', stmt) AS nobody
 FROM calls ORDER BY n;
+
+-- What throttle_jobs_user may execute and read: the functions and views
+-- that take a queue or a job, whose per-queue checks decide (see
+-- queue_grants.sql); nothing else.
+SELECT p.oid::regprocedure AS throttle_jobs_user_may_execute
+FROM pg_proc p
+WHERE p.pronamespace = 'throttle_jobs'::regnamespace
+  AND has_function_privilege('throttle_jobs_user', p.oid, 'EXECUTE')
+ORDER BY p.oid::regprocedure::text;
+SELECT c.relname AS relation, pg_temp.privs('throttle_jobs_user', c.oid) AS throttle_jobs_user
+FROM pg_class c
+WHERE c.relnamespace = 'throttle_jobs'::regnamespace
+  AND c.relkind IN ('r', 'p', 'v') AND pg_temp.privs('throttle_jobs_user', c.oid) <> '-'
+ORDER BY 1;
 
 -- Nothing above was kept: priv_q still holds one live and one dead job.
 SELECT name, max_attempts, paused FROM throttle_jobs.queues WHERE name LIKE 'priv\_%' ORDER BY name;
