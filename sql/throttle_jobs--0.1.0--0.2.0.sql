@@ -173,16 +173,9 @@ ALTER FUNCTION throttle_jobs.snooze(bigint, uuid, interval) SECURITY INVOKER;
 ALTER FUNCTION throttle_jobs.heartbeat(bigint, uuid, interval) SECURITY INVOKER;
 
 -- run_jobs: the caller must consume the queue it names; run_jobs(NULL) runs
--- only the handler queues its caller may consume.
-CREATE OR REPLACE FUNCTION throttle_jobs.run_jobs(
-	queue				text DEFAULT NULL,
-	max_jobs			integer DEFAULT 100,
-	max_time			interval DEFAULT '10 seconds')
-RETURNS integer
-AS 'MODULE_PATHNAME', 'throttle_jobs_run_jobs_checked'
-LANGUAGE C VOLATILE
-SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp;
+-- only the handler queues its caller may consume.  (Its SET search_path
+-- gives it the GUC nest level that keeps its caller: src/privilege.c.)
+ALTER FUNCTION throttle_jobs.run_jobs(text, integer, interval) SECURITY INVOKER;
 
 -- The SQL-written functions that take a queue or a job: a public C wrapper
 -- (SECURITY INVOKER) calls the internal SECURITY DEFINER function of the

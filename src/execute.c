@@ -479,6 +479,7 @@ throttle_jobs_run_jobs(PG_FUNCTION_ARGS)
 	TimestampTz start;
 	char	   *worker;
 	int32		n = 0;
+	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 1, "max_jobs");
 	tj_require_not_null(fcinfo, 2, "max_time");
@@ -490,6 +491,10 @@ throttle_jobs_run_jobs(PG_FUNCTION_ARGS)
 				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
 	tj_check_interval(PG_GETARG_INTERVAL_P(2), "max_time", false);
 	max_usecs = tj_interval_usecs(PG_GETARG_INTERVAL_P(2));
+	/* run_jobs is SECURITY INVOKER since 0.2.0: the caller, then its owner */
+	tj_caller_enter(fcinfo, &caller);
+	/* per-queue privileges: consume on the queue; run_jobs(NULL) filters */
+	tj_run_jobs_check(caller.role, PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 
 	if (!PG_ARGISNULL(0))
 	{
@@ -515,5 +520,6 @@ throttle_jobs_run_jobs(PG_FUNCTION_ARGS)
 			break;
 		n++;
 	}
+	tj_caller_leave(&caller);
 	PG_RETURN_INT32(n);
 }

@@ -34,6 +34,10 @@
  * DEFINER function of the same name with a leading underscore, passing the
  * calling role first, as create_queue and alter_queue do (queue.c).
  *
+ * run_jobs checks its caller at the top (tj_run_jobs_check), and its job
+ * loop asks tj_run_jobs_may_take before it takes a job of a queue, so that
+ * run_jobs(NULL) runs only the handler queues its caller may consume.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -48,13 +52,13 @@
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 #include "throttle_jobs.h"
 
 PG_FUNCTION_INFO_V1(throttle_jobs_call_as_caller);
-PG_FUNCTION_INFO_V1(throttle_jobs_run_jobs_checked);
 PG_FUNCTION_INFO_V1(throttle_jobs_require_queue);
 PG_FUNCTION_INFO_V1(throttle_jobs_require_job_queue);
 PG_FUNCTION_INFO_V1(throttle_jobs_may_queue);
@@ -513,47 +517,53 @@ throttle_jobs_may_queue(PG_FUNCTION_ARGS)
 /* ---- run_jobs ---- */
 
 /*
- * run_jobs(queue, max_jobs, max_time), SECURITY INVOKER: checks that the
- * caller may consume the queue (when one is given), then runs run_jobs as
- * the function's owner, as the SECURITY DEFINER declaration of 0.1.0 did,
- * with the caller recorded for tj_run_jobs_may_take and tj_run_jobs_caller.
+ * The role that called the run_jobs() in progress in this backend is kept
+ * in an internal setting (which no one can SET), set with GUC_ACTION_SAVE
+ * in run_jobs' own GUC nest level (it has SET search_path): PostgreSQL
+ * restores the outer value when run_jobs returns, when it fails, and when a
+ * nested run_jobs (from a handler) returns, so no stale caller survives an
+ * error.  "0" outside run_jobs (the executors).
  */
-Datum
-throttle_jobs_run_jobs_checked(PG_FUNCTION_ARGS)
-{
-	TJCaller	caller;
-	Oid			outer_run_jobs_role = run_jobs_role;
-	Datum		result;
+static char *run_jobs_caller_setting = NULL;
 
-	tj_caller_enter(fcinfo, &caller);
-	if (!PG_ARGISNULL(0))
-	{
-		SPI_connect();
-		tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_CONSUME);
-		SPI_finish();
-	}
-	run_jobs_role = caller.role;
-	PG_TRY();
-	{
-		result = throttle_jobs_run_jobs(fcinfo);
-	}
-	PG_FINALLY();
-	{
-		run_jobs_role = outer_run_jobs_role;
-	}
-	PG_END_TRY();
-	tj_caller_leave(&caller);
-	return result;
+static void
+assign_run_jobs_caller(const char *newval, void *extra)
+{
+	run_jobs_role = newval ? atooid(newval) : InvalidOid;
+}
+
+void
+tj_privilege_define_gucs(void)
+{
+	DefineCustomStringVariable("throttle_jobs.run_jobs_caller",
+							   "The role that called the run_jobs() in progress (internal).",
+							   NULL,
+							   &run_jobs_caller_setting,
+							   "0",
+							   PGC_INTERNAL,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE |
+							   GUC_NO_RESET_ALL,
+							   NULL, assign_run_jobs_caller, NULL);
 }
 
 /*
- * The role that called the run_jobs() in progress, or InvalidOid outside
- * run_jobs (the executors).
+ * run_jobs' argument check, for `caller` (the role that called run_jobs):
+ * insufficient_privilege unless it may consume `queue` (NULL: run_jobs of
+ * every handler queue, which tj_run_jobs_may_take then filters); records
+ * the caller for tj_run_jobs_may_take until run_jobs returns.  Call it at
+ * the top of run_jobs, running as the function's owner, outside SPI.
  */
-Oid
-tj_run_jobs_caller(void)
+void
+tj_run_jobs_check(Oid caller, text *queue)
 {
-	return run_jobs_role;
+	if (queue != NULL)
+	{
+		SPI_connect();
+		tj_check_queue(caller, queue, TJ_PRIV_CONSUME);
+		SPI_finish();
+	}
+	(void) set_config_option("throttle_jobs.run_jobs_caller", psprintf("%u", caller),
+							 PGC_INTERNAL, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 }
 
 /*

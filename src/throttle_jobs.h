@@ -107,9 +107,9 @@ extern bool tj_capable(Oid role, int priv);
 extern void tj_check_queue(Oid role, text *name, int priv);
 extern void tj_check_jobs(Oid role, Datum ids, int priv, int64 single_job);
 extern void tj_check_job(Oid role, Datum id, int priv);
-extern Oid	tj_run_jobs_caller(void);
+extern void tj_privilege_define_gucs(void);
+extern void tj_run_jobs_check(Oid caller, text *queue);
 extern bool tj_run_jobs_may_take(Datum queue);
-extern Datum throttle_jobs_run_jobs(PG_FUNCTION_ARGS);
 
 /* backoff.c */
 extern int64 tj_backoff_usecs(int32 attempt, int64 base_usecs, double factor,
