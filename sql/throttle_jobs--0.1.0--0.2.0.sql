@@ -192,6 +192,72 @@ $$;
 -- C-side SQL and operator hardening
 ------------------------------------------------------------------------------
 
+-- Where each name the extension's SQL uses is resolved, and why that is
+-- pg_catalog or this schema whatever the caller's search_path:
+--
+-- * Function bodies run with the search_path of their call unless the
+--   function pins one.  Every SQL and PL/pgSQL function of 0.1.0 pins
+--   search_path = pg_catalog, pg_temp (no schema that another role can
+--   write to is searched, and pg_temp, searched last, never supplies
+--   functions or operators), and so do the SECURITY DEFINER C functions,
+--   under which every statement of src/*.c runs.  The C functions below
+--   did not: none runs SQL today (the create_queue and alter_queue wrappers
+--   call their internal function through fmgr, by a qualified name), but
+--   any statement added to them, or to the shared code they call, would
+--   have resolved its operators through the caller's path.  They now pin
+--   it too, so that every function of the extension does (the
+--   search_path regression test checks this for every function, including
+--   those added later).
+-- * Views, CHECK constraints, index predicates, column defaults and
+--   SQL-standard function bodies (BEGIN ATOMIC, RETURN) bind their
+--   operators and functions once, when CREATE EXTENSION or ALTER EXTENSION
+--   UPDATE creates them.  Both run the script with search_path set to
+--   this schema and pg_temp, pg_catalog being searched implicitly first,
+--   and the install guard above refuses a schema that holds anything but
+--   the extension's own objects (or that grants CREATE to another role),
+--   so every name binds to pg_catalog or to this schema.  The
+--   search_path test checks that no object of the schema depends on an
+--   operator, function or type in any other schema.
+-- * Statements in src/*.c qualify every function (pg_catalog.count, ...)
+--   and every type in a cast (::pg_catalog.interval), and use operators
+--   whose operand types match a pg_catalog operator exactly, a literal on
+--   one side being of the other side's type (text = 'running'); an
+--   operator for which pg_catalog has no exact match (float8 * int4,
+--   jsonb ->> 'key': PostgreSQL first looks for ->>(jsonb, jsonb) along
+--   the whole path) is written OPERATOR(pg_catalog.x) or given casts on
+--   both sides.  The background workers set search_path = pg_catalog,
+--   pg_temp before they run any statement.
+ALTER FUNCTION throttle_jobs._check_interval(interval, text, boolean)
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs._lock_queue(text)
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs._check_queue_options(boolean, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, text)
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text)
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs.alter_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text)
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs.backoff_delay(integer, interval, double precision, interval, double precision, double precision)
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs._rate_admit(text, integer, interval, integer, integer, timestamptz, double precision, timestamptz, timestamptz[], integer[])
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs._adaptive_factor(double precision, bigint, bigint, double precision, double precision)
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs.stats_queues()
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs._stats_histograms()
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs.stats_keys()
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs.stats_state()
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs._stats_note(integer, text, bigint, timestamptz, integer)
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs._stats_forget()
+	SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION throttle_jobs._reset_stats(integer)
+	SET search_path = pg_catalog, pg_temp;
+
 
 
 ------------------------------------------------------------------------------
