@@ -86,14 +86,23 @@ static Oid	run_jobs_role = InvalidOid;
 	"  FROM throttle_jobs.queue q" \
 	"  LEFT JOIN throttle_jobs.queue_grant g ON g.queue_id OPERATOR(pg_catalog.=) q.id"
 
+/* (generic plans: a custom plan costs more to make than to run) */
 static TJStatement by_name_stmt = {
 	GRANT_ROWS_SQL " WHERE q.name OPERATOR(pg_catalog.=) $1",
-	1, {TEXTOID}
+	1, {TEXTOID}, NULL, TJ_GENERIC
 };
 
 static TJStatement by_id_stmt = {
 	GRANT_ROWS_SQL " WHERE q.id OPERATOR(pg_catalog.=) $1",
-	1, {INT4OID}
+	1, {INT4OID}, NULL, TJ_GENERIC
+};
+
+/* The queue of the live job $1 */
+static TJStatement by_job_stmt = {
+	GRANT_ROWS_SQL
+	"  JOIN throttle_jobs.job j ON j.queue_id OPERATOR(pg_catalog.=) q.id"
+	" WHERE j.id OPERATOR(pg_catalog.=) $1",
+	1, {INT8OID}, NULL, TJ_GENERIC
 };
 
 /* The queues of the live jobs $1, rows of one queue together */
@@ -103,7 +112,7 @@ static TJStatement by_jobs_stmt = {
 	"   SELECT j.queue_id FROM throttle_jobs.job j"
 	"    WHERE j.id OPERATOR(pg_catalog.=) ANY ($1)))"
 	" ORDER BY q.id",
-	1, {INT8ARRAYOID}
+	1, {INT8ARRAYOID}, NULL, TJ_GENERIC
 };
 
 enum
@@ -274,49 +283,57 @@ tj_check_queue(Oid role, text *name, int priv)
 }
 
 /*
- * Raises insufficient_privilege unless `role` holds `priv` on the queue of
- * every live job among `ids` (an int8[]; ids that are not live are
- * skipped: the call they are given to finds them stale).  Connected to SPI,
- * running as the function's owner.
+ * The rows of the current result (GRANT_ROWS_SQL, rows of one queue
+ * together): insufficient_privilege unless `role` holds `priv` on each
+ * queue.  job: the one job asked about, or 0.
  */
-void
-tj_check_jobs(Oid role, Datum ids, int priv, int64 single_job)
+static void
+check_result_queues(Oid role, uint64 n, int priv, int64 job)
 {
-	Datum		values[1];
-	uint64		n;
 	uint64		from = 0;
 	bool		isnull;
 
-	if (tj_capable(role, priv))
-		return;
-	values[0] = ids;
-	n = tj_execute(&by_jobs_stmt, values, NULL, false, 0, SPI_OK_SELECT);
 	for (uint64 r = 1; r <= n; r++)
 	{
 		if (r < n && DatumGetInt32(tj_get_datum(r, G_ID, &isnull)) ==
 			DatumGetInt32(tj_get_datum(from, G_ID, &isnull)))
 			continue;
 		if ((bits_of_rows(role, from, r) & priv) == 0)
-			refuse(role, TextDatumGetCString(tj_get_datum(from, G_NAME, &isnull)), priv,
-				   single_job);
+			refuse(role, TextDatumGetCString(tj_get_datum(from, G_NAME, &isnull)), priv, job);
 		from = r;
 	}
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* tj_check_jobs for one job */
+/*
+ * Raises insufficient_privilege unless `role` holds `priv` on the queue of
+ * every live job among `ids` (an int8[]; ids that are not live are
+ * skipped: the call they are given to finds them stale).  Connected to SPI,
+ * running as the function's owner.
+ */
 void
-tj_check_job(Oid role, Datum id, int priv)
+tj_check_jobs(Oid role, Datum ids, int priv)
 {
-	Datum		elems[1];
+	Datum		values[1];
 
 	if (tj_capable(role, priv))
 		return;
-	elems[0] = id;
-	tj_check_jobs(role,
-				  PointerGetDatum(construct_array(elems, 1, INT8OID, sizeof(int64),
-												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
-				  priv, DatumGetInt64(id));
+	values[0] = ids;
+	check_result_queues(role, tj_execute(&by_jobs_stmt, values, NULL, false, 0, SPI_OK_SELECT),
+						priv, 0);
+}
+
+/* tj_check_jobs for one job (an int8 datum) */
+void
+tj_check_job(Oid role, Datum id, int priv)
+{
+	Datum		values[1];
+
+	if (tj_capable(role, priv))
+		return;
+	values[0] = id;
+	check_result_queues(role, tj_execute(&by_job_stmt, values, NULL, false, 0, SPI_OK_SELECT),
+						priv, DatumGetInt64(id));
 }
 
 /* The owner of the function fcinfo calls (SECURITY DEFINER's user) */

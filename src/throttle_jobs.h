@@ -105,7 +105,7 @@ extern void tj_caller_leave(const TJCaller *caller);
 extern int	tj_privilege_from_name(const char *name);
 extern bool tj_capable(Oid role, int priv);
 extern void tj_check_queue(Oid role, text *name, int priv);
-extern void tj_check_jobs(Oid role, Datum ids, int priv, int64 single_job);
+extern void tj_check_jobs(Oid role, Datum ids, int priv);
 extern void tj_check_job(Oid role, Datum id, int priv);
 extern void tj_privilege_define_gucs(void);
 extern void tj_run_jobs_check(Oid caller, text *queue);

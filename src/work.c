@@ -94,7 +94,7 @@ throttle_jobs_complete_and_reserve(PG_FUNCTION_ARGS)
 	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_CONSUME);
 	if (nids > 0)
 	{
-		tj_check_jobs(caller.role, PG_GETARG_DATUM(2), TJ_PRIV_CONSUME, 0);
+		tj_check_jobs(caller.role, PG_GETARG_DATUM(2), TJ_PRIV_CONSUME);
 		(void) tj_complete_many(PG_GETARG_DATUM(2), PG_GETARG_DATUM(3));
 	}
 	tj_reserve_jobs(rsinfo, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(4),
