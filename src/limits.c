@@ -19,7 +19,9 @@
  *    keys in.  Keys that share a hash merely skip each other more often.
  * A finishing job just stops counting; to hand its slot to a parked job,
  * the completion takes the mutex without waiting and gives it back at once
- * (see tj_unpark_one).
+ * (see tj_unpark_one).  try_acquire()/acquire() decide in a subtransaction
+ * and roll it back when they refuse, so a refused caller holds neither the
+ * mutex nor a rate state row (see acquire_once).
  *
  *-------------------------------------------------------------------------
  */
@@ -39,8 +41,11 @@
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
+#include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -678,21 +683,62 @@ check_acquire_args(FunctionCallInfo fcinfo, char **key, int32 *cost)
 				 errmsg("cost must be at least 1, not %d", *cost)));
 }
 
-/* One attempt; *wait_until says when another could succeed (0: soon). */
+/*
+ * One attempt; *wait_until says when another could succeed (0: soon).
+ *
+ * The decision runs in a subtransaction.  A grant releases it into the
+ * caller's transaction: the tokens taken and the key's mutex stay until that
+ * ends, as the admission of a job does.  A refusal rolls it back, which
+ * gives back the mutex (a lock taken by the subtransaction) and undoes the
+ * rate state written for the decision (its row would otherwise stay locked
+ * by the caller's transaction, and reservations would wait for it): a
+ * caller that was refused, and then idles in its transaction, holds
+ * nothing, and so cannot stall the key's reservations.  A mutex that the
+ * caller's transaction already held (an earlier grant) stays held.
+ */
 static bool
 acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
 	TJLimitCache cache = {0};
 	const char *blocked_key;
-	TimestampTz blocked_until;
+	TimestampTz blocked_until = 0;
 	TimestampTz admitted_at;
-	TJAdmission r;
+	volatile TJAdmission r = TJ_ADMIT_BUSY;
 
-	/* the key is both the concurrency and the rate key; tj_admit skips what is not limited */
-	SPI_connect();
-	r = tj_admit(&cache, key, key, cost, GetCurrentTimestamp(), &blocked_key, &blocked_until,
-				 &admitted_at);
-	SPI_finish();
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		/* the key is both the concurrency and the rate key; tj_admit skips what is not limited */
+		SPI_connect();
+		r = tj_admit(&cache, key, key, cost, GetCurrentTimestamp(), &blocked_key,
+					 &blocked_until, &admitted_at);
+		SPI_finish();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* leave the subtransaction before the error reaches the caller's handlers */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+
+	if (r == TJ_ADMIT_OK)
+		ReleaseCurrentSubTransaction();
+	else
+		RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+
 	*wait_until = r == TJ_ADMIT_RATE ? blocked_until : 0;
 	return r == TJ_ADMIT_OK;
 }
@@ -703,7 +749,7 @@ acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
  * also holds the key until the calling transaction ends, and only while
  * the key's running jobs leave a slot free: at most one transaction holds
  * a key at a time, which makes it a leader election.  A key without a limit
- * is always granted.
+ * is always granted.  A refusal leaves nothing held (see acquire_once).
  */
 Datum
 throttle_jobs_try_acquire(PG_FUNCTION_ARGS)
