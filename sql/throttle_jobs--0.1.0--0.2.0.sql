@@ -1052,6 +1052,34 @@ GRANT SELECT ON throttle_jobs.queues, throttle_jobs.jobs, throttle_jobs.running_
 -- Limits: try_acquire/acquire, statistics bounds, input bounds
 ------------------------------------------------------------------------------
 
+-- try_acquire() and acquire() take any key's tokens and hold its mutex:
+-- they are a capability of their own, no longer part of producing or
+-- working.  throttle_jobs_limiter may call them (admins through
+-- membership); like the other capability roles it is cluster-wide and
+-- created only where missing.
+DO $tj_limiter$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r
+				   WHERE r.rolname OPERATOR(pg_catalog.=) 'throttle_jobs_limiter') THEN
+		CREATE ROLE throttle_jobs_limiter NOLOGIN;
+	END IF;
+	IF NOT pg_catalog.pg_has_role('throttle_jobs_admin', 'throttle_jobs_limiter', 'MEMBER') THEN
+		GRANT throttle_jobs_limiter TO throttle_jobs_admin;
+	END IF;
+END
+$tj_limiter$;
+
+GRANT USAGE ON SCHEMA throttle_jobs TO throttle_jobs_limiter;
+REVOKE EXECUTE ON FUNCTION throttle_jobs.try_acquire(text, integer),
+						throttle_jobs.acquire(text, integer, interval)
+	FROM throttle_jobs_producer, throttle_jobs_worker, throttle_jobs_admin;
+GRANT EXECUTE ON FUNCTION throttle_jobs.try_acquire(text, integer),
+					   throttle_jobs.acquire(text, integer, interval)
+	TO throttle_jobs_limiter;
+
+COMMENT ON FUNCTION throttle_jobs.try_acquire(text, integer) IS 'Takes cost tokens of a key''s rate limit now (and, on a capped key, holds it to transaction end), or returns false holding nothing.';
+COMMENT ON FUNCTION throttle_jobs.acquire(text, integer, interval) IS 'try_acquire, waiting up to timeout; false (holding nothing) if the time ran out.';
+
 
 
 ------------------------------------------------------------------------------
