@@ -27,12 +27,13 @@ GRANT throttle_jobs_user TO qg_p, qg_c, qg_m, qg_member, qg_none, qg_gone;
 GRANT qg_team TO qg_member;
 
 -- The new role is NOLOGIN, may use the schema, and is no member of a
--- capability role (nor are they of it).
+-- capability role, nor are they of it (expect no rows).
 SELECT rolcanlogin, has_schema_privilege('throttle_jobs_user', 'throttle_jobs', 'USAGE') AS usage
 FROM pg_roles WHERE rolname = 'throttle_jobs_user';
 SELECT a.rolname AS role, b.rolname AS of_role
 FROM pg_roles a, pg_roles b
 WHERE a.rolname LIKE 'throttle\_jobs\_%' AND b.rolname LIKE 'throttle\_jobs\_%'
+  AND 'throttle_jobs_user' IN (a.rolname, b.rolname)
   AND a.oid <> b.oid AND pg_has_role(a.oid, b.oid, 'MEMBER')
 ORDER BY 1, 2;
 
