@@ -20,6 +20,13 @@ BEGIN
 	IF payload ? 'sleep' THEN
 		PERFORM pg_sleep((payload->>'sleep')::float8);
 	END IF;
+	IF payload ? 'catch' THEN
+		BEGIN
+			PERFORM pg_sleep((payload->>'catch')::float8);
+		EXCEPTION WHEN query_canceled THEN
+			RETURN jsonb_build_object('caught', 'the cancel');
+		END;
+	END IF;
 	RETURN jsonb_build_object('handled', payload->'n');
 END
 $$;
@@ -107,6 +114,14 @@ SELECT throttle_jobs.run_jobs('rj_q') AS ran;
 SELECT state, attempt, last_error FROM throttle_jobs.jobs WHERE id = :slow_id;
 SELECT throttle_jobs.cancel(:slow_id);
 TRUNCATE rj_seen;
+
+-- A handler that catches that cancel and returns has still run past its
+-- lease: its job fails the same way (and its writes roll back).
+SELECT throttle_jobs.enqueue('rj_q', '{"catch": 3}') AS catch_id \gset
+SELECT throttle_jobs.run_jobs('rj_q') AS ran;
+SELECT state, attempt, last_error FROM throttle_jobs.jobs WHERE id = :catch_id;
+SELECT count(*) AS kept_writes FROM rj_seen;
+SELECT throttle_jobs.cancel(:catch_id);
 
 -- A cancel of the caller's own statement is not a job failure: it stops
 -- run_jobs, and the whole transaction (the reservation too) rolls back.
