@@ -67,6 +67,8 @@ BEGIN
 		SET ROLE NONE;
 	WHEN 'listen' THEN
 		LISTEN hs_channel;
+	WHEN 'prepare' THEN
+		EXECUTE 'PREPARE hs_stmt AS SELECT 1';
 	WHEN 'fk' THEN
 		INSERT INTO hs.child VALUES ((p->>'parent')::int);
 	WHEN 'fk_deferred' THEN
@@ -100,9 +102,10 @@ SELECT payload->>'do', 'dead', last_error, id FROM throttle_jobs.dead_letters WH
 -- A WITH HOLD cursor (it would run its query at commit): 42501.
 -- The trap's constraint trigger, made DEFERRED by the handler: 42501 at the
 -- end of the INSERT that would queue it.
--- A temporary table: 42501.  SET ROLE: 42501.  LISTEN: 42501.
+-- A temporary table: 42501.  SET ROLE: 42501.  LISTEN: 42501.  PREPARE
+-- (a statement that would outlive the job in the session): 42501.
 SELECT count(throttle_jobs.enqueue('hs_q', jsonb_build_object('do', d))) AS enqueued
-FROM unnest(ARRAY['hold_cursor', 'set_deferred', 'temp_table', 'set_role', 'listen']) d;
+FROM unnest(ARRAY['hold_cursor', 'set_deferred', 'temp_table', 'set_role', 'listen', 'prepare']) d;
 SET ROLE hs_worker;
 SELECT throttle_jobs.run_jobs('hs_q') AS ran;
 RESET ROLE;
@@ -110,8 +113,9 @@ SELECT job, outcome, error FROM hs_outcome ORDER BY id;
 -- None of them got past its refused statement, and nothing escalated.
 SELECT what, who FROM hs_log ORDER BY n;
 SELECT rolname, rolsuper FROM pg_roles WHERE rolname IN ('hs_owner', 'hs_worker') ORDER BY rolname;
--- No cursor, no temporary schema was left in this session.
+-- No cursor, prepared statement or temporary schema was left in this session.
 SELECT count(*) AS cursors FROM pg_cursors;
+SELECT count(*) AS prepared_statements FROM pg_prepared_statements;
 SELECT count(*) AS temp_schemas FROM pg_namespace WHERE oid = pg_my_temp_schema();
 DELETE FROM throttle_jobs.job_dead WHERE queue_id = (SELECT id FROM throttle_jobs.queue WHERE name = 'hs_q');
 TRUNCATE hs_log;
