@@ -81,21 +81,24 @@ sub executor_of
 
 # ---------------------------------------------------------------- setup
 # mallory: a queue admin, and (as on clusters created before PostgreSQL 15)
-# allowed to create in public.  alice and bob: queue owners.  wendy: a
-# worker who calls run_jobs.  public.calls records every call of the
+# allowed to create in public.  alice, bob and carol: queue owners (carol's
+# handler will not stop; the roles are apart so that each attack shows on
+# its own).  wendy: a worker who calls run_jobs.  public.calls records every call of the
 # functions the attackers planted, with current_user.
 sql(q{
 	CREATE EXTENSION throttle_jobs;
 	CREATE ROLE mallory LOGIN;
 	CREATE ROLE alice LOGIN;
 	CREATE ROLE bob LOGIN;
+	CREATE ROLE carol LOGIN;
 	CREATE ROLE wendy LOGIN;
-	GRANT throttle_jobs_admin TO mallory, alice, bob;
+	GRANT throttle_jobs_admin TO mallory, alice, bob, carol;
 	GRANT throttle_jobs_worker TO wendy;
 	GRANT CREATE ON SCHEMA public TO mallory;
 	CREATE SCHEMA mallory AUTHORIZATION mallory;
 	CREATE SCHEMA alice AUTHORIZATION alice;
 	CREATE SCHEMA bob AUTHORIZATION bob;
+	CREATE SCHEMA carol AUTHORIZATION carol;
 	CREATE TABLE public.calls (what text, who name, at timestamptz DEFAULT clock_timestamp());
 	GRANT INSERT ON public.calls TO PUBLIC;
 	CREATE TABLE public.seen (who name, pid int, found text);
@@ -253,15 +256,15 @@ is(sql(q{SELECT found FROM seen WHERE who = 'bob'}), '',
 	'bob\'s handler found no prepared statement, advisory lock or currval of alice\'s');
 
 # ---------------------------------------------------------------- 4. a handler that will not stop
-# mallory's spin catches every cancel.  loop_q's lease (the handler's time
+# carol's spin catches every cancel.  loop_q's lease (the handler's time
 # limit) is 2 s; loop_long_q's is an hour (only SIGTERM stops it).  Two
 # executors from now on.
 sql(q{
 	ALTER SYSTEM SET throttle_jobs.executor_workers = 2;
 	SELECT pg_reload_conf();
 });
-as_role('mallory', q{
-	CREATE FUNCTION mallory.spin(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+as_role('carol', q{
+	CREATE FUNCTION carol.spin(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
 	BEGIN
 		LOOP
 			BEGIN
@@ -270,9 +273,9 @@ as_role('mallory', q{
 			END;
 		END LOOP;
 	END $$;
-	SELECT throttle_jobs.create_queue('loop_q', handler => 'mallory.spin(jsonb)', lease => '2 s',
+	SELECT throttle_jobs.create_queue('loop_q', handler => 'carol.spin(jsonb)', lease => '2 s',
 	                                  max_attempts => 2, backoff_base => '1 s', backoff_jitter => 0);
-	SELECT throttle_jobs.create_queue('loop_long_q', handler => 'mallory.spin(jsonb)', lease => '1 hour',
+	SELECT throttle_jobs.create_queue('loop_long_q', handler => 'carol.spin(jsonb)', lease => '1 hour',
 	                                  max_attempts => 2, backoff_base => '1 s', backoff_jitter => 0);
 });
 ok( $node->poll_query_until('postgres', q{
@@ -306,6 +309,7 @@ is(sql(q{SELECT count(*) FROM throttle_jobs.archived_jobs WHERE queue = 'loop_q'
 my $long = sql(q{SELECT throttle_jobs.enqueue('loop_long_q', '{}')});
 my $victim = executor_of($long);
 ok(defined $victim, 'the long spinning job runs in an executor');
+$victim //= 0;
 my $t0 = time();
 sql("SELECT pg_terminate_backend($victim)");
 ok( $node->poll_query_until('postgres', qq{
@@ -323,10 +327,12 @@ ok( $node->poll_query_until('postgres', qq{
 	'the long spinning job runs again, at its second attempt');
 $ENV{PGCTLTIMEOUT} = 30;
 $t0 = time();
-ok($node->stop('fast', fail_ok => 1), 'pg_ctl stop -m fast succeeds');
+my $stopped = $node->stop('fast', fail_ok => 1);
+ok($stopped, 'pg_ctl stop -m fast succeeds');
 $took = time() - $t0;
 note(sprintf('the fast shutdown took %.1f s', $took));
 cmp_ok($took, '<', 8, 'within shutdown_grace + 1 s (and some slack)');
+$node->stop('immediate') unless $stopped;
 $node->start;
 like(outcome($long), qr/^dead: worker throttle_jobs\/executor\/\d+ exited while the job ran/,
 	'after the restart the long spinning job is dead, its executor having exited with it');
