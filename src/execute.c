@@ -605,7 +605,6 @@ tj_discard_session_state(void)
 	}
 	LockReleaseSession(USER_LOCKMETHOD);
 	DropAllPreparedStatements();
-	PortalHashTableDeleteAll();
 	ResetPlanCache();
 	ResetSequenceCaches();
 }

@@ -293,6 +293,8 @@ ok( $node->poll_query_until('postgres', q{
 is(sql(qq{SELECT count(*) FROM throttle_jobs.jobs WHERE id = $spin}), '1',
 	'(while the spinning job was still live)');
 like(outcome($spin), qr/^dead: /, 'the spinning job ends dead');
+my $free = sql(q{SELECT throttle_jobs.enqueue('bob_q', '{}')});
+is(outcome($free), 'completed', 'and no executor is held by it any more: the next job of bob runs');
 is(sql(qq{SELECT attempt || '/' || jsonb_array_length(errors) FROM throttle_jobs.dead_letters WHERE id = $spin}),
 	'2/2', 'after its two attempts, each recorded');
 ok( eval {
@@ -368,23 +370,27 @@ ok( eval {
 	'the executors say why');
 
 # ---------------------------------------------------------------- run_jobs and temporary tables
-# alice's handler writes to "outbox" with its own search_path (alice), so
-# pg_temp comes first for it.  wendy's temporary outbox, with a trigger
+# In a database without workers (run_jobs is the only way its handler jobs
+# run): alice's handler writes to "outbox" with its own search_path (alice),
+# so pg_temp comes first for it.  wendy's temporary outbox, with a trigger
 # that grants wendy alice's secret, would take its place under run_jobs.
-sql(q{
+sql('CREATE DATABASE noworkers');
+$node->safe_psql('noworkers', q{
+	CREATE EXTENSION throttle_jobs;
+	CREATE SCHEMA alice AUTHORIZATION alice;
 	CREATE TABLE alice.secret (s text);
 	ALTER TABLE alice.secret OWNER TO alice;
 });
-as_role('alice', q{
+$node->safe_psql('noworkers', q{
 	CREATE TABLE alice.outbox (p jsonb);
 	CREATE FUNCTION alice.send(p jsonb) RETURNS void LANGUAGE plpgsql SET search_path = alice AS $$
 	BEGIN
 		INSERT INTO outbox VALUES (p);
 	END $$;
 	SELECT throttle_jobs.create_queue('outbox_q', handler => 'alice.send(jsonb)');
-});
-my $mail = sql(q{SELECT throttle_jobs.enqueue('outbox_q', '{"to": "bob"}')});
-my ($ret, $stdout, $stderr) = $node->psql('postgres', q{
+}, extra_params => [ '-U', 'alice' ]);
+my $mail = $node->safe_psql('noworkers', q{SELECT throttle_jobs.enqueue('outbox_q', '{"to": "bob"}')});
+my ($ret, $stdout, $stderr) = $node->psql('noworkers', q{
 	\set VERBOSITY verbose
 	CREATE TEMP TABLE outbox (p jsonb);
 	CREATE FUNCTION pg_temp.grab() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -398,18 +404,18 @@ my ($ret, $stdout, $stderr) = $node->psql('postgres', q{
 like($stderr,
 	qr/ERROR:\s+55000: run_jobs cannot run handlers in a session that has temporary objects/,
 	'run_jobs refuses a session with temporary objects (55000)');
-is(sql(qq{SELECT state || '/' || attempt FROM throttle_jobs.jobs WHERE id = $mail}), 'available/0',
-	'the job was not touched');
-($ret, $stdout, $stderr) = $node->psql('postgres', q{SELECT throttle_jobs.run_jobs('outbox_q')},
+is($node->safe_psql('noworkers', qq{SELECT state || '/' || attempt FROM throttle_jobs.jobs WHERE id = $mail}),
+	'available/0', 'the job was not touched');
+is($node->safe_psql('noworkers', q{SELECT has_table_privilege('wendy', 'alice.secret', 'SELECT')}), 'f',
+	'wendy did not get SELECT on alice\'s secret');
+($ret, $stdout, $stderr) = $node->psql('noworkers', q{SELECT throttle_jobs.run_jobs('outbox_q')},
 	extra_params => [ '-U', 'wendy' ]);
 is($stdout, '1', 'from a session of its own, wendy runs it');
-is(sql(q{SELECT p ->> 'to' FROM alice.outbox}), 'bob', 'into alice\'s outbox');
+is($node->safe_psql('noworkers', q{SELECT p ->> 'to' FROM alice.outbox}), 'bob', 'into alice\'s outbox');
 
 # ---------------------------------------------------------------- nobody gained anything
 is(sql(q{SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolsuper}), $su,
 	'the bootstrap superuser is still the only superuser');
-is(sql(q{SELECT has_table_privilege('wendy', 'alice.secret', 'SELECT')}), 'f',
-	'wendy did not get SELECT on alice\'s secret');
 is(sql(q{SELECT count(*) FROM calls WHERE who <> 'mallory'}), '0',
 	'nothing mallory planted ever ran as another role');
 
