@@ -393,6 +393,7 @@ my $mail = $node->safe_psql('noworkers', q{SELECT throttle_jobs.enqueue('outbox_
 my ($ret, $stdout, $stderr) = $node->psql('noworkers', q{
 	\set VERBOSITY verbose
 	CREATE TEMP TABLE outbox (p jsonb);
+	GRANT INSERT ON outbox TO PUBLIC;
 	CREATE FUNCTION pg_temp.grab() RETURNS trigger LANGUAGE plpgsql AS $$
 	BEGIN
 		EXECUTE 'GRANT SELECT ON alice.secret TO wendy';
@@ -406,6 +407,7 @@ like($stderr,
 	'run_jobs refuses a session with temporary objects (55000)');
 is($node->safe_psql('noworkers', qq{SELECT state || '/' || attempt FROM throttle_jobs.jobs WHERE id = $mail}),
 	'available/0', 'the job was not touched');
+note('its errors: ' . $node->safe_psql('noworkers', qq{SELECT errors FROM throttle_jobs.jobs WHERE id = $mail}));
 is($node->safe_psql('noworkers', q{SELECT has_table_privilege('wendy', 'alice.secret', 'SELECT')}), 'f',
 	'wendy did not get SELECT on alice\'s secret');
 ($ret, $stdout, $stderr) = $node->psql('noworkers', q{SELECT throttle_jobs.run_jobs('outbox_q')},
