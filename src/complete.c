@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "mb/pg_wchar.h"
@@ -269,6 +270,18 @@ throttle_jobs_complete(PG_FUNCTION_ARGS)
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
+	/* a result is kept in the archive as a payload is kept in the job: the same bound */
+	if (!PG_ARGISNULL(2))
+	{
+		Size		size = toast_raw_datum_size(PG_GETARG_DATUM(2)) - VARHDRSZ;
+
+		if (size > (Size) tj_max_payload_size)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("result is too large (%zu bytes)", size),
+					 errhint("throttle_jobs.max_payload_size allows %d bytes.",
+							 tj_max_payload_size)));
+	}
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
@@ -316,7 +329,7 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 	{
 		retry_in = PG_GETARG_INTERVAL_P(3);
-		tj_check_interval(retry_in, "retry_in", true);
+		tj_check_delay(retry_in, "retry_in");
 	}
 	error = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (strlen(error) > TJ_MAX_ERROR_LEN)
@@ -351,7 +364,7 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 	tj_require_not_null(fcinfo, 1, "lease_token");
 	tj_require_not_null(fcinfo, 2, "delay");
 	delay = PG_GETARG_INTERVAL_P(2);
-	tj_check_interval(delay, "delay", true);
+	tj_check_delay(delay, "delay");
 
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
@@ -384,7 +397,7 @@ throttle_jobs_heartbeat(PG_FUNCTION_ARGS)
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
 	if (!PG_ARGISNULL(2))
-		tj_check_interval(PG_GETARG_INTERVAL_P(2), "extend", false);
+		tj_check_lease(PG_GETARG_INTERVAL_P(2), "extend");
 
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);

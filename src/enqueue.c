@@ -359,11 +359,8 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 	job.run_at = PG_ARGISNULL(2) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(2);
 	job.priority = PG_GETARG_INT32(3);
 	job.max_attempts = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
-	if (!PG_ARGISNULL(4) && job.max_attempts < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be at least 1, not %d", job.max_attempts),
-				 errhint("Pass NULL to use the queue's max_attempts.")));
+	if (!PG_ARGISNULL(4))
+		tj_check_max_attempts(job.max_attempts, "Pass NULL to use the queue's max_attempts.");
 	job.concurrency_key = PG_ARGISNULL(5) ? NULL : PG_GETARG_TEXT_PP(5);
 	job.rate_limit_key = PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6);
 	job.unique_key = PG_ARGISNULL(7) ? NULL : PG_GETARG_TEXT_PP(7);
@@ -516,10 +513,7 @@ read_batch_job(JsonbValue *elem, JobArgs *job)
 		else if (strcmp(key, "max_attempts") == 0)
 		{
 			job->max_attempts = jbv_int32(&v, key);
-			if (job->max_attempts < 1)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("max_attempts must be at least 1, not %d", job->max_attempts)));
+			tj_check_max_attempts(job->max_attempts, NULL);
 		}
 		else if (strcmp(key, "concurrency_key") == 0)
 			job->concurrency_key = jbv_text(&v, key);

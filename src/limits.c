@@ -19,7 +19,9 @@
  *    keys in.  Keys that share a hash merely skip each other more often.
  * A finishing job just stops counting; to hand its slot to a parked job,
  * the completion takes the mutex without waiting and gives it back at once
- * (see tj_unpark_one).
+ * (see tj_unpark_one).  try_acquire()/acquire() decide in a subtransaction
+ * and roll it back when they refuse, so a refused caller holds neither the
+ * mutex nor a rate state row (see acquire_once).
  *
  *-------------------------------------------------------------------------
  */
@@ -39,8 +41,11 @@
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
+#include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -678,21 +683,62 @@ check_acquire_args(FunctionCallInfo fcinfo, char **key, int32 *cost)
 				 errmsg("cost must be at least 1, not %d", *cost)));
 }
 
-/* One attempt; *wait_until says when another could succeed (0: soon). */
+/*
+ * One attempt; *wait_until says when another could succeed (0: soon).
+ *
+ * The decision runs in a subtransaction.  A grant releases it into the
+ * caller's transaction: the tokens taken and the key's mutex stay until that
+ * ends, as the admission of a job does.  A refusal rolls it back, which
+ * gives back the mutex (a lock taken by the subtransaction) and undoes the
+ * rate state written for the decision (its row would otherwise stay locked
+ * by the caller's transaction, and reservations would wait for it): a
+ * caller that was refused, and then idles in its transaction, holds
+ * nothing, and so cannot stall the key's reservations.  A mutex that the
+ * caller's transaction already held (an earlier grant) stays held.
+ */
 static bool
 acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
 	TJLimitCache cache = {0};
 	const char *blocked_key;
-	TimestampTz blocked_until;
+	TimestampTz blocked_until = 0;
 	TimestampTz admitted_at;
-	TJAdmission r;
+	volatile TJAdmission r = TJ_ADMIT_BUSY;
 
-	/* the key is both the concurrency and the rate key; tj_admit skips what is not limited */
-	SPI_connect();
-	r = tj_admit(&cache, key, key, cost, GetCurrentTimestamp(), &blocked_key, &blocked_until,
-				 &admitted_at);
-	SPI_finish();
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		/* the key is both the concurrency and the rate key; tj_admit skips what is not limited */
+		SPI_connect();
+		r = tj_admit(&cache, key, key, cost, GetCurrentTimestamp(), &blocked_key,
+					 &blocked_until, &admitted_at);
+		SPI_finish();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* leave the subtransaction before the error reaches the caller's handlers */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+
+	if (r == TJ_ADMIT_OK)
+		ReleaseCurrentSubTransaction();
+	else
+		RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+
 	*wait_until = r == TJ_ADMIT_RATE ? blocked_until : 0;
 	return r == TJ_ADMIT_OK;
 }
@@ -703,7 +749,7 @@ acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
  * also holds the key until the calling transaction ends, and only while
  * the key's running jobs leave a slot free: at most one transaction holds
  * a key at a time, which makes it a leader election.  A key without a limit
- * is always granted.
+ * is always granted.  A refusal leaves nothing held (see acquire_once).
  */
 Datum
 throttle_jobs_try_acquire(PG_FUNCTION_ARGS)
@@ -1052,6 +1098,255 @@ tj_release_throttled(TimestampTz now)
 	for (uint64 i = 0; i < nkeys; i++)
 		released += hand_on(keys[i], tj_key_limit(&cache, keys[i]), false);
 	return released;
+}
+
+/* ---- forgetting idle rate state (maintain()) ---- */
+
+/*
+ * key_rate_state keeps a row per key that a rate limit ever admitted or
+ * refused.  maintain() deletes the rows whose deletion changes no decision:
+ * for every transaction that may still reach the key, a fresh state (a full
+ * bucket, an empty window) decides exactly as the stored one would.  It
+ * walks the table in key order, RATE_GC_SCAN rows per pass, resuming where
+ * the previous pass of the session stopped (a new session starts at a
+ * random row), and deletes at most RATE_GC_BATCH rows per pass, each under
+ * its key's mutex, held to commit like any writer of the state.
+ */
+#define RATE_GC_SCAN	100
+#define RATE_GC_BATCH	64
+
+/* Where the next pass of this session resumes (NULL: not started) */
+static char *rate_gc_next = NULL;
+
+#define RATE_GC_COLUMNS \
+	"s.key, s.tokens, s.stamp," \
+	" (SELECT pg_catalog.max(a.at) FROM pg_catalog.unnest(s.log_at) a(at))," \
+	" s.next_at, s.factor, s.evaluated_at," \
+	" EXISTS (SELECT FROM throttle_jobs.key_outcome o WHERE o.key = s.key)"
+
+static TJStatement rate_gc_after_stmt = {
+	"SELECT " RATE_GC_COLUMNS " FROM throttle_jobs.key_rate_state s"
+	" WHERE s.key > $1 ORDER BY s.key LIMIT $2",
+	2, {TEXTOID, INT8OID}
+};
+
+static TJStatement rate_gc_upto_stmt = {
+	"SELECT " RATE_GC_COLUMNS " FROM throttle_jobs.key_rate_state s"
+	" WHERE s.key <= $1 ORDER BY s.key LIMIT $2",
+	2, {TEXTOID, INT8OID}
+};
+
+static TJStatement rate_gc_start_stmt = {
+	"SELECT s.key FROM throttle_jobs.key_rate_state s TABLESAMPLE pg_catalog.system (1) LIMIT 1",
+	0, {InvalidOid}
+};
+
+static TJStatement rate_gc_one_stmt = {
+	"SELECT " RATE_GC_COLUMNS ","
+	" EXISTS (SELECT FROM throttle_jobs.job j WHERE j.state = 'running' AND j.rate_limit_key = s.key)"
+	" FROM throttle_jobs.key_rate_state s WHERE s.key = $1",
+	1, {TEXTOID}
+};
+
+/* (the row is locked first, so that a writer that holds no mutex is skipped, not waited for) */
+static TJStatement rate_gc_delete_stmt = {
+	"DELETE FROM throttle_jobs.key_rate_state s WHERE s.key = $1 AND s.key IN"
+	" (SELECT k.key FROM throttle_jobs.key_rate_state k WHERE k.key = $1 FOR UPDATE SKIP LOCKED)",
+	1, {TEXTOID}
+};
+
+/* One row of key_rate_state as the clean-up reads it */
+typedef struct RateGCRow
+{
+	char	   *key;
+	double		tokens;
+	TimestampTz stamp;
+	TimestampTz newest_at;		/* the sliding log's newest admission; 0: empty */
+	TimestampTz next_at;		/* 0: none */
+	double		factor;
+	TimestampTz evaluated_at;	/* 0: never */
+	bool		has_outcomes;
+	bool		has_running;	/* (read only under the mutex) */
+} RateGCRow;
+
+static void
+read_gc_row(uint64 i, RateGCRow *row, bool with_running)
+{
+	bool		isnull;
+	Datum		d;
+
+	row->key = TextDatumGetCString(tj_get_datum(i, 1, &isnull));
+	row->tokens = DatumGetFloat8(tj_get_datum(i, 2, &isnull));
+	row->stamp = DatumGetTimestampTz(tj_get_datum(i, 3, &isnull));
+	d = tj_get_datum(i, 4, &isnull);
+	row->newest_at = isnull ? 0 : DatumGetTimestampTz(d);
+	d = tj_get_datum(i, 5, &isnull);
+	row->next_at = isnull ? 0 : DatumGetTimestampTz(d);
+	row->factor = DatumGetFloat8(tj_get_datum(i, 6, &isnull));
+	d = tj_get_datum(i, 7, &isnull);
+	row->evaluated_at = isnull ? 0 : DatumGetTimestampTz(d);
+	row->has_outcomes = DatumGetBool(tj_get_datum(i, 8, &isnull));
+	row->has_running = with_running ? DatumGetBool(tj_get_datum(i, 9, &isnull)) : false;
+}
+
+/*
+ * Whether deleting the row changes no decision for any admission judged at
+ * a time >= horizon (the earliest start of a transaction that may still
+ * reach the key).  That holds when no rate limit governs the key any more
+ * (a row that no limit reads), or when: no refusal is still pending (next_at), the last admission is not
+ * after the horizon (so no later admission is moved to it), the rate is
+ * not reduced (factor 1) and, for an adaptive limit, no outcome waits to be
+ * tallied, no job admitted under the state still runs (it would record
+ * one) and its evaluation period is over; and by the horizon a token bucket
+ * has refilled to full, a fixed window has ended, and every admission of a
+ * sliding log has left the window.  `checked` says whether has_running was
+ * read; without it an adaptive row is only a candidate.
+ */
+static bool
+rate_state_idle(const TJKeyLimit *limit, const RateGCRow *row, TimestampTz horizon,
+				bool checked)
+{
+	const TJRateLimit *rate = &limit->rate;
+
+	if (!limit->limited || !limit->has_rate)
+		return true;
+	if (row->next_at > horizon || row->stamp > horizon || row->factor < 1.0)
+		return false;
+	if (limit->adaptive &&
+		(row->has_outcomes || (checked && row->has_running) ||
+		 (row->evaluated_at != 0 && row->evaluated_at > horizon - rate->period)))
+		return false;
+	switch (rate->algorithm)
+	{
+		case TJ_TOKEN_BUCKET:
+			{
+				double		capacity = rate->burst > 0 ? rate->burst : rate->max;
+				double		per_usec = (double) rate->max / (double) rate->period;
+
+				return row->tokens + (double) (horizon - row->stamp) * per_usec + 1e-9 >= capacity;
+			}
+		case TJ_FIXED_WINDOW:
+			return row->stamp <= horizon - rate->period;
+		case TJ_SLIDING_WINDOW:
+			return row->newest_at <= horizon - rate->period;
+	}
+	return false;
+}
+
+/*
+ * The earliest start of a transaction of this database that is running now
+ * (at most `now`), or 0 when some backend of the database does not report
+ * its transactions (track_activities off): then nothing is known to be idle.
+ */
+static TimestampTz
+transaction_horizon(TimestampTz now)
+{
+	TimestampTz horizon = now;
+	int			n = pgstat_fetch_stat_numbackends();
+
+	for (int i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(i);
+		PgBackendStatus *b = l ? &l->backendStatus : NULL;
+
+		if (b == NULL || b->st_databaseid != MyDatabaseId)
+			continue;
+		if (b->st_state == STATE_DISABLED)
+			return 0;
+		if (b->st_xact_start_timestamp != 0 && b->st_xact_start_timestamp < horizon)
+			horizon = b->st_xact_start_timestamp;
+	}
+	return horizon;
+}
+
+/* Reads up to `max` rows of the current result into rows[*n ...]. */
+static void
+read_gc_rows(uint64 got, RateGCRow *rows, int *n)
+{
+	for (uint64 i = 0; i < got; i++)
+		read_gc_row(i, &rows[(*n)++], false);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * maintain(): deletes idle key_rate_state rows (see above); returns how
+ * many.  `now` is maintain()'s transaction start.  The caller must be
+ * connected to SPI.
+ */
+int64
+tj_forget_idle_rate_state(TimestampTz now)
+{
+	TimestampTz horizon = transaction_horizon(Min(now, GetCurrentTransactionStartTimestamp()));
+	RateGCRow  *rows;
+	int			n = 0;
+	int			i;
+	int64		deleted = 0;
+	char	   *start;
+	Datum		values[2];
+	TJLimitCache cache = {0};
+	MemoryContext old;
+
+	if (horizon == 0)
+		return 0;
+	if (rate_gc_next != NULL)
+		start = rate_gc_next;
+	else if (tj_execute_latest(&rate_gc_start_stmt, NULL, NULL, SPI_OK_SELECT) > 0)
+	{
+		bool		isnull;
+
+		start = TextDatumGetCString(tj_get_datum(0, 1, &isnull));
+	}
+	else
+		start = "";
+
+	rows = palloc(sizeof(RateGCRow) * RATE_GC_SCAN);
+	values[0] = CStringGetTextDatum(start);
+	values[1] = Int64GetDatum(RATE_GC_SCAN);
+	read_gc_rows(tj_execute_latest(&rate_gc_after_stmt, values, NULL, SPI_OK_SELECT), rows, &n);
+	if (n < RATE_GC_SCAN && start[0] != '\0')
+	{
+		/* at the end of the table: go on from its beginning up to where we started */
+		values[1] = Int64GetDatum(RATE_GC_SCAN - n);
+		read_gc_rows(tj_execute_latest(&rate_gc_upto_stmt, values, NULL, SPI_OK_SELECT), rows, &n);
+	}
+
+	for (i = 0; i < n && deleted < RATE_GC_BATCH; i++)
+	{
+		TJKeyLimit *limit;
+		RateGCRow	row;
+		bool		idle;
+
+		/* (cheap tests first: the limit lookup is a query) */
+		if (rows[i].next_at > horizon || rows[i].stamp > horizon || rows[i].factor < 1.0)
+			continue;
+		limit = tj_key_limit(&cache, rows[i].key);
+		if (!rate_state_idle(limit, &rows[i], horizon, false) || !tj_try_lock_key(rows[i].key))
+			continue;
+		/* under the mutex every admission of the key has committed: look again */
+		values[0] = CStringGetTextDatum(rows[i].key);
+		idle = false;
+		if (tj_execute_latest(&rate_gc_one_stmt, values, NULL, SPI_OK_SELECT) > 0)
+		{
+			read_gc_row(0, &row, true);
+			idle = rate_state_idle(limit, &row, horizon, true);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		if (idle && tj_execute_latest(&rate_gc_delete_stmt, values, NULL, SPI_OK_DELETE) > 0)
+			deleted++;			/* the mutex stays held until commit */
+		else
+			unlock_key(rows[i].key);	/* nothing changed under it */
+	}
+
+	/*
+	 * The next pass resumes after the last row looked at, or at the start
+	 * when this pass reached the end of the table (having wrapped around).
+	 */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (rate_gc_next)
+		pfree(rate_gc_next);
+	rate_gc_next = pstrdup(i < n || n == RATE_GC_SCAN ? rows[i - 1].key : "");
+	MemoryContextSwitchTo(old);
+	return deleted;
 }
 
 /* SQL: _adaptive_factor(factor, ok, failed, error_threshold, min_factor) */

@@ -10,6 +10,9 @@
  *		3. Dead letters older than their queue's retain_dead are deleted.
  *		4. The archive's day partitions are created ahead of time and dropped
  *		   whole once past retention (throttle_jobs._maintain_archive).
+ *		5. Rate limiter state of keys idle long enough that a fresh state
+ *		   would decide the same is deleted, a bounded batch per pass
+ *		   (tj_forget_idle_rate_state).
  *
  * Safe to run concurrently: expired jobs are claimed with SKIP LOCKED, and
  * partition changes are serialised by an advisory lock and a lock_timeout.
@@ -63,7 +66,8 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 	int64		expired = 0,
 				dead = 0,
 				released,
-				purged;
+				purged,
+				forgotten;
 	char	   *archive;
 	char	   *stats;
 	uint64		npurged;
@@ -99,6 +103,7 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 	}
 
 	released = tj_release_throttled(now);
+	forgotten = tj_forget_idle_rate_state(now);
 
 	purged = 0;
 	npurged = tj_execute(&purge_dead_stmt, values, NULL, false, 0, SPI_OK_SELECT);
@@ -117,8 +122,9 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 	appendStringInfo(&out,
 					 "{\"expired_leases\": " INT64_FORMAT ", \"retried\": " INT64_FORMAT
 					 ", \"dead_lettered\": " INT64_FORMAT ", \"throttled_released\": " INT64_FORMAT
-					 ", \"dead_letters_purged\": " INT64_FORMAT ", \"archive\": %s, \"stats\": %s}",
-					 expired, expired - dead, dead, released, purged, archive, stats);
+					 ", \"dead_letters_purged\": " INT64_FORMAT ", \"rate_states_forgotten\": " INT64_FORMAT
+					 ", \"archive\": %s, \"stats\": %s}",
+					 expired, expired - dead, dead, released, purged, forgotten, archive, stats);
 	SPI_finish();
 
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));

@@ -431,7 +431,7 @@ tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease)
 				 errmsg("max_jobs must be between 1 and %d, not %d", tj_max_batch_size, max_jobs),
 				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
 	if (lease)
-		tj_check_interval(lease, "lease", false);
+		tj_check_lease(lease, "lease");
 }
 
 /*

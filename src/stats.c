@@ -23,6 +23,15 @@
  *	- Each entry's spinlock (mutex) protects its counters; readers copy an
  *	  entry out at once under it and compute outside.
  *
+ * Size.  The tables hold at most throttle_jobs.stats_max_queues and
+ * stats_max_keys entries (all databases together), the number shared
+ * memory was sized for: an entry is added only while the table holds fewer
+ * (checked under the exclusive lock).  A shared hash table would otherwise
+ * take its extra entries from the server's free shared memory, which the
+ * lock manager and other extensions need.  Counts that find no entry and
+ * no room are dropped and counted in queues_full / keys_full
+ * (stats_state()'s queues_dropped and keys_dropped) until reset_stats().
+ *
  * Depth gauges: waiting (available + scheduled + retrying + throttled),
  * running and dead are kept by deltas.  Waiting jobs whose run_at lies in
  * the future are also added to a ring of 30-second slots by run_at (two
@@ -633,7 +642,9 @@ throttle_jobs_stats_note(PG_FUNCTION_ARGS)
 
 /*
  * Finds (or, if create, adds) the entry of a queue of this database (0: of
- * the database itself).  Hold the lock (exclusive to create).
+ * the database itself).  Returns NULL when it is missing and the table
+ * already holds throttle_jobs.stats_max_queues entries; the caller counts
+ * what it could not keep.  Hold the lock (exclusive to create).
  */
 static TJQueueStats *
 queue_entry(int32 queue_id, bool create)
@@ -644,8 +655,14 @@ queue_entry(int32 queue_id, bool create)
 
 	k.dbid = MyDatabaseId;
 	k.queue_id = queue_id;
-	e = hash_search(queue_hash, &k, create ? HASH_ENTER_NULL : HASH_FIND, &found);
-	if (e && create && !found)
+	e = hash_search(queue_hash, &k, HASH_FIND, NULL);
+	if (e || !create)
+		return e;
+	/* full: the table keeps what it was sized for, never more (see the file header) */
+	if (hash_get_num_entries(queue_hash) >= tj_stats_max_queues)
+		return NULL;
+	e = hash_search(queue_hash, &k, HASH_ENTER_NULL, &found);
+	if (e && !found)
 	{
 		memset((char *) e + sizeof(TJQueueKey), 0, sizeof(TJQueueStats) - sizeof(TJQueueKey));
 		SpinLockInit(&e->mutex);
@@ -654,6 +671,7 @@ queue_entry(int32 queue_id, bool create)
 	return e;
 }
 
+/* The same for a key of this database, up to throttle_jobs.stats_max_keys. */
 static TJKeyStats *
 key_entry(const char *key, bool create)
 {
@@ -664,8 +682,13 @@ key_entry(const char *key, bool create)
 	memset(&k, 0, sizeof(k));
 	k.dbid = MyDatabaseId;
 	strlcpy(k.key, key, sizeof(k.key));
-	e = hash_search(key_hash, &k, create ? HASH_ENTER_NULL : HASH_FIND, &found);
-	if (e && create && !found)
+	e = hash_search(key_hash, &k, HASH_FIND, NULL);
+	if (e || !create)
+		return e;
+	if (hash_get_num_entries(key_hash) >= tj_stats_max_keys)
+		return NULL;
+	e = hash_search(key_hash, &k, HASH_ENTER_NULL, &found);
+	if (e && !found)
 	{
 		memset((char *) e + sizeof(TJKeyKey), 0, sizeof(TJKeyStats) - sizeof(TJKeyKey));
 		SpinLockInit(&e->mutex);

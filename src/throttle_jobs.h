@@ -24,6 +24,9 @@
 #define TJ_MAX_ERROR_LEN		8192	/* bytes of an error text kept */
 #define TJ_MAX_BACKOFF_FACTOR	1000.0
 #define TJ_MAX_INTERVAL_USECS	((int64) 100 * 12 * DAYS_PER_MONTH * USECS_PER_DAY)	/* 100 years of 12 30-day months */
+#define TJ_MAX_ATTEMPTS			1000	/* a queue's or a job's max_attempts */
+#define TJ_MAX_LEASE_USECS		USECS_PER_DAY	/* a lease, and a heartbeat's extend */
+#define TJ_MAX_DELAY_USECS		((int64) 365 * USECS_PER_DAY)	/* snooze's delay, fail's retry_in */
 
 #define TJ_MAX_EXECUTORS		32		/* executor_workers per database */
 
@@ -67,6 +70,9 @@ extern void tj_check_timestamp(TimestampTz ts, const char *what);
 extern void tj_check_key(text *key, const char *what);
 extern void tj_check_job_key(text *key, const char *what);
 extern void tj_check_range(double value, const char *what, double lo, double hi);
+extern void tj_check_max_attempts(int32 value, const char *hint);
+extern void tj_check_lease(const Interval *iv, const char *what);
+extern void tj_check_delay(const Interval *iv, const char *what);
 
 /* queue.c: a queue's settings, looked up by name */
 typedef struct TJQueue
@@ -193,6 +199,7 @@ extern bool tj_key_would_wait(TJLimitCache *cache, const char *ckey, const char 
 							  TimestampTz *blocked_until);
 extern void tj_unpark_one(const char *ckey);
 extern int64 tj_release_throttled(TimestampTz now);
+extern int64 tj_forget_idle_rate_state(TimestampTz now);
 extern int64 tj_process_rechecks(TJLimitCache *cache);
 extern TJAdmission tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey,
 							int32 cost, TimestampTz now, const char **blocked_key,

@@ -69,6 +69,65 @@ tj_check_interval(const Interval *iv, const char *what, bool allow_zero)
 						interval_text(iv))));
 }
 
+/* A bound of whole days as text ("1 day", "365 days"), whatever IntervalStyle */
+static char *
+days_text(int64 usecs)
+{
+	int64		days = usecs / USECS_PER_DAY;
+
+	return psprintf(INT64_FORMAT " %s", days, days == 1 ? "day" : "days");
+}
+
+/*
+ * A lease (a queue's, reserve()'s) or a heartbeat's extend: positive and at
+ * most TJ_MAX_LEASE_USECS.  A job that runs longer keeps its lease with
+ * heartbeats; a worker that dies gives its jobs back within that bound.
+ */
+void
+tj_check_lease(const Interval *iv, const char *what)
+{
+	tj_check_interval(iv, what, false);
+	if (tj_interval_usecs(iv) > TJ_MAX_LEASE_USECS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most %s, not \"%s\"", what,
+						days_text(TJ_MAX_LEASE_USECS), interval_text(iv)),
+				 errhint("Keep a longer job with heartbeat(): each call extends its lease by up to %s.",
+						 days_text(TJ_MAX_LEASE_USECS))));
+}
+
+/* A delay before a job is available again (snooze, fail's retry_in): zero up to TJ_MAX_DELAY_USECS. */
+void
+tj_check_delay(const Interval *iv, const char *what)
+{
+	tj_check_interval(iv, what, true);
+	if (tj_interval_usecs(iv) > TJ_MAX_DELAY_USECS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most %s, not \"%s\"", what,
+						days_text(TJ_MAX_DELAY_USECS), interval_text(iv)),
+				 errhint("To run a job much later, enqueue a new one with a later run_at.")));
+}
+
+/*
+ * A queue's or a job's max_attempts: 1 to TJ_MAX_ATTEMPTS.  hint (may be
+ * NULL) is added when the value is below 1.
+ */
+void
+tj_check_max_attempts(int32 value, const char *hint)
+{
+	if (value < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be at least 1, not %d", value),
+				 hint ? errhint("%s", hint) : 0));
+	if (value > TJ_MAX_ATTEMPTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be at most %d, not %d", TJ_MAX_ATTEMPTS, value),
+				 errhint("A job that keeps failing goes to the dead letters, from where retry_dead() can send it back.")));
+}
+
 void
 tj_check_timestamp(TimestampTz ts, const char *what)
 {
@@ -192,10 +251,8 @@ throttle_jobs_check_queue_options(PG_FUNCTION_ARGS)
 				 errhint("Pass NULL for a queue without a size limit.")));
 	if (!PG_ARGISNULL(3))
 		check_choice("on_full", text_to_cstring(PG_GETARG_TEXT_PP(3)), "error", "drop");
-	if (!PG_ARGISNULL(4) && PG_GETARG_INT32(4) < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be at least 1, not %d", PG_GETARG_INT32(4))));
+	if (!PG_ARGISNULL(4))
+		tj_check_max_attempts(PG_GETARG_INT32(4), NULL);
 	if (!PG_ARGISNULL(5))
 		tj_check_interval(PG_GETARG_INTERVAL_P(5), "backoff_base", false);
 	if (!PG_ARGISNULL(6))
@@ -205,7 +262,7 @@ throttle_jobs_check_queue_options(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(8))
 		tj_check_range(PG_GETARG_FLOAT8(8), "backoff_jitter", 0.0, 1.0);
 	if (!PG_ARGISNULL(9))
-		tj_check_interval(PG_GETARG_INTERVAL_P(9), "lease", false);
+		tj_check_lease(PG_GETARG_INTERVAL_P(9), "lease");
 	if (!PG_ARGISNULL(10))
 		tj_check_interval(PG_GETARG_INTERVAL_P(10), "retain_completed", true);
 	if (!PG_ARGISNULL(11))
