@@ -51,6 +51,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "commands/prepare.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -277,6 +278,8 @@ end_xact(MemoryContext cxt)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	/* a background worker reports its table statistics itself (autovacuum reads them) */
+	pgstat_report_stat(false);
 	MemoryContextSwitchTo(cxt);
 }
 
@@ -479,8 +482,34 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 	ErrorData  *volatile edata = NULL;
 	int			reason;
 
+	/*
+	 * Not from inside a handler (a handler calling run_jobs()): the job
+	 * clock and its deadline belong to the job in hand, and a nested job
+	 * would take them over.
+	 */
+	if (in_job)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run_jobs cannot be called from a handler"),
+				 errdetail("Job %lld of queue \"%s\" is running in this session.",
+						   current_job ? (long long) current_job->id : 0LL,
+						   current_job ? current_job->queue : "?"),
+				 errhint("Enqueue the work instead: the executors, or another run_jobs() call, will run it.")));
+
 	if (own_transactions)
+	{
 		begin_xact("throttle_jobs: reserving");
+
+		/*
+		 * The extension may have been dropped since the last job, and the
+		 * schema made again by someone else: call nothing by name unless
+		 * it is still there (the caller exits when it is not).
+		 */
+		if (!OidIsValid(get_extension_oid("throttle_jobs", true)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("extension \"throttle_jobs\" is not installed in this database")));
+	}
 	if (!reserve_handler_job(worker, only_queue, &job, cxt))
 	{
 		if (own_transactions)
@@ -548,8 +577,17 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 
 	reason = cancel_reason;
 	cancel_reason = 0;
-	if (edata && edata->sqlerrcode == ERRCODE_QUERY_CANCELED && reason == 0 && !own_transactions)
-		ReThrowError(edata);	/* the caller's statement was cancelled */
+	/*
+	 * The caller's statement was cancelled (a cancel request, its
+	 * statement_timeout): that propagates.  Only an interrupt counts: a
+	 * handler that merely raises query_canceled (57014) itself fails its job
+	 * like any other error; re-thrown, it would roll back every job this
+	 * run_jobs() ran and, never counted, stop every later call at the same
+	 * job.
+	 */
+	if (edata && edata->sqlerrcode == ERRCODE_QUERY_CANCELED && reason == 0 && !own_transactions &&
+		edata->funcname != NULL && strcmp(edata->funcname, "ProcessInterrupts") == 0)
+		ReThrowError(edata);
 
 	if (own_transactions)
 		begin_xact("throttle_jobs: recording a failure");

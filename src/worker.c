@@ -24,7 +24,9 @@
  * are none).
  *
  * Every worker connects as the bootstrap superuser, so each pins
- * search_path to pg_catalog, pg_temp right after connecting (pin_search_path):
+ * search_path to pg_catalog, pg_temp right after connecting (pin_search_path,
+ * which also pins the timeouts and transaction defaults a database's
+ * settings could use to make every pass fail):
  * the database's default ("$user", public) would let any role that may
  * create in public supply an operator or function that our statements pick
  * over pg_catalog's (an exact match for operand types that pg_catalog
@@ -249,6 +251,19 @@ static void
 pin_search_path(void)
 {
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_CLIENT);
+
+	/*
+	 * Nor may a database's own settings (ALTER DATABASE ... SET, which its
+	 * owner controls) make every maintenance pass or job fail: a timeout of
+	 * 1 ms, read-only transactions, or an isolation level under which
+	 * reservations raise serialization failures.
+	 */
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("default_transaction_deferrable", "off", PGC_SUSET, PGC_S_CLIENT);
 }
 
 /*
@@ -566,6 +581,8 @@ maintenance_pass(MemoryContext cxt)
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
+	/* a background worker reports its table statistics itself (autovacuum reads them) */
+	pgstat_report_stat(false);
 	return result;
 }
 
