@@ -20,6 +20,13 @@ BEGIN
 	IF payload ? 'sleep' THEN
 		PERFORM pg_sleep((payload->>'sleep')::float8);
 	END IF;
+	IF payload ? 'catch' THEN
+		BEGIN
+			PERFORM pg_sleep((payload->>'catch')::float8);
+		EXCEPTION WHEN query_canceled THEN
+			RETURN jsonb_build_object('caught', 'the cancel');
+		END;
+	END IF;
 	RETURN jsonb_build_object('handled', payload->'n');
 END
 $$;
@@ -108,6 +115,14 @@ SELECT state, attempt, last_error FROM throttle_jobs.jobs WHERE id = :slow_id;
 SELECT throttle_jobs.cancel(:slow_id);
 TRUNCATE rj_seen;
 
+-- A handler that catches that cancel and returns has still run past its
+-- lease: its job fails the same way (and its writes roll back).
+SELECT throttle_jobs.enqueue('rj_q', '{"catch": 3}') AS catch_id \gset
+SELECT throttle_jobs.run_jobs('rj_q') AS ran;
+SELECT state, attempt, last_error FROM throttle_jobs.jobs WHERE id = :catch_id;
+SELECT count(*) AS kept_writes FROM rj_seen;
+SELECT throttle_jobs.cancel(:catch_id);
+
 -- A cancel of the caller's own statement is not a job failure: it stops
 -- run_jobs, and the whole transaction (the reservation too) rolls back.
 SELECT throttle_jobs.enqueue('rj_q', '{"sleep": 3}') AS cancelled_id \gset
@@ -165,6 +180,41 @@ SET throttle_jobs.allow_superuser_handlers = on;
 RESET ROLE;
 
 ------------------------------------------------------------------------------
+-- Handlers that would stop run_jobs() for everyone
+------------------------------------------------------------------------------
+
+-- A handler that raises query_canceled (57014) itself only fails its own job:
+-- the call goes on, the other queue's job completes, and the attempt counts
+-- (re-thrown as if the caller had been cancelled, it rolled back every job of
+-- the call and, never counted, stopped every later call at the same job).
+CREATE FUNCTION rj_fake_cancel(payload jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	RAISE EXCEPTION 'pretending to be cancelled' USING ERRCODE = 'query_canceled';
+END $$;
+-- A handler that calls run_jobs() itself: refused (the nested call would take
+-- over the outer job's clock and its deadline).
+CREATE FUNCTION rj_nested(payload jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	PERFORM throttle_jobs.run_jobs('rj_q', 1);
+	RETURN '{}';
+END $$;
+GRANT EXECUTE ON FUNCTION rj_fake_cancel(jsonb), rj_nested(jsonb) TO rj_owner;
+SET ROLE rj_owner;
+SELECT throttle_jobs.create_queue('rj_cancel_q', handler => 'rj_fake_cancel(jsonb)', max_attempts => 1);
+SELECT throttle_jobs.create_queue('rj_nested_q', handler => 'rj_nested(jsonb)', max_attempts => 1);
+RESET ROLE;
+SELECT throttle_jobs.enqueue('rj_cancel_q') AS fake_id \gset
+SELECT throttle_jobs.enqueue('rj_nested_q') AS nested_id \gset
+SELECT throttle_jobs.enqueue('rj_q', '{"n": 40}') AS ok_id \gset
+SELECT throttle_jobs.run_jobs() AS ran;
+SELECT id = :fake_id AS fake_cancel, reason, last_error FROM throttle_jobs.dead_letters
+WHERE id IN (:fake_id, :nested_id) ORDER BY id;
+SELECT state FROM throttle_jobs.archived_jobs WHERE id = :ok_id;
+TRUNCATE rj_seen;
+
+------------------------------------------------------------------------------
 -- Bad input
 ------------------------------------------------------------------------------
 
@@ -182,9 +232,10 @@ SELECT throttle_jobs.run_jobs('rj_q', max_time => '-1 s');
 ------------------------------------------------------------------------------
 
 SELECT throttle_jobs.drop_queue(q, force => true)
-FROM unnest(ARRAY['rj_q', 'rj_proc_q', 'rj_plain', 'rj_super']) q;
+FROM unnest(ARRAY['rj_q', 'rj_proc_q', 'rj_plain', 'rj_super', 'rj_cancel_q', 'rj_nested_q']) q;
 DROP TABLE rj_seen;
 DROP FUNCTION rj_handler(jsonb);
 DROP PROCEDURE rj_proc(jsonb);
+DROP FUNCTION rj_fake_cancel(jsonb), rj_nested(jsonb);
 REVOKE throttle_jobs_admin FROM rj_owner;
 DROP ROLE rj_owner;

@@ -186,6 +186,15 @@ $$;
 -- Handlers, workers and run_jobs (issue 10: security-restricted handlers)
 ------------------------------------------------------------------------------
 
+-- run_jobs runs as its caller (SECURITY INVOKER): it must know who called
+-- it, to fire the caller's pending deferred trigger events as the caller
+-- before any handler runs (a handler's SET CONSTRAINTS ALL IMMEDIATE would
+-- otherwise fire them as the queue's owner).  Its C code runs its own
+-- statements as the function's owner (the extension's owner) and each
+-- handler as its queue's owner inside a security-restricted operation.
+-- The pinned search_path stays.
+ALTER FUNCTION throttle_jobs.run_jobs(text, integer, interval) SECURITY INVOKER;
+COMMENT ON FUNCTION throttle_jobs.run_jobs(text, integer, interval) IS 'Runs up to max_jobs ready handler jobs (of one queue, or of every handler queue) for at most max_time in this session, each in a subtransaction, as the queue owner inside a security-restricted operation; refuses a session that has temporary objects; leaves constraints IMMEDIATE; returns how many ran.';
 
 
 ------------------------------------------------------------------------------

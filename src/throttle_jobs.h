@@ -238,6 +238,7 @@ extern TJAdmission tj_admit(TJLimitCache *cache, const char *ckey, const char *r
 extern void tj_sigterm_handler(SIGNAL_ARGS);
 extern bool tj_shutdown_requested(void);
 extern bool tj_run_next_job(const char *worker, const char *only_queue, bool own_transactions);
+extern void tj_discard_session_state(void);
 
 /* worker.c: launcher, per-database maintenance workers, executors */
 extern void tj_workers_init(void);

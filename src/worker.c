@@ -23,6 +23,17 @@
  * its executors when none is idle, or of the maintenance worker when there
  * are none).
  *
+ * Every worker connects as the bootstrap superuser, so each pins
+ * search_path to pg_catalog, pg_temp right after connecting (pin_search_path,
+ * which also pins the timeouts and transaction defaults a database's
+ * settings could use to make every pass fail):
+ * the database's default ("$user", public) would let any role that may
+ * create in public supply an operator or function that our statements pick
+ * over pg_catalog's (an exact match for operand types that pg_catalog
+ * matches only through a cast).  Our statements here and in execute.c write
+ * every operator as OPERATOR(pg_catalog.x) and qualify every function and
+ * cast besides.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -212,20 +223,47 @@ handle_live(BackgroundWorkerHandle *handle)
 	return status == BGWH_NOT_YET_STARTED || status == BGWH_STARTED;
 }
 
-static void
+/* Processes a pending SIGHUP; returns whether the configuration was reloaded. */
+static bool
 reload_config(void)
 {
-	if (ConfigReloadPending)
-	{
-		int			old_interval = tj_maintenance_interval;
+	int			old_interval = tj_maintenance_interval;
 
-		ConfigReloadPending = false;
-		ProcessConfigFile(PGC_SIGHUP);
-		if (old_interval != tj_maintenance_interval)
-			ereport(LOG,
-					(errmsg("throttle_jobs: maintenance interval is now %d ms",
-							tj_maintenance_interval)));
-	}
+	if (!ConfigReloadPending)
+		return false;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	if (old_interval != tj_maintenance_interval)
+		ereport(LOG,
+				(errmsg("throttle_jobs: maintenance interval is now %d ms",
+						tj_maintenance_interval)));
+	return true;
+}
+
+/*
+ * search_path = pg_catalog, pg_temp for the whole life of this worker (see
+ * the file header).  Set as if the client had asked for it at connection
+ * (PGC_S_CLIENT): it is then also the value that RESET ALL returns to, and
+ * function SET clauses and GUC nest levels (PGC_S_SESSION, a higher
+ * priority) still apply over it.
+ */
+static void
+pin_search_path(void)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_CLIENT);
+
+	/*
+	 * Nor may a database's own settings (ALTER DATABASE ... SET, which its
+	 * owner controls) make every maintenance pass or job fail: a timeout of
+	 * 1 ms, read-only transactions, or an isolation level under which
+	 * reservations raise serialization failures.
+	 */
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("default_transaction_deferrable", "off", PGC_SUSET, PGC_S_CLIENT);
 }
 
 /*
@@ -297,6 +335,7 @@ tj_launcher_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pin_search_path();
 	memset(state, 0, sizeof(state));
 	scratch = AllocSetContextCreate(TopMemoryContext, "throttle_jobs launcher",
 									ALLOCSET_DEFAULT_SIZES);
@@ -431,11 +470,12 @@ database_listed(void)
 
 static TJStatement sweep_stmt = {
 	"SELECT throttle_jobs.fail(j.id, j.lease_token,"
-	"       'worker ' || j.worker || ' exited while the job ran (a crash or a restart)')"
+	"       pg_catalog.format('worker %s exited while the job ran (a crash or a restart)', j.worker))"
 	"  FROM throttle_jobs.job j"
-	" WHERE j.state = 'running'"
-	"   AND pg_catalog.starts_with(j.worker, '" TJ_WORKER_PREFIX "')"
-	"   AND j.worker <> ALL ($1) AND j.reserved_at < $2",
+	" WHERE j.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text"
+	"   AND pg_catalog.starts_with(j.worker, '" TJ_WORKER_PREFIX "'::pg_catalog.text)"
+	"   AND j.worker OPERATOR(pg_catalog.<>) ALL ($1::pg_catalog.text[])"
+	"   AND j.reserved_at OPERATOR(pg_catalog.<) $2::pg_catalog.timestamptz",
 	2, {TEXTARRAYOID, TIMESTAMPTZOID}
 };
 
@@ -541,6 +581,8 @@ maintenance_pass(MemoryContext cxt)
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
+	/* a background worker reports its table statistics itself (autovacuum reads them) */
+	pgstat_report_stat(false);
 	return result;
 }
 
@@ -610,12 +652,14 @@ connect_database_worker(Datum arg)
 	pqsignal(SIGTERM, tj_sigterm_handler);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+	pin_search_path();
 }
 
 /*
  * Runs the next handler job as `name` (tj_run_next_job in own
  * transactions), logging and cleaning up after an error outside the
- * handler.  Returns whether a job was taken; *failed tells of such an error.
+ * handler, then drops what the handler left in the session.  Returns
+ * whether a job was taken; *failed tells of such an error.
  */
 static bool
 run_next_job_caught(const char *name, MemoryContext scratch, bool *failed)
@@ -637,6 +681,8 @@ run_next_job_caught(const char *name, MemoryContext scratch, bool *failed)
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(scratch);
+	if (ran || *failed)
+		tj_discard_session_state();
 	return ran;
 }
 
@@ -751,7 +797,20 @@ tj_executor_main(Datum arg)
 		bool		failed;
 
 		CHECK_FOR_INTERRUPTS();
-		reload_config();
+		if (reload_config())
+		{
+			bool		listed;
+
+			StartTransactionCommand();
+			listed = database_listed();
+			CommitTransactionCommand();
+			MemoryContextSwitchTo(scratch);
+			if (!listed)
+			{
+				ereport(LOG, (errmsg("throttle_jobs executor exiting: database no longer in throttle_jobs.databases")));
+				proc_exit(0);
+			}
+		}
 		if (tj_shutdown_requested() || me >= tj_executor_workers)
 			proc_exit(0);
 		ResetLatch(MyLatch);
