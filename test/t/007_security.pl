@@ -349,6 +349,44 @@ is(sql(q{SELECT count(*) FROM calls WHERE what LIKE 'operator%' AND who <> 'mall
 note('calls of planted operators by mallory herself: '
 	  . sql(q{SELECT count(*) FROM calls WHERE what LIKE 'operator%'}));
 
+# ---------------------------------------------------------------- 6. a database's settings
+# The database's owner (mallory, here) sets what would make every
+# maintenance pass or job fail: a 1 ms statement_timeout, read-only
+# transactions, serializable isolation, and a DateStyle and TimeZone that
+# a timestamp written as text would not survive.  The workers pin their own
+# values right after connecting, so after they restart with these settings
+# leases are still reaped and handler jobs still run.  (Our own sessions
+# here override them with connection options.)
+sql('ALTER DATABASE postgres OWNER TO mallory');
+as_role('mallory', q{
+	ALTER DATABASE postgres SET statement_timeout = '1ms';
+	ALTER DATABASE postgres SET lock_timeout = '1ms';
+	ALTER DATABASE postgres SET default_transaction_read_only = on;
+	ALTER DATABASE postgres SET default_transaction_isolation = 'serializable';
+	ALTER DATABASE postgres SET DateStyle = 'SQL, DMY';
+	ALTER DATABASE postgres SET TimeZone = 'FOO+3';
+});
+$ENV{PGOPTIONS} = '-c statement_timeout=0 -c lock_timeout=0 -c default_transaction_read_only=off'
+  . ' -c default_transaction_isolation=read\\ committed';
+sql(q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+	  WHERE backend_type IN ('throttle_jobs maintenance', 'throttle_jobs executor')});
+ok( $node->poll_query_until('postgres', q{
+		SELECT count(*) >= 1 FROM pg_stat_activity WHERE backend_type = 'throttle_jobs maintenance'
+		   AND backend_start > now() - interval '1 minute'}),
+	'a new maintenance worker connects under the database\'s settings');
+sql(q{SELECT throttle_jobs.create_queue('lease_q', lease => '1 s', backoff_base => '1 hour')});
+my $leased = sql(q{SELECT throttle_jobs.enqueue('lease_q', '{}')});
+sql(q{SELECT count(*) FROM throttle_jobs.reserve('lease_q', 'gone-worker')});
+ok( $node->poll_query_until('postgres', qq{
+		SELECT count(*) = 1 FROM throttle_jobs.jobs
+		WHERE id = $leased AND state <> 'running' AND last_error = 'lease expired'}),
+	'the maintenance worker still reaps an expired lease');
+is(outcome(sql(q{SELECT throttle_jobs.enqueue('bob_q', '{}')})), 'completed',
+	'an executor still runs handler jobs');
+as_role('mallory', 'ALTER DATABASE postgres RESET ALL');
+sql('ALTER DATABASE postgres OWNER TO ' . $su);
+delete $ENV{PGOPTIONS};
+
 # ---------------------------------------------------------------- 5. database removed
 ok( $node->poll_query_until('postgres', q{
 		SELECT count(*) >= 1 FROM pg_stat_activity WHERE backend_type = 'throttle_jobs executor'}),
