@@ -315,3 +315,18 @@ SELECT throttle_jobs.drop_queue(q, force => true) FROM unnest(ARRAY['hd_q', 'hd_
 DROP TABLE hd_results;
 DROP FUNCTION public.hd_sized(jsonb);
 DROP ROLE hd_owner, hd_producer, hd_worker, hd_limiter;
+
+-- Worker names that start with "throttle_jobs/" are the extension's own (the
+-- maintenance worker fails the running jobs of such names once their process
+-- is gone): reserve and complete_and_reserve refuse them (22023), and change
+-- nothing.
+SELECT throttle_jobs.create_queue('hard_names');
+SELECT throttle_jobs.enqueue('hard_names') AS name_job \gset
+SELECT count(*) FROM throttle_jobs.reserve('hard_names', 'throttle_jobs/executor/1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM throttle_jobs.complete_and_reserve('hard_names', 'throttle_jobs/maintenance/2', '{}', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT state, worker FROM throttle_jobs.jobs WHERE id = :name_job;
+-- a name that merely looks alike is fine
+SELECT count(*) AS reserved FROM throttle_jobs.reserve('hard_names', 'throttle_jobs-host/1');
+SELECT throttle_jobs.drop_queue('hard_names', force => true);

@@ -27,6 +27,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
@@ -418,6 +419,31 @@ reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 }
 
 /*
+ * Worker names that start with TJ_WORKER_PREFIX are the extension's own:
+ * the maintenance worker fails the running jobs of such a name once its
+ * process is gone, so a worker that took one would lose its jobs.  Only the
+ * background worker of that very name (this process) may use it.
+ */
+void
+tj_check_worker_name(text *worker)
+{
+	char	   *name = text_to_cstring(worker);
+
+	if (strncmp(name, TJ_WORKER_PREFIX, strlen(TJ_WORKER_PREFIX)) != 0)
+		return;
+	if (IsBackgroundWorker &&
+		(strcmp(name, psprintf(TJ_WORKER_PREFIX "executor/%d", MyProcPid)) == 0 ||
+		 strcmp(name, psprintf(TJ_WORKER_PREFIX "maintenance/%d", MyProcPid)) == 0))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("worker name \"%s\" is reserved", name),
+			 errdetail("Names that start with \"%s\" belong to the extension's own background workers.",
+					   TJ_WORKER_PREFIX),
+			 errhint("Choose another worker name, such as host/pid.")));
+}
+
+/*
  * Checks reserve()'s worker, max_jobs and lease arguments (lease may be
  * NULL: the queue's).
  */
@@ -425,6 +451,7 @@ void
 tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease)
 {
 	tj_check_key(worker, "worker");
+	tj_check_worker_name(worker);
 	if (max_jobs < 1 || max_jobs > tj_max_batch_size)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

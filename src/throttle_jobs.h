@@ -150,6 +150,7 @@ extern bool tj_complete_job(Datum *values, const char *nulls);
 extern uint64 tj_complete_many(Datum ids, Datum tokens);
 
 /* reserve.c */
+extern void tj_check_worker_name(text *worker);
 extern void tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease);
 extern void tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name, text *worker,
 							int32 max_jobs, Interval *lease);
