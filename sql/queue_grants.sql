@@ -331,3 +331,38 @@ WHERE name IN ('qg_b', 'qg_h', 'qg_h2');
 DROP SCHEMA qg CASCADE;
 DROP ROLE qg_owner, qg_admin, qg_producer, qg_worker, qg_p, qg_c, qg_m, qg_team, qg_member, qg_none;
 SELECT count(*) AS grants_left FROM throttle_jobs.queue_grant;
+
+-- The filtering views are security barriers: a reader's own condition (here
+-- a cast that fails with the value in its message, and a function that
+-- reports every row it sees) never sees the rows of queues it may not read.
+CREATE ROLE qg_spy NOLOGIN;
+CREATE ROLE qg_victim NOLOGIN;
+GRANT throttle_jobs_user TO qg_spy;
+GRANT throttle_jobs_admin TO qg_victim;
+CREATE FUNCTION public.qg_peek(v text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+BEGIN
+	RAISE NOTICE 'peeked at %', v;
+	RETURN true;
+END $$;
+SET ROLE qg_victim;
+SELECT throttle_jobs.create_queue('qg_secret');
+SELECT throttle_jobs.enqueue('qg_secret', '{"card": "4111-1111"}', unique_key => 'u-secret') IS NOT NULL AS enqueued;
+SELECT throttle_jobs.create_queue('qg_open');
+SELECT throttle_jobs.grant_queue('qg_open', 'qg_spy', 'consume');
+SELECT throttle_jobs.enqueue('qg_open', '{"card": "12"}') IS NOT NULL AS enqueued;
+RESET ROLE;
+SET ROLE qg_spy;
+SET client_min_messages = notice;
+SELECT count(*) AS cast_leak FROM throttle_jobs.jobs WHERE (payload ->> 'card')::int = 1;
+SELECT count(*) AS peeked FROM throttle_jobs.jobs WHERE public.qg_peek(payload::text);
+SELECT count(*) AS peeked FROM throttle_jobs.jobs WHERE public.qg_peek(unique_key);
+SELECT count(*) AS peeked FROM throttle_jobs.queues WHERE public.qg_peek(name);
+SET client_min_messages = warning;
+RESET ROLE;
+SELECT c.relname, c.reloptions FROM pg_class c
+WHERE c.relnamespace = 'throttle_jobs'::regnamespace AND c.relkind = 'v'
+  AND c.relname IN ('queues', 'jobs', 'running_jobs', 'dead_letters', 'archived_jobs', 'queue_grants')
+ORDER BY c.relname;
+SELECT throttle_jobs.drop_queue(q, force => true) FROM unnest(ARRAY['qg_secret', 'qg_open']) q;
+DROP FUNCTION public.qg_peek(text);
+DROP ROLE qg_spy, qg_victim;

@@ -926,12 +926,14 @@ COMMENT ON FUNCTION throttle_jobs.revoke_queue(text, regrole, text) IS 'Revokes 
 REVOKE ALL ON FUNCTION throttle_jobs.grant_queue(text, regrole, text),
 	throttle_jobs.revoke_queue(text, regrole, text) FROM PUBLIC;
 
--- The views show the rows of the queues the reader holds a privilege on:
+-- The views show the rows of the queues the reader holds a privilege on
+-- (security barriers: the reader's own conditions, which may call any
+-- function, see only those rows):
 -- jobs, running_jobs, dead_letters and archived_jobs those it may consume
 -- (or manage), queues those it holds any privilege on, queue_grants those
 -- it manages.  The reader is current_user, which pg_has_role tests; the
 -- capability roles are tested once per query (an InitPlan).
-CREATE OR REPLACE VIEW throttle_jobs.queues AS
+CREATE OR REPLACE VIEW throttle_jobs.queues WITH (security_barrier) AS
 SELECT q.name, q.paused, q.max_size, q.on_full, q.max_attempts, q.backoff_base,
 	   q.backoff_factor, q.backoff_max, q.backoff_jitter, q.lease,
 	   q.retain_completed, q.retain_dead, q.handler, q.fairness,
@@ -945,7 +947,7 @@ WHERE (SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'US
 			  WHERE g.queue_id OPERATOR(pg_catalog.=) q.id
 				AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
 
-CREATE OR REPLACE VIEW throttle_jobs.jobs AS
+CREATE OR REPLACE VIEW throttle_jobs.jobs WITH (security_barrier) AS
 SELECT j.id, q.name AS queue,
 	   CASE WHEN j.state OPERATOR(pg_catalog.=) 'available' AND j.run_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled'
 			ELSE j.state END AS state,
@@ -964,7 +966,7 @@ WHERE (SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'US
 				AND g.privilege OPERATOR(pg_catalog.<>) 'produce'
 				AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
 
-CREATE OR REPLACE VIEW throttle_jobs.running_jobs AS
+CREATE OR REPLACE VIEW throttle_jobs.running_jobs WITH (security_barrier) AS
 SELECT j.id, q.name AS queue, j.worker, j.attempt,
 	   coalesce(j.max_attempts, q.max_attempts) AS max_attempts, j.reserved_at,
 	   j.lease_until, j.lease_until OPERATOR(pg_catalog.<) pg_catalog.now() AS lease_expired,
@@ -980,7 +982,7 @@ WHERE j.state OPERATOR(pg_catalog.=) 'running'
 					AND g.privilege OPERATOR(pg_catalog.<>) 'produce'
 					AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE')));
 
-CREATE OR REPLACE VIEW throttle_jobs.dead_letters AS
+CREATE OR REPLACE VIEW throttle_jobs.dead_letters WITH (security_barrier) AS
 SELECT d.id, q.name AS queue, d.reason, d.died_at, d.attempt,
 	   coalesce(d.max_attempts, q.max_attempts) AS max_attempts,
 	   d.priority, d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key,
@@ -996,7 +998,7 @@ WHERE (SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'US
 				AND g.privilege OPERATOR(pg_catalog.<>) 'produce'
 				AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
 
-CREATE OR REPLACE VIEW throttle_jobs.archived_jobs AS
+CREATE OR REPLACE VIEW throttle_jobs.archived_jobs WITH (security_barrier) AS
 SELECT a.id, q.name AS queue, a.state, a.finished_at, a.attempt,
 	   coalesce(a.max_attempts, q.max_attempts) AS max_attempts,
 	   a.priority, a.enqueued_at, a.reserved_at, a.worker, a.concurrency_key,
@@ -1012,7 +1014,7 @@ WHERE a.finished_at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalo
 					AND g.privilege OPERATOR(pg_catalog.<>) 'produce'
 					AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE')));
 
-CREATE VIEW throttle_jobs.queue_grants AS
+CREATE VIEW throttle_jobs.queue_grants WITH (security_barrier) AS
 SELECT q.name AS queue, g.grantee, g.privilege, g.granted_by, g.granted_at
 FROM throttle_jobs.queue_grant g
 JOIN throttle_jobs.queue q ON q.id OPERATOR(pg_catalog.=) g.queue_id
@@ -1100,3 +1102,15 @@ COMMENT ON FUNCTION throttle_jobs.acquire(text, integer, interval) IS 'try_acqui
 ------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes
 ------------------------------------------------------------------------------
+
+-- The views that show each reader only the rows of its queues are security
+-- barriers: without it the planner may run a reader's own condition (any
+-- function, a cast that fails with the value in its message) on rows the
+-- view's filter would hide.  Set last, so that no section above can drop it
+-- with CREATE OR REPLACE VIEW.
+ALTER VIEW throttle_jobs.queues SET (security_barrier = true);
+ALTER VIEW throttle_jobs.jobs SET (security_barrier = true);
+ALTER VIEW throttle_jobs.running_jobs SET (security_barrier = true);
+ALTER VIEW throttle_jobs.dead_letters SET (security_barrier = true);
+ALTER VIEW throttle_jobs.archived_jobs SET (security_barrier = true);
+ALTER VIEW throttle_jobs.queue_grants SET (security_barrier = true);
