@@ -240,6 +240,29 @@ DROP EXTENSION throttle_jobs;
 DROP SCHEMA throttle_jobs;
 DROP ROLE regress_tj_planter;
 
+-- ... or when the installing role's default privileges would grant other
+-- roles rights on the objects it creates (they would bypass the
+-- extension's functions and their checks).  Default privileges that only
+-- take rights away are fine.
+CREATE ROLE regress_tj_peeker NOLOGIN;
+ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO regress_tj_peeker;
+CREATE EXTENSION throttle_jobs;
+\echo :LAST_ERROR_SQLSTATE
+ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM regress_tj_peeker;
+ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO regress_tj_peeker;
+CREATE EXTENSION throttle_jobs;
+\echo :LAST_ERROR_SQLSTATE
+ALTER DEFAULT PRIVILEGES REVOKE SELECT ON TABLES FROM regress_tj_peeker;
+SELECT count(*) AS extensions FROM pg_extension WHERE extname = 'throttle_jobs';
+ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+CREATE EXTENSION throttle_jobs;
+SELECT count(*) AS extensions FROM pg_extension WHERE extname = 'throttle_jobs';
+DROP EXTENSION throttle_jobs;
+DROP SCHEMA IF EXISTS throttle_jobs;
+ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC;
+SELECT count(*) AS default_acls FROM pg_default_acl;
+DROP ROLE regress_tj_peeker;
+
 -- Leave the extension installed for the following tests.
 CREATE EXTENSION throttle_jobs;
 SELECT extname FROM pg_extension WHERE extname = 'throttle_jobs';

@@ -20,6 +20,12 @@ SELECT pg_get_expr(c.relpartbound, c.oid)
 RESET DateStyle;
 RESET TimeZone;
 
+-- Nor does default_tablespace (a database owner could point it at
+-- pg_global, where no partition may go).
+SET default_tablespace = 'pg_global';
+SELECT throttle_jobs._maintain_archive(now() + interval '60 days')->'partitions_created' AS created;
+RESET default_tablespace;
+
 -- Unknown means keep: with no queue (a restore that has not loaded the
 -- queues yet), no day partition is dropped, however old.
 BEGIN;
@@ -39,6 +45,17 @@ SELECT (throttle_jobs._maintain_archive(now())->>'partitions_dropped')::int >= 1
 SELECT count(*) AS old_partitions_left FROM pg_class
  WHERE relname = 'job_archive_p' || to_char((now() AT TIME ZONE 'UTC')::date - 400, 'YYYYMMDD');
 ROLLBACK;
+
+-- A new day partition carries no grant that default privileges (set after
+-- the install) would give it: its rows are reachable only through the views.
+CREATE ROLE regress_maint_peeker NOLOGIN;
+ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO regress_maint_peeker;
+SELECT throttle_jobs._maintain_archive(now() + interval '50 days')->'partitions_created' AS created;
+SELECT has_table_privilege('regress_maint_peeker',
+		'throttle_jobs.job_archive_p' || to_char((now() AT TIME ZONE 'UTC')::date + 50, 'YYYYMMDD'),
+		'SELECT') AS peeker_may_read;
+ALTER DEFAULT PRIVILEGES REVOKE SELECT ON TABLES FROM regress_maint_peeker;
+DROP ROLE regress_maint_peeker;
 
 -- The pass lock is a row of our own, not an advisory lock.
 SELECT count(*) AS lock_rows FROM throttle_jobs.maintenance_lock;

@@ -38,6 +38,31 @@ BEGIN
 			USING ERRCODE = 'insufficient_privilege',
 				  HINT = 'Drop the schema, or create the extension as its owner.';
 	END IF;
+	-- Default privileges of the installing role (ALTER DEFAULT PRIVILEGES,
+	-- for all schemas or for ours) would grant other roles rights on the
+	-- extension's functions, tables and sequences, around its own grants.
+	SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%s on %s',
+				CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+					 ELSE a.grantee::pg_catalog.regrole::pg_catalog.text END,
+				CASE d.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'S' THEN 'sequences'
+					 WHEN 'f' THEN 'functions' WHEN 'T' THEN 'types' ELSE 'schemas' END), ', ') INTO bad
+	FROM pg_catalog.pg_default_acl d, pg_catalog.aclexplode(d.defaclacl) a
+	WHERE d.defaclrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
+											 WHERE r.rolname OPERATOR(pg_catalog.=) pg_catalog.current_user())
+	  AND (d.defaclnamespace OPERATOR(pg_catalog.=) 0 OR d.defaclnamespace OPERATOR(pg_catalog.=) nsp)
+	  AND d.defaclobjtype OPERATOR(pg_catalog.<>) 'n'
+	  AND a.grantee OPERATOR(pg_catalog.<>) d.defaclrole
+	  -- PUBLIC's EXECUTE on functions and USAGE on types are the built-in
+	  -- defaults, which the scripts revoke (functions) or allow (types)
+	  AND NOT (a.grantee OPERATOR(pg_catalog.=) 0
+			   AND d.defaclobjtype OPERATOR(pg_catalog.=) ANY ('{f,T}'::pg_catalog."char"[]));
+	IF bad IS NOT NULL THEN
+		RAISE EXCEPTION 'default privileges of role "%" would grant rights on the extension''s objects: %',
+			pg_catalog.current_user(), bad
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Objects that the extension creates would carry these grants, which bypass its own functions and checks.',
+				  HINT = 'Install (or update) as a superuser role without such ALTER DEFAULT PRIVILEGES entries, or revoke them first.';
+	END IF;
 	SELECT pg_catalog.string_agg(DISTINCT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
 												ELSE a.grantee::pg_catalog.regrole::pg_catalog.text END, ', ') INTO bad
 	FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
@@ -100,6 +125,10 @@ RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '200ms'
+-- the day partitions go where the archive is, however the database's
+-- settings point default_tablespace (pg_global made every pass fail)
+SET default_tablespace = ''
+SET default_table_access_method = 'heap'
 AS $$
 DECLARE
 	day date;
@@ -111,6 +140,7 @@ DECLARE
 	dropped integer := 0;
 	skipped integer := 0;
 	deleted bigint := 0;
+	grantee text;
 BEGIN
 	-- One pass at a time: the row lock of our own row, which no other role
 	-- can take (an advisory lock's key anyone can compute and hold).
@@ -138,6 +168,15 @@ BEGIN
 				pg_catalog.to_char(lo AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'),
 				pg_catalog.to_char(hi AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'));
 			EXECUTE pg_catalog.format('REVOKE ALL ON throttle_jobs.%I FROM PUBLIC', part);
+			-- and from whomever default privileges granted rights on it
+			FOR grantee IN
+				SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text
+				FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+				WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('throttle_jobs.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(part))
+				  AND a.grantee OPERATOR(pg_catalog.<>) c.relowner AND a.grantee OPERATOR(pg_catalog.<>) 0
+			LOOP
+				EXECUTE pg_catalog.format('REVOKE ALL ON throttle_jobs.%I FROM %s', part, grantee);
+			END LOOP;
 			EXECUTE pg_catalog.format('COMMENT ON TABLE throttle_jobs.%I IS %L', part,
 				'Archive rows finished on ' OPERATOR(pg_catalog.||) pg_catalog.to_char(day, 'YYYY-MM-DD')
 				OPERATOR(pg_catalog.||) ' (UTC); dropped whole by maintain().');

@@ -264,6 +264,9 @@ pin_search_path(void)
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_CLIENT);
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_CLIENT);
 	SetConfigOption("default_transaction_deferrable", "off", PGC_SUSET, PGC_S_CLIENT);
+	/* where and how the archive's day partitions are made */
+	SetConfigOption("default_tablespace", "", PGC_SUSET, PGC_S_CLIENT);
+	SetConfigOption("default_table_access_method", "heap", PGC_SUSET, PGC_S_CLIENT);
 }
 
 /*
