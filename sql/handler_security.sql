@@ -246,6 +246,88 @@ RESET ROLE;
 SELECT what, who FROM hs_log ORDER BY n;
 
 ------------------------------------------------------------------------------
+-- dblink connections and the random seed do not outlive a job
+------------------------------------------------------------------------------
+
+-- dblink in a schema of its own; hs_owner may open connections to this
+-- server without a password (dblink_connect_u).  \set conn: a connection
+-- string for this server (trust authentication).
+CREATE SCHEMA hs_dblink;
+CREATE EXTENSION dblink SCHEMA hs_dblink;
+GRANT USAGE ON SCHEMA hs_dblink TO hs_owner, hs_worker;
+GRANT EXECUTE ON FUNCTION hs_dblink.dblink_connect_u(text), hs_dblink.dblink_connect_u(text, text) TO hs_owner;
+SELECT format('host=127.0.0.1 port=%s dbname=%s user=postgres', current_setting('port'), current_database()) AS conn \gset
+SET ROLE hs_owner;
+-- 'dblink' opens a named and an unnamed connection and leaves them open;
+-- 'look' logs the named connections it finds; 'setseed' seeds random().
+CREATE FUNCTION hs.leave(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	CASE p->>'do'
+	WHEN 'dblink' THEN
+		PERFORM hs_dblink.dblink_connect_u('hs_left', p->>'conn');
+		PERFORM hs_dblink.dblink_connect_u(p->>'conn');
+		INSERT INTO public.hs_log (what, who, detail)
+		VALUES ('opened', current_user, hs_dblink.dblink_get_connections()::text);
+	WHEN 'look' THEN
+		INSERT INTO public.hs_log (what, who, detail)
+		VALUES ('look', current_user, coalesce(hs_dblink.dblink_get_connections()::text, 'none'));
+	WHEN 'setseed' THEN
+		PERFORM setseed(0.42);
+	END CASE;
+END $$;
+SELECT throttle_jobs.create_queue('hs_leave_q', handler => 'hs.leave(jsonb)', max_attempts => 1);
+RESET ROLE;
+
+-- A caller with a named dblink connection open is refused (55000) before
+-- anything runs: a handler could send statements through it as the caller
+-- (here a superuser).  Its connection stays open.
+SELECT throttle_jobs.enqueue('hs_leave_q', '{"do": "look"}') IS NOT NULL AS enqueued;
+SELECT hs_dblink.dblink_connect('hs_su', :'conn');
+SELECT throttle_jobs.run_jobs('hs_leave_q') AS ran;
+\echo :LAST_ERROR_SQLSTATE
+SELECT hs_dblink.dblink_get_connections();
+SELECT hs_dblink.dblink_disconnect('hs_su');
+-- An unnamed connection: refused too (55000), and closed (it cannot be
+-- found otherwise): dblink_disconnect() then finds none.
+SELECT hs_dblink.dblink_connect(:'conn');
+SELECT throttle_jobs.run_jobs('hs_leave_q') AS ran;
+\echo :LAST_ERROR_SQLSTATE
+SELECT hs_dblink.dblink_disconnect();
+-- The job did not run.
+SELECT count(*) AS waiting FROM throttle_jobs.jobs WHERE queue = 'hs_leave_q' AND state = 'available';
+
+-- A handler's named and unnamed connections are closed after its job: the
+-- next job (same handler) finds no named one, nor does the caller after
+-- run_jobs, whose dblink_disconnect() finds no unnamed one.
+SELECT throttle_jobs.enqueue('hs_leave_q', jsonb_build_object('do', 'dblink', 'conn', :'conn')) IS NOT NULL AS enqueued;
+SELECT throttle_jobs.enqueue('hs_leave_q', '{"do": "look"}') IS NOT NULL AS enqueued;
+TRUNCATE hs_log;
+SET ROLE hs_worker;
+SELECT throttle_jobs.run_jobs('hs_leave_q') AS ran;
+SELECT hs_dblink.dblink_get_connections() IS NULL AS no_named_connection;
+SELECT hs_dblink.dblink_disconnect();
+RESET ROLE;
+SELECT what, who, detail FROM hs_log ORDER BY n;
+
+-- A handler's setseed() does not carry over: random() after run_jobs does
+-- not give what it gives after setseed(0.42).
+SELECT setseed(0.42);
+SELECT random() AS seeded1, random() AS seeded2 \gset
+SELECT throttle_jobs.enqueue('hs_leave_q', '{"do": "setseed"}') IS NOT NULL AS enqueued;
+SET ROLE hs_worker;
+SELECT throttle_jobs.run_jobs('hs_leave_q') AS ran;
+SELECT (random(), random()) = (:seeded1::float8, :seeded2::float8) AS predictable;
+RESET ROLE;
+SELECT outcome, count(*) FROM (
+	SELECT 'completed' AS outcome FROM throttle_jobs.archived_jobs WHERE queue = 'hs_leave_q'
+	UNION ALL
+	SELECT 'dead' FROM throttle_jobs.dead_letters WHERE queue = 'hs_leave_q') o
+GROUP BY outcome;
+SELECT throttle_jobs.drop_queue('hs_leave_q', force => true);
+DROP EXTENSION dblink;
+DROP SCHEMA hs_dblink;
+
+------------------------------------------------------------------------------
 -- Clean up
 ------------------------------------------------------------------------------
 

@@ -30,7 +30,9 @@
  * executor drops what a handler may leave in the session
  * (tj_discard_session_state).  run_jobs() runs in its caller's
  * transaction, each job in a subtransaction, and refuses a session that has
- * temporary objects.
+ * temporary objects or dblink connections.  After every job, both close
+ * the dblink connections the handler left and re-seed random()
+ * (clear_extension_state).
  *
  * Time limits: while a job is in hand, a 100 ms timer checks the handler's
  * deadline and, after SIGTERM, the shutdown grace; past either it cancels the
@@ -46,9 +48,16 @@
 
 #include <signal.h>
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_depend.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -64,8 +73,10 @@
 #include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -466,6 +477,169 @@ record_failure(const HandlerJob *job, const char *error, bool hand_back)
 }
 
 /*
+ * Session state of other extensions that a handler may leave behind.
+ *
+ * dblink: a connection (named or unnamed) outlives the job, authenticated as
+ * whoever opened it: the next job's handler, or run_jobs' caller, could
+ * send its own statements through it.  Its functions are found as members
+ * of the dblink extension (pg_depend), never by name through search_path,
+ * and called directly, as the executor's (or run_jobs') own user, outside
+ * the security-restricted operation.
+ *
+ * random(): setseed() makes it predictable until the session ends.
+ */
+typedef struct DblinkFuncs
+{
+	Oid			get_connections;	/* dblink_get_connections() */
+	Oid			disconnect_named;	/* dblink_disconnect(text) */
+	Oid			disconnect_unnamed; /* dblink_disconnect() */
+} DblinkFuncs;
+
+/* Whether dblink is installed in this database; if so, fills *f. */
+static bool
+find_dblink(DblinkFuncs *f)
+{
+	Oid			extoid = get_extension_oid("dblink", true);
+	Relation	rel;
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	memset(f, 0, sizeof(*f));
+	if (!OidIsValid(extoid))
+		return false;
+	rel = table_open(DependRelationId, AccessShareLock);
+	ScanKeyInit(&key[0], Anum_pg_depend_refclassid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ExtensionRelationId));
+	ScanKeyInit(&key[1], Anum_pg_depend_refobjid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, DependReferenceIndexId, true, NULL, 2, key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_depend dep = (Form_pg_depend) GETSTRUCT(tup);
+		HeapTuple	proctup;
+		Form_pg_proc proc;
+		const char *name;
+
+		if (dep->classid != ProcedureRelationId || dep->deptype != DEPENDENCY_EXTENSION)
+			continue;
+		proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(dep->objid));
+		if (!HeapTupleIsValid(proctup))
+			continue;
+		proc = (Form_pg_proc) GETSTRUCT(proctup);
+		name = NameStr(proc->proname);
+		if (proc->prolang == ClanguageId)
+		{
+			if (strcmp(name, "dblink_get_connections") == 0 && proc->pronargs == 0 &&
+				proc->prorettype == TEXTARRAYOID)
+				f->get_connections = dep->objid;
+			else if (strcmp(name, "dblink_disconnect") == 0 && proc->pronargs == 0)
+				f->disconnect_unnamed = dep->objid;
+			else if (strcmp(name, "dblink_disconnect") == 0 && proc->pronargs == 1 &&
+					 proc->proargtypes.values[0] == TEXTOID)
+				f->disconnect_named = dep->objid;
+		}
+		ReleaseSysCache(proctup);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (!OidIsValid(f->get_connections) || !OidIsValid(f->disconnect_named) ||
+		!OidIsValid(f->disconnect_unnamed))
+		elog(ERROR, "extension dblink has no dblink_get_connections(), dblink_disconnect(text) or dblink_disconnect()");
+	return true;
+}
+
+/* The names of this session's named dblink connections (text[]), or NULL. */
+static ArrayType *
+dblink_connections(const DblinkFuncs *f)
+{
+	FmgrInfo	flinfo;
+	Datum		result;
+	LOCAL_FCINFO(call, 0);
+
+	fmgr_info(f->get_connections, &flinfo);
+	InitFunctionCallInfoData(*call, &flinfo, 0, InvalidOid, NULL, NULL);
+	result = FunctionCallInvoke(call);
+	return call->isnull ? NULL : DatumGetArrayTypeP(result);
+}
+
+/*
+ * Closes the unnamed dblink connection; returns whether there was one.
+ * dblink_disconnect() raises 08003 when there is none: it runs in an
+ * internal subtransaction, and only that error is ignored.
+ */
+static bool
+disconnect_unnamed(const DblinkFuncs *f)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool closed = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		(void) OidFunctionCall0(f->disconnect_unnamed);
+		closed = true;
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_CONNECTION_DOES_NOT_EXIST)
+			ReThrowError(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return closed;
+}
+
+/*
+ * After a job: closes every dblink connection of the session and re-seeds
+ * random() from pg_strong_random.  Runs in a transaction, as our own user.
+ */
+static void
+clear_extension_state(void)
+{
+	DblinkFuncs f;
+	uint64		r;
+
+	if (!pg_strong_random(&r, sizeof(r)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random seed")));
+	/* 53 random bits, as a float8 in [-1, 1) */
+	(void) DirectFunctionCall1(setseed,
+							   Float8GetDatum((double) (r >> 11) / (double) (UINT64CONST(1) << 53) * 2.0 - 1.0));
+
+	if (find_dblink(&f))
+	{
+		ArrayType  *names = dblink_connections(&f);
+
+		if (names != NULL)
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+			int			n;
+
+			deconstruct_array(names, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+			for (int i = 0; i < n; i++)
+				if (!nulls[i])
+					(void) OidFunctionCall1(f.disconnect_named, elems[i]);
+		}
+		(void) disconnect_unnamed(&f);
+	}
+}
+
+/*
  * Reserves the next handler job for `worker` (of only_queue, or of any
  * handler queue in turn) and runs it.  Returns false when no job was ready.
  *
@@ -565,6 +739,9 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 			}
 		}
 		PG_END_TRY();
+		/* before anything else runs in the caller's session */
+		if (!own_transactions)
+			clear_extension_state();
 		if (edata == NULL)
 			return true;
 	}
@@ -622,7 +799,8 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
  * After every job an executor (or a maintenance worker standing in for one)
  * drops what a handler may have left in its session, as DISCARD ALL would,
  * so that the next job, perhaps of another owner, finds none of it: session
- * advisory locks, prepared statements, sequence values (currval).  Settings
+ * advisory locks, prepared statements, sequence values (currval), dblink
+ * connections, the seed of random() (setseed).  Settings
  * are undone by call_handler's GUC nest level, open portals closed there
  * (and by the commit); LISTEN, PREPARE, WITH HOLD cursors, role changes and
  * temporary objects are refused by the security-restricted operation.
@@ -651,6 +829,23 @@ tj_discard_session_state(void)
 	LockReleaseSession(USER_LOCKMETHOD);
 	DropAllPreparedStatements();
 	ResetSequenceCaches();
+
+	/* dblink connections and the random seed; on any error, start afresh */
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		clear_extension_state();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+		ereport(LOG,
+				(errmsg("throttle_jobs: worker exiting: could not close the dblink connections or reset the random seed after a job")));
+		proc_exit(1);
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -699,6 +894,39 @@ refuse_temp_namespace(void)
 				 errhint("Call run_jobs from a session of its own, such as a pg_cron job.")));
 }
 
+/*
+ * run_jobs refuses a session that has dblink connections open: a handler
+ * could send statements through them as the user who opened them (a
+ * superuser calling run_jobs from pg_cron).  Named connections are listed
+ * by dblink_get_connections(); the unnamed one can only be found by
+ * closing it, which is done (and the call refused all the same).
+ */
+static void
+refuse_dblink_connections(void)
+{
+	DblinkFuncs f;
+	ArrayType  *names;
+
+	if (!find_dblink(&f))
+		return;
+	names = dblink_connections(&f);
+	if (names != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run_jobs cannot run handlers in a session that has dblink connections open"),
+				 errdetail("This session has the named dblink connections %s; a handler could use them.",
+						   TextDatumGetCString(OidFunctionCall2(F_ARRAY_TO_STRING_ANYARRAY_TEXT,
+																PointerGetDatum(names),
+																CStringGetTextDatum(", ")))),
+				 errhint("Close them with dblink_disconnect(), or call run_jobs from a session of its own, such as a pg_cron job.")));
+	if (disconnect_unnamed(&f))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run_jobs cannot run handlers in a session that has dblink connections open"),
+				 errdetail("This session had an unnamed dblink connection open; a handler could have used it. It has been closed."),
+				 errhint("Call run_jobs from a session of its own, such as a pg_cron job.")));
+}
+
 /* run_jobs(queue, max_jobs, max_time) returns integer: jobs run */
 Datum
 throttle_jobs_run_jobs(PG_FUNCTION_ARGS)
@@ -725,6 +953,7 @@ throttle_jobs_run_jobs(PG_FUNCTION_ARGS)
 	tj_check_interval(PG_GETARG_INTERVAL_P(2), "max_time", false);
 	max_usecs = tj_interval_usecs(PG_GETARG_INTERVAL_P(2));
 	refuse_temp_namespace();
+	refuse_dblink_connections();
 
 	/*
 	 * The caller's pending deferred trigger events fire now, as the caller:

@@ -6,8 +6,9 @@
 # 1. code that a handler leaves to run at commit (a deferred constraint
 #    trigger, a WITH HOLD cursor) would run as the executor's superuser;
 # 2. operators planted in public would be picked by the workers' own SQL;
-# 3. session state (advisory locks, prepared statements, currval) left by
-#    one owner's handler would be there for the next owner's job;
+# 3. session state (advisory locks, prepared statements, currval, dblink
+#    connections, the random() seed) left by one owner's handler would be
+#    there for the next owner's job;
 # 4. a handler that catches query_canceled in a loop would hold its
 #    executor for ever: other queues starve, pg_terminate_backend and a
 #    fast shutdown do nothing;
@@ -254,6 +255,70 @@ is(outcome($b_job), 'completed', 'bob\'s job completes');
 is(sql(q{SELECT pid FROM seen WHERE who = 'bob'}), $a_pid, 'bob\'s job ran in the same executor');
 is(sql(q{SELECT found FROM seen WHERE who = 'bob'}), '',
 	'bob\'s handler found no prepared statement, advisory lock or currval of alice\'s');
+
+# ---------------------------------------------------------------- 3b. dblink connections, random seed
+# alice's handler opens a named dblink connection ("keep") and an unnamed
+# one, leaves both open, and seeds random(); bob's handler, next on the
+# same (only) executor, looks for the connections and draws random().
+# dblink requires a password of non-superusers: the connections log in as
+# alice_link, whom pg_hba.conf (first line) makes give one.
+my $hba = $node->data_dir . '/pg_hba.conf';
+my $hba_old = slurp_file($hba);
+open(my $hba_fh, '>', $hba) or die "could not write $hba: $!";
+print $hba_fh "local all alice_link scram-sha-256\n$hba_old";
+close($hba_fh);
+$node->reload;
+sql(q{
+	CREATE ROLE alice_link LOGIN PASSWORD 'link-secret';
+	CREATE SCHEMA dblink;
+	CREATE EXTENSION dblink SCHEMA dblink;
+	GRANT USAGE ON SCHEMA dblink TO PUBLIC;
+	CREATE TABLE public.linkseen (who name, pid int, found text);
+	GRANT INSERT ON public.linkseen TO PUBLIC;
+});
+my $link_conn = sprintf('host=%s port=%d dbname=postgres user=alice_link password=link-secret',
+	$node->host, $node->port);
+# random() right after setseed(0.42), in any session.
+my $seeded = (split /\n/, sql(q{SELECT setseed(0.42); SELECT random()}))[-1];
+like($seeded, qr/^0\.\d+$/, 'random() right after setseed(0.42) is known');
+as_role('alice', q{
+	CREATE FUNCTION alice.link(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+		PERFORM dblink.dblink_connect('keep', p->>'conn');
+		PERFORM dblink.dblink_connect(p->>'conn');
+		PERFORM setseed(0.42);
+		INSERT INTO public.linkseen VALUES (current_user, pg_backend_pid(),
+			dblink.dblink_get_connections()::text || '|'
+			|| (SELECT r FROM dblink.dblink('SELECT current_user') AS t(r name)));
+	END $$;
+	SELECT throttle_jobs.create_queue('alice_link_q', handler => 'alice.link(jsonb)');
+});
+as_role('bob', q{
+	CREATE FUNCTION bob.look_link(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+	DECLARE
+		found text := coalesce('named: ' || dblink.dblink_get_connections()::text || ';', '');
+	BEGIN
+		BEGIN
+			PERFORM * FROM dblink.dblink('SELECT 1') AS t(x int);
+			found := found || 'unnamed;';
+		EXCEPTION WHEN OTHERS THEN
+		END;
+		INSERT INTO public.linkseen VALUES (current_user, pg_backend_pid(), found || '|' || random());
+	END $$;
+	SELECT throttle_jobs.create_queue('bob_link_q', handler => 'bob.look_link(jsonb)');
+});
+my $l_job = sql(qq{SELECT throttle_jobs.enqueue('alice_link_q', jsonb_build_object('conn', '$link_conn'))});
+is(outcome($l_job), 'completed', 'alice\'s dblink job completes');
+is(sql(q{SELECT found FROM linkseen WHERE who = 'alice'}), '{keep}|alice_link',
+	'alice\'s handler opened the named connection "keep" (and an unnamed one) as alice_link');
+my $lb_job = sql(q{SELECT throttle_jobs.enqueue('bob_link_q', '{}')});
+is(outcome($lb_job), 'completed', 'bob\'s next job completes');
+is(sql(q{SELECT pid FROM linkseen WHERE who = 'bob'}),
+	sql(q{SELECT pid FROM linkseen WHERE who = 'alice'}), 'bob\'s job ran in the same executor');
+is(sql(q{SELECT split_part(found, '|', 1) FROM linkseen WHERE who = 'bob'}), '',
+	'bob\'s handler found neither of alice\'s dblink connections');
+isnt(sql(q{SELECT split_part(found, '|', 2) FROM linkseen WHERE who = 'bob'}), $seeded,
+	'bob\'s random() is not the one after alice\'s setseed(0.42)');
 
 # ---------------------------------------------------------------- 4. a handler that will not stop
 # carol's spin catches every cancel.  loop_q's lease (the handler's time
