@@ -13,11 +13,13 @@
  *
  * When limits exist, reservation walks the ready jobs in order through a
  * cursor and admits them one by one (tj_admit).  When a job's key is at its
- * cap, or its rate key refuses it, all ready jobs of that key are parked
- * (state 'throttled') in one statement, so that no later reservation walks
- * them until the key frees a slot or their time comes, and this one skips
- * them at no cost.  A job whose key another transaction is admitting for
- * right now is skipped.  A job is locked only when it is taken or parked.
+ * cap, or its rate key refuses it, the key's ready jobs in the queue move to
+ * the key's waiting list (parking.c), so that no later reservation walks
+ * them until the key can take them, and this one skips them at no cost.
+ * First, the waiting jobs that keys can take now are released
+ * (tj_release_pending).  A job whose key another transaction is admitting
+ * for right now is skipped.  A job is locked only when it is taken or
+ * parked.
  *
  *-------------------------------------------------------------------------
  */
@@ -88,52 +90,10 @@ static TJStatement take_stmt = {
 	" UPDATE throttle_jobs.job j"
 	"    SET state = 'running', attempt = j.attempt + 1,"
 	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $3,"
-	"        reserved_at = $2, worker = $4"
+	"        reserved_at = $2, worker = $4, released_at = NULL"
 	"   FROM l, throttle_jobs.queue q WHERE j.id = l.id AND q.id = $5"
 	" RETURNING " RESERVED_COLUMNS,
 	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}, NULL, TJ_GENERIC
-};
-
-/*
- * Parks the ready jobs that `cond` picks and nobody holds: blocked_key $1,
- * blocked_until $2, and $3 for cond.
- */
-#define PARK_SQL(cond) \
-	"WITH l AS MATERIALIZED (" \
-	"  SELECT j.id FROM throttle_jobs.job j" \
-	"   WHERE " cond " AND j.state = 'available'" \
-	"   FOR UPDATE SKIP LOCKED)" \
-	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $1, blocked_until = $2" \
-	"   FROM l WHERE j.id = l.id RETURNING j.queue_id"
-
-/*
- * Every ready job of a blocked key (in any queue): once per key and
- * reservation, so later reservations never walk them.  $3: now.
- */
-static TJStatement park_ckey_stmt = {
-	PARK_SQL("j.concurrency_key = $1 AND j.run_at <= $3"),
-	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
-static TJStatement park_rkey_stmt = {
-	PARK_SQL("j.rate_limit_key = $1 AND j.run_at <= $3"),
-	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
-/* One job (whose cost its rate key never admits); $3: its id */
-static TJStatement park_one_stmt = {
-	PARK_SQL("j.id = $3"), 3, {TEXTOID, TIMESTAMPTZOID, INT8OID}
-};
-
-/* Brings back this queue's rate-throttled jobs whose time has come */
-static TJStatement release_due_stmt = {
-	"WITH t AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.queue_id = $1 AND j.state = 'throttled' AND j.blocked_until <= $2"
-	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL"
-	"  FROM t WHERE j.id = t.id",
-	3, {INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
 };
 
 #define SCAN_BATCH 32
@@ -263,11 +223,10 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 	int64		walked = 0;
 	Candidate  *batch = palloc(sizeof(Candidate) * SCAN_BATCH);
 
+	/* waiting jobs whose keys can take them now come back first */
+	tj_release_pending(&cache, now);
 	values[0] = Int32GetDatum(queue->id);
 	values[1] = TimestampTzGetDatum(now);
-	values[2] = Int64GetDatum(max_jobs);
-	tj_execute(&release_due_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
-	tj_process_rechecks(&cache);
 
 	portal = SPI_cursor_open(NULL, tj_plan(&candidates_stmt), values, NULL, false);
 	/*
@@ -302,7 +261,6 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 			TimestampTz blocked_until = 0;
 			TimestampTz admitted_at;
 			TJAdmission r;
-			Datum		park[3];
 			bool		isnull;
 
 			/* jobs of a key already parked in this call cost nothing more */
@@ -343,25 +301,13 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 			else if (r == TJ_ADMIT_RATE && blocked_until == DT_NOEND)
 			{
 				/* only this job is too big for its key: the others may pass */
-				park[0] = CStringGetTextDatum(blocked_key);
-				park[1] = TimestampTzGetDatum(blocked_until);
-				park[2] = Int64GetDatum(c->id);
-				tj_execute(&park_one_stmt, park, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
-				tj_stats_throttled_rows(blocked_key, false);
+				tj_park_oversized(c->id, blocked_key, queue->id);
 			}
 			else
 			{
-				char		nulls[3] = {' ', ' ', ' '};
-
-				/* a cap parks with no time (0); a rate until its next admission */
+				/* a cap parks with no time; a rate until its next admission */
 				blocked_add(&blocked, blocked_key, r == TJ_ADMIT_CAP ? 0 : blocked_until);
-				park[0] = CStringGetTextDatum(blocked_key);
-				park[1] = TimestampTzGetDatum(blocked_until);
-				nulls[1] = r == TJ_ADMIT_CAP ? 'n' : ' ';
-				park[2] = TimestampTzGetDatum(now);
-				tj_execute(r == TJ_ADMIT_CAP ? &park_ckey_stmt : &park_rkey_stmt,
-						   park, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
-				tj_stats_throttled_rows(blocked_key, r == TJ_ADMIT_CAP);
+				tj_park_ready(blocked_key, r == TJ_ADMIT_CAP, blocked_until, queue->id, now);
 			}
 			SPI_freetuptable(SPI_tuptable);
 		}
