@@ -39,6 +39,8 @@
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -273,6 +275,8 @@ tj_rate_try(const TJKeyLimit *l, TJRateState *state, TimestampTz now, int32 cost
 
 /* ---- limit lookup ---- */
 
+static Oid	key_limit_relid(void);
+
 /*
  * The cap and the rate are looked up apart: the most specific limit that
  * has a cap governs the cap, the most specific one with a rate the rate.
@@ -339,10 +343,99 @@ lookup_limit(const char *key, TJKeyLimit *out)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* The limit of `key`, from the cache or looked up (and cached). */
+/*
+ * Limits looked up by this backend, kept across calls and transactions:
+ * every change of key_limit goes through _limit_changed, which sends a
+ * relcache invalidation of key_limit, and the callback below forgets them
+ * all (as it does on any invalidation of the table, or of every relation).
+ * A transaction sees a change committed before it started, and its own.
+ */
+typedef struct CachedLimit
+{
+	char		key[TJ_MAX_KEY_LEN + 1];	/* hash key */
+	TJKeyLimit	limit;			/* (limit.key points to key above) */
+} CachedLimit;
+
+#define LIMIT_CACHE_MAX 10000	/* keys kept; beyond, the cache starts afresh */
+
+static HTAB *limit_cache = NULL;
+static int	limits_exist_cached = -1;	/* -1: unknown */
+static Oid	limit_cache_relid = InvalidOid;
+static bool limit_callback_set = false;
+
+static void
+forget_limits(Datum arg, Oid relid)
+{
+	if (OidIsValid(relid) && relid != limit_cache_relid)
+		return;
+	if (limit_cache)
+		hash_destroy(limit_cache);
+	limit_cache = NULL;
+	limits_exist_cached = -1;
+	limit_cache_relid = InvalidOid;
+}
+
+/* A rolled-back change of key_limit may have been looked up: forget it. */
+static void
+forget_limits_at_abort(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		forget_limits((Datum) 0, InvalidOid);
+}
+
+static void
+forget_limits_at_subabort(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget_limits((Datum) 0, InvalidOid);
+}
+
+static HTAB *
+limit_cache_table(void)
+{
+	HASHCTL		ctl;
+
+	if (!limit_callback_set)
+	{
+		CacheRegisterRelcacheCallback(forget_limits, (Datum) 0);
+		RegisterXactCallback(forget_limits_at_abort, NULL);
+		RegisterSubXactCallback(forget_limits_at_subabort, NULL);
+		limit_callback_set = true;
+	}
+	if (!OidIsValid(limit_cache_relid))
+	{
+		forget_limits((Datum) 0, InvalidOid);
+		limit_cache_relid = key_limit_relid();
+	}
+	if (limit_cache == NULL)
+	{
+		ctl.keysize = TJ_MAX_KEY_LEN + 1;
+		ctl.entrysize = sizeof(CachedLimit);
+		limit_cache = hash_create("throttle_jobs limits", 256, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	return limit_cache;
+}
+
+/*
+ * Tells every backend (and this one, at once) that key_limit changed: they
+ * forget the limits they looked up.  Called by _limit_changed.
+ */
+void
+tj_limits_changed(void)
+{
+	forget_limits((Datum) 0, InvalidOid);
+	CacheInvalidateRelcacheByRelid(key_limit_relid());
+}
+
+/* The limit of `key`, from the caches or looked up (and cached). */
 TJKeyLimit *
 tj_key_limit(TJLimitCache *cache, const char *key)
 {
+	TJKeyLimit *out;
+	CachedLimit *c;
+	bool		found;
+
 	for (int i = 0; i < cache->n; i++)
 		if (strcmp(cache->items[i].key, key) == 0)
 			return &cache->items[i];
@@ -353,8 +446,24 @@ tj_key_limit(TJLimitCache *cache, const char *key)
 			? repalloc(cache->items, sizeof(TJKeyLimit) * cache->size)
 			: palloc(sizeof(TJKeyLimit) * cache->size);
 	}
-	lookup_limit(key, &cache->items[cache->n]);
-	return &cache->items[cache->n++];
+	out = &cache->items[cache->n++];
+	if (strlen(key) <= TJ_MAX_KEY_LEN &&
+		(c = hash_search(limit_cache_table(), key, HASH_FIND, NULL)) != NULL)
+	{
+		*out = c->limit;
+		out->key = pstrdup(key);
+		return out;
+	}
+	lookup_limit(key, out);
+	if (strlen(key) <= TJ_MAX_KEY_LEN)
+	{
+		if (hash_get_num_entries(limit_cache_table()) >= LIMIT_CACHE_MAX)
+			forget_limits((Datum) 0, InvalidOid);
+		c = hash_search(limit_cache_table(), key, HASH_ENTER, &found);
+		c->limit = *out;
+		c->limit.key = c->key;
+	}
+	return out;
 }
 
 static TJStatement any_limit_stmt = {
@@ -365,7 +474,10 @@ static TJStatement any_limit_stmt = {
 bool
 tj_limits_exist(void)
 {
-	return tj_execute_latest(&any_limit_stmt, NULL, NULL, SPI_OK_SELECT) > 0;
+	(void) limit_cache_table();
+	if (limits_exist_cached < 0)
+		limits_exist_cached = tj_execute_latest(&any_limit_stmt, NULL, NULL, SPI_OK_SELECT) > 0;
+	return limits_exist_cached > 0;
 }
 
 /* ---- the key mutex ---- */
@@ -373,8 +485,11 @@ tj_limits_exist(void)
 static Oid
 key_limit_relid(void)
 {
-	Oid			relid = get_relname_relid("key_limit",
-										  get_namespace_oid("throttle_jobs", false));
+	Oid			relid;
+
+	if (OidIsValid(limit_cache_relid))
+		return limit_cache_relid;
+	relid = get_relname_relid("key_limit", get_namespace_oid("throttle_jobs", false));
 
 	if (!OidIsValid(relid))
 		elog(ERROR, "throttle_jobs: table throttle_jobs.key_limit is missing");

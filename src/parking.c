@@ -322,13 +322,62 @@ save_next_at(const char *key, TimestampTz next_at)
 	tj_execute_latest(&set_next_at_stmt, values, nulls, SPI_OK_INSERT);
 }
 
+/*
+ * Whether the key has waiting jobs, for enqueue: looked up once per key and
+ * transaction (a batch of jobs of one key probes the list once, however
+ * many dead entries a long transaction leaves in it), and true once this
+ * transaction has put a job of the key into its list.
+ */
+#define WAITING_MEMO_MAX 8
+static LocalTransactionId memo_lxid = InvalidLocalTransactionId;
+static int	memo_n = 0;
+static struct
+{
+	char		key[TJ_MAX_KEY_LEN + 1];
+	bool		waiting;
+}			memo[WAITING_MEMO_MAX];
+
+static int
+memo_find(const char *key)
+{
+	if (memo_lxid != MyProc->lxid)
+	{
+		memo_lxid = MyProc->lxid;
+		memo_n = 0;
+	}
+	for (int i = 0; i < memo_n; i++)
+		if (strcmp(memo[i].key, key) == 0)
+			return i;
+	return -1;
+}
+
+static void
+memo_set(const char *key, bool waiting)
+{
+	int			i = memo_find(key);
+
+	if (i < 0 && memo_n < WAITING_MEMO_MAX && strlen(key) <= TJ_MAX_KEY_LEN)
+	{
+		i = memo_n++;
+		strlcpy(memo[i].key, key, TJ_MAX_KEY_LEN + 1);
+	}
+	if (i >= 0)
+		memo[i].waiting = waiting;
+}
+
 static bool
 has_waiting(const char *key)
 {
 	Datum		values[1];
+	int			i = memo_find(key);
+	bool		waiting;
 
+	if (i >= 0)
+		return memo[i].waiting;
 	values[0] = CStringGetTextDatum(key);
-	return tj_execute_latest(&has_waiting_stmt, values, NULL, SPI_OK_SELECT) > 0;
+	waiting = tj_execute_latest(&has_waiting_stmt, values, NULL, SPI_OK_SELECT) > 0;
+	memo_set(key, waiting);
+	return waiting;
 }
 
 /* One waiting job as a release reads it */
@@ -707,6 +756,7 @@ tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey, Timest
 		{
 			*blocked_key = ckey;
 			note_key(ckey);
+			memo_set(ckey, true);
 			return true;
 		}
 	}
@@ -723,6 +773,7 @@ tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey, Timest
 				*blocked_key = rkey;
 				*blocked_until = Max(next_at, now);
 				note_key(rkey);
+				memo_set(rkey, true);
 				return true;
 			}
 		}
@@ -859,6 +910,7 @@ throttle_jobs_limit_changed(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 
 	SPI_connect();
+	tj_limits_changed();
 	if (PG_GETARG_BOOL(1))
 	{
 		tj_execute(&reset_rate_stmt, values, NULL, false, 0, SPI_OK_DELETE);

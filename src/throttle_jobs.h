@@ -190,6 +190,7 @@ extern double tj_adaptive_factor(double factor, int64 ok, int64 failed,
 extern void tj_record_outcome(const char *rkey, bool failed, TimestampTz now);
 extern TJKeyLimit *tj_key_limit(TJLimitCache *cache, const char *key);
 extern bool tj_limits_exist(void);
+extern void tj_limits_changed(void);
 extern bool tj_try_lock_key(const char *key);
 extern void tj_unlock_key(const char *key);
 extern int64 tj_count_running(const char *key, int32 cap);
