@@ -98,9 +98,10 @@ PG_FUNCTION_INFO_V1(throttle_jobs_limit_changed);
 /* ---- statements ---- */
 
 /*
- * The best $2 waiting jobs of key $1 in queues that are not paused: the
- * queues holding its jobs (a loose scan), then the head of each queue's
- * range, merged.
+ * The best RELEASE_BATCH waiting jobs of key $1 in queues that are not
+ * paused: the queues holding its jobs (a loose scan), then the head of each
+ * queue's range, merged.  (Constant limits: a generic plan's guess for a
+ * LIMIT parameter over a long list can cross jit_above_cost.)
  */
 static TJStatement best_waiting_stmt = {
 	"WITH RECURSIVE qs AS ("
@@ -117,9 +118,10 @@ static TJStatement best_waiting_stmt = {
 	"                              j.rate_limit_key, j.cost"
 	"         FROM throttle_jobs.job j"
 	"        WHERE j.blocked_key = $1 AND j.queue_id = qs.queue_id AND " WAITING
-	"        ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $2) w"
-	"  ORDER BY w.priority DESC, w.rr_rank, w.run_at, w.id LIMIT $2",
-	2, {TEXTOID, INT8OID}, NULL, TJ_GENERIC
+	"        ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id"
+	"        LIMIT " CppAsString2(RELEASE_BATCH) ") w"
+	"  ORDER BY w.priority DESC, w.rr_rank, w.run_at, w.id LIMIT " CppAsString2(RELEASE_BATCH),
+	1, {TEXTOID}, NULL, TJ_GENERIC
 };
 
 /* Makes waiting jobs $1 of key $2 ready, released at $3 */
@@ -182,8 +184,13 @@ static TJStatement due_stmt = {
 	1, {TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
+/*
+ * (In index order: with a LIMIT alone, a generic plan may expect a match
+ * early in a table scan, as when one key has most of the waiting jobs.)
+ */
 static TJStatement has_waiting_stmt = {
-	"SELECT 1 FROM throttle_jobs.job j WHERE j.blocked_key = $1 AND " WAITING " LIMIT 1",
+	"SELECT 1 FROM throttle_jobs.job j WHERE j.blocked_key = $1 AND " WAITING
+	" ORDER BY j.blocked_key, j.queue_id LIMIT 1",
 	1, {TEXTOID}, NULL, TJ_GENERIC
 };
 
@@ -239,8 +246,8 @@ static TJStatement waiting_keys_stmt = {
 	"           WHERE j.blocked_key > k.blocked_key AND " WAITING
 	"           ORDER BY j.blocked_key LIMIT 1)"
 	"    FROM k WHERE k.blocked_key IS NOT NULL)"
-	" SELECT k.blocked_key FROM k WHERE k.blocked_key IS NOT NULL LIMIT $2",
-	2, {TEXTOID, INT8OID}
+	" SELECT k.blocked_key FROM k WHERE k.blocked_key IS NOT NULL LIMIT " CppAsString2(SWEEP_KEYS),
+	1, {TEXTOID}
 };
 
 /* ---- helpers ---- */
@@ -389,15 +396,16 @@ typedef struct Waiting
 	int32		cost;
 } Waiting;
 
+/* The best n (at most RELEASE_BATCH) waiting jobs of the key, into out[]. */
 static int
 fetch_waiting(const char *key, int n, Waiting *out)
 {
-	Datum		values[2];
+	Datum		values[1];
 	uint64		got;
 
 	values[0] = CStringGetTextDatum(key);
-	values[1] = Int64GetDatum(n);
 	got = tj_execute_latest(&best_waiting_stmt, values, NULL, SPI_OK_SELECT);
+	got = Min(got, (uint64) n);
 	for (uint64 i = 0; i < got; i++)
 	{
 		bool		isnull;
@@ -820,7 +828,6 @@ tj_release_throttled(TimestampTz now)
 	}
 
 	values[0] = CStringGetTextDatum(sweep_after ? sweep_after : "");
-	values[1] = Int64GetDatum(SWEEP_KEYS);
 	n = tj_execute_latest(&waiting_keys_stmt, values, NULL, SPI_OK_SELECT);
 	keys = result_strings(n);
 	SPI_freetuptable(SPI_tuptable);
