@@ -51,10 +51,8 @@
  *  - Parkers hold it to the end of their transaction: reservations do (they
  *    admitted under it); an enqueue does not take it, and instead leaves a
  *    note (key_recheck) that commits with its job.
- *  - A release needs it.  A completion takes it without waiting and
- *    releases.  If its freed slot went to a waiting job, it gives the mutex
- *    back at once; if slots are left (nothing it could see was waiting), it
- *    keeps the mutex to commit, so that no reservation parks jobs while the
+ *  - A release needs it.  A completion takes it without waiting, releases,
+ *    and keeps it to commit, so that no reservation parks jobs while the
  *    freed slot is still invisible to it (the lost wakeup).  When the mutex
  *    is busy, the completion leaves a note instead.
  *  - Notes are taken by the next reservation (any queue) or by maintain():
@@ -497,8 +495,7 @@ take_pending(const char *key, const TJKeyLimit *l, TJRateState *state, Timestamp
  * connected to SPI.  Returns how many jobs were released.
  */
 static int64
-release_key(const char *key, const TJKeyLimit *l, TimestampTz now, bool *wrote_state,
-			bool *spare)
+release_key(const char *key, const TJKeyLimit *l, TimestampTz now, bool *wrote_state)
 {
 	bool		capped = l->limited && l->max_running > 0;
 	bool		rated = l->limited && l->has_rate;
@@ -513,7 +510,6 @@ release_key(const char *key, const TJKeyLimit *l, TimestampTz now, bool *wrote_s
 	int64	   *ids;
 
 	*wrote_state = false;
-	*spare = false;
 	if (capped)
 	{
 		slots = free_slots(key, l->max_running, now);
@@ -601,32 +597,31 @@ release_key(const char *key, const TJKeyLimit *l, TimestampTz now, bool *wrote_s
 	}
 	else if (more)
 		note_key(key);
-	*spare = capped && slots > 0;
 	return released;
 }
 
 /*
  * Looks at the key's waiting jobs under its mutex, taken without waiting,
- * and releases what the key admits now.  The mutex is given back at once,
- * unless the rate state was written, or `freed` (the caller freed a slot of
- * the key that others cannot see until it commits) and slots are left that
- * no waiting job took: then a reservation parking jobs now, blind to the
- * freed slot, would leave them waiting beside it, so the mutex is kept to
- * the end of the transaction.  Returns how many jobs were released, or -1
- * when the mutex is busy.  The caller must be connected to SPI.
+ * and releases what the key admits now.  The mutex is kept to the end of
+ * the transaction when `freed` (the caller freed a slot of the key that
+ * others cannot see until it commits: a reservation parking jobs meanwhile,
+ * blind to that slot, could leave them waiting beside it; jobs released
+ * here are no safe claim on it, as such a reservation may park them again)
+ * or when the rate state was written; otherwise it is given back at once.
+ * Returns how many jobs were released, or -1 when the mutex is busy.  The
+ * caller must be connected to SPI.
  */
 static int64
 look_at_key(TJLimitCache *cache, const char *key, TimestampTz now, bool freed)
 {
 	TJKeyLimit *l = tj_key_limit(cache, key);
 	bool		wrote;
-	bool		spare;
 	int64		n;
 
 	if (!tj_try_lock_key(key))
 		return -1;
-	n = release_key(key, l, now, &wrote, &spare);
-	if (!wrote && !(freed && spare))
+	n = release_key(key, l, now, &wrote);
+	if (!freed && !wrote)
 		tj_unlock_key(key);
 	return n;
 }
@@ -636,9 +631,9 @@ look_at_key(TJLimitCache *cache, const char *key, TimestampTz now, bool freed)
 /*
  * A running job of concurrency key `ckey` stopped running (completed,
  * failed, snoozed, reaped): if the key has a cap, its free slots go to its
- * best waiting jobs now, in this transaction (see look_at_key for when it
- * keeps the key's mutex); if the mutex is busy, a note hands the work to
- * the next reservation.  Never waits.  The caller must be connected to SPI.
+ * best waiting jobs now, in this transaction, which keeps the key's mutex
+ * to its end; if the mutex is busy, a note hands the work to the next
+ * reservation.  Never waits.  The caller must be connected to SPI.
  */
 void
 tj_slot_freed(const char *ckey)
