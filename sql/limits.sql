@@ -300,7 +300,8 @@ SELECT * FROM pg_temp.lim_key_states('lim:cap');
 SELECT * FROM pg_temp.lim_reserve('lim_b') AS reserved;
 SELECT * FROM pg_temp.lim_key_states('lim:cap');
 
--- Raising the cap releases the key's throttled jobs; reserve takes them.
+-- Raising the cap releases as many waiting jobs as it adds free slots;
+-- reserve takes them.
 SELECT throttle_jobs.set_concurrency_limit('lim:cap', 4);
 SELECT * FROM pg_temp.lim_key_states('lim:cap');
 SELECT * FROM pg_temp.lim_reserve('lim_b') AS reserved;
@@ -315,8 +316,8 @@ SELECT job, state, blocked_key, blocked_until FROM lim_jobs WHERE job IN ('a5', 
 -- explain_job names the key, its cap and limit, and who holds it.
 SELECT * FROM pg_temp.lim_explain(pg_temp.lim_id('a5'));
 
--- Lowering the cap interrupts nobody: the running jobs go on, and the
--- released a5 is held back again by the next reserve.
+-- Lowering the cap interrupts nobody: the running jobs go on, and a5 keeps
+-- waiting.
 SELECT throttle_jobs.set_concurrency_limit('lim:cap', 1);
 SELECT * FROM pg_temp.lim_key_states('lim:cap');
 SELECT count(*) AS reserved FROM pg_temp.lim_reserve('lim_a');
@@ -419,11 +420,11 @@ SELECT * FROM pg_temp.lim_explain(pg_temp.lim_id('t6'));
 SELECT count(*) AS reserved FROM pg_temp.lim_reserve('lim_r');
 SELECT jsonb_typeof(throttle_jobs.maintain()) AS maintain;
 SELECT * FROM pg_temp.lim_key_states('lim:tb');
--- A day later (simulated: the throttled jobs are due, the bucket last
--- refilled a day earlier), reserve releases them and admits three.
-UPDATE throttle_jobs.job SET blocked_until = now() - interval '1 second'
-WHERE state = 'throttled' AND blocked_key = 'lim:tb';
-UPDATE throttle_jobs.key_rate_state SET stamp = stamp - interval '1 day', next_at = NULL
+-- A day later (simulated: the key's waiting jobs are due, the bucket last
+-- refilled a day earlier), reserve releases as many as it has tokens for
+-- (three) and admits them.
+UPDATE throttle_jobs.key_rate_state SET stamp = stamp - interval '1 day',
+       next_at = now() - interval '1 second'
 WHERE key = 'lim:tb';
 SELECT * FROM pg_temp.lim_reserve('lim_r') AS reserved;
 SELECT * FROM pg_temp.lim_key_states('lim:tb');

@@ -1136,6 +1136,60 @@ COMMENT ON FUNCTION throttle_jobs.acquire(text, integer, interval) IS 'try_acqui
 -- Throttling under flow: waiting lists and release (issue 11)
 ------------------------------------------------------------------------------
 
+-- A limited key keeps about as many ready jobs as it can admit now; the rest
+-- wait in its waiting list, and come back as it can take them (see
+-- src/parking.c for the invariant, the locking and the cost).
+
+-- When the release path made a waiting job ready (NULL: not released, or
+-- reserved or parked since).  A released job that nobody reserves holds its
+-- key's slot (and its rate tokens) for a short grace only.
+ALTER TABLE throttle_jobs.job ADD COLUMN released_at timestamptz;
+
+-- A key's waiting list, per queue, in reservation order: the best n waiting
+-- jobs of a key are index ranges with LIMIT n (no sort), paused queues
+-- skipped at one probe each.  A job whose cost its rate key never admits
+-- (blocked_until = infinity) waits outside the list until the limit changes.
+-- Rate keys are due by key (key_rate_state.next_at), not by job.
+DROP INDEX throttle_jobs.job_throttled_idx;
+DROP INDEX throttle_jobs.job_throttled_due_idx;
+CREATE INDEX job_waiting_idx ON throttle_jobs.job
+	(blocked_key, queue_id, priority DESC, rr_rank, run_at, id)
+	WHERE state OPERATOR(pg_catalog.=) 'throttled'
+	  AND (blocked_until IS NULL
+		   OR blocked_until OPERATOR(pg_catalog.<) 'infinity'::pg_catalog.timestamptz);
+CREATE INDEX job_oversized_idx ON throttle_jobs.job (blocked_key)
+	WHERE state OPERATOR(pg_catalog.=) 'throttled'
+	  AND blocked_until OPERATOR(pg_catalog.=) 'infinity'::pg_catalog.timestamptz;
+
+-- A reservation that finds a key blocked parks the key's ready jobs of its
+-- own queue only (those of other queues wait for their own reservers).
+DROP INDEX throttle_jobs.job_ready_ckey_idx;
+DROP INDEX throttle_jobs.job_ready_rkey_idx;
+CREATE INDEX job_ready_ckey_idx ON throttle_jobs.job (concurrency_key, queue_id)
+	WHERE state OPERATOR(pg_catalog.=) 'available' AND concurrency_key IS NOT NULL;
+CREATE INDEX job_ready_rkey_idx ON throttle_jobs.job (rate_limit_key, queue_id)
+	WHERE state OPERATOR(pg_catalog.=) 'available' AND rate_limit_key IS NOT NULL;
+
+-- Released jobs not reserved yet, per key: they hold a slot or tokens.
+CREATE INDEX job_released_ckey_idx ON throttle_jobs.job (concurrency_key, released_at)
+	WHERE state OPERATOR(pg_catalog.=) 'available' AND released_at IS NOT NULL
+	  AND concurrency_key IS NOT NULL;
+CREATE INDEX job_released_rkey_idx ON throttle_jobs.job (rate_limit_key, released_at)
+	WHERE state OPERATOR(pg_catalog.=) 'available' AND released_at IS NOT NULL
+	  AND rate_limit_key IS NOT NULL;
+
+-- Rate keys whose waiting jobs are due (each reservation probes a few).
+CREATE INDEX key_rate_state_next_idx ON throttle_jobs.key_rate_state (next_at)
+	WHERE next_at IS NOT NULL;
+COMMENT ON COLUMN throttle_jobs.key_rate_state.next_at IS 'When the key next admits, and its waiting jobs are due; NULL: nothing waits for time.';
+
+-- Release after a limit changed lives with the rest of parking and release.
+CREATE OR REPLACE FUNCTION throttle_jobs._limit_changed(limit_key text, reset_rate boolean)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_limit_changed'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs._limit_changed(text, boolean) IS 'Internal: after a limit changed, releases what it admits now of the waiting jobs of the keys it covers and, if its rate changed, resets the rate state it governs.';
 
 
 ------------------------------------------------------------------------------

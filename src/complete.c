@@ -128,8 +128,8 @@ static TJStatement heartbeat_stmt = {
 
 /*
  * A job left the running state: if it carried a concurrency key (column 1
- * of row `row` of the current result), the best job waiting for a slot of
- * that key becomes available.
+ * of row `row` of the current result), the key's free slot goes to its best
+ * waiting job (tj_slot_freed).
  */
 static void
 release_slot(uint64 row)
@@ -137,7 +137,7 @@ release_slot(uint64 row)
 	char	   *ckey = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1);
 
 	if (ckey != NULL)
-		tj_unpark_one(ckey);
+		tj_slot_freed(ckey);
 }
 
 /* A job completed: as release_slot, and its rate key (column 2) records a success. */
@@ -188,7 +188,7 @@ tj_fail_locked(const TJFailedJob *job, const char *error,
 	}
 	tj_stats_failed(job->queue_id, dead, dead ? 0 : DatumGetTimestampTz(values[3]));
 	if (job->concurrency_key)
-		tj_unpark_one(job->concurrency_key);
+		tj_slot_freed(job->concurrency_key);
 	if (job->rate_limit_key)
 		tj_record_outcome(job->rate_limit_key, true, now);
 	return dead;
@@ -253,7 +253,7 @@ tj_complete_many(Datum ids, Datum tokens)
 	for (uint64 i = 0; i < n; i++)
 	{
 		if (ckeys[i] != NULL)
-			tj_unpark_one(ckeys[i]);
+			tj_slot_freed(ckeys[i]);
 		if (rkeys[i] != NULL)
 			tj_record_outcome(rkeys[i], false, now);
 	}

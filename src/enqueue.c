@@ -284,15 +284,16 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 	values[13] = Int64GetDatum(queue->round_robin ? round_robin_rank(queue, job->concurrency_key) : 0);
 
 	/*
-	 * A job whose key would only hold it back starts out throttled, so that
+	 * A job whose key would only hold it back, or whose key already has
+	 * jobs waiting, joins the key's waiting list (parking.c), so that
 	 * reservations never walk it (a ready job needs its time to have come).
 	 */
 	if (limits_exist && job->run_at <= GetCurrentTransactionStartTimestamp() &&
 		(job->concurrency_key || job->rate_limit_key) &&
-		tj_key_would_wait(limits,
-						  job->concurrency_key ? text_to_cstring(job->concurrency_key) : NULL,
-						  job->rate_limit_key ? text_to_cstring(job->rate_limit_key) : NULL,
-						  GetCurrentTransactionStartTimestamp(), &blocked_key, &blocked_until))
+		tj_enqueue_waits(limits,
+						 job->concurrency_key ? text_to_cstring(job->concurrency_key) : NULL,
+						 job->rate_limit_key ? text_to_cstring(job->rate_limit_key) : NULL,
+						 GetCurrentTransactionStartTimestamp(), &blocked_key, &blocked_until))
 	{
 		values[10] = CStringGetTextDatum("throttled");
 		values[11] = CStringGetTextDatum(blocked_key);

@@ -17,11 +17,10 @@
  *  - nobody ever waits for it (a reservation skips a job whose key is
  *    busy), so no two reservations can deadlock, whatever order they meet
  *    keys in.  Keys that share a hash merely skip each other more often.
- * A finishing job just stops counting; to hand its slot to a parked job,
- * the completion takes the mutex without waiting and gives it back at once
- * (see tj_unpark_one).  try_acquire()/acquire() decide in a subtransaction
- * and roll it back when they refuse, so a refused caller holds neither the
- * mutex nor a rate state row (see acquire_once).
+ * A finishing job just stops counting.  Parking and releasing the jobs that
+ * wait for a key live in parking.c.  try_acquire()/acquire() decide in a
+ * subtransaction and roll it back when they refuse, so a refused caller
+ * holds neither the mutex nor a rate state row (see acquire_once).
  *
  *-------------------------------------------------------------------------
  */
@@ -43,6 +42,8 @@
 #include "utils/array.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -245,7 +246,41 @@ scaled_limit(const TJRateLimit *limit, double factor)
 	return scaled;
 }
 
+/*
+ * The rate decision for `cost` admissions of a key governed by `l` at `now`
+ * under *state, as tj_rate_admit, with the limit scaled by the state's
+ * adaptive factor.  A cost too big only for the reduced rate may pass once
+ * the rate recovers: *next_at is then the next evaluation, not "never".
+ * Reads and writes no table.
+ */
+bool
+tj_rate_try(const TJKeyLimit *l, TJRateState *state, TimestampTz now, int32 cost,
+			TimestampTz *next_at)
+{
+	TJRateLimit effective = scaled_limit(&l->rate, state->factor);
+	TJRateState probe;
+
+	if (tj_rate_admit(&effective, state, now, cost, next_at))
+		return true;
+	if (*next_at != DT_NOEND || state->factor >= 1.0)
+		return false;
+	/* a fresh state under the full rate, with a log of its own */
+	memset(&probe, 0, sizeof(probe));
+	probe.factor = 1.0;
+	if (l->rate.algorithm == TJ_SLIDING_WINDOW)
+	{
+		probe.log_at = palloc(sizeof(TimestampTz) * (l->rate.max + 1));
+		probe.log_cost = palloc(sizeof(int32) * (l->rate.max + 1));
+	}
+	if (tj_rate_admit(&l->rate, &probe, now, cost, next_at) || *next_at != DT_NOEND)
+		*next_at = time_after(Max(now, state->evaluated_at), (double) l->rate.period);
+	tj_free_rate_state(&probe);
+	return false;
+}
+
 /* ---- limit lookup ---- */
+
+static Oid	key_limit_relid(void);
 
 /*
  * The cap and the rate are looked up apart: the most specific limit that
@@ -313,10 +348,99 @@ lookup_limit(const char *key, TJKeyLimit *out)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* The limit of `key`, from the cache or looked up (and cached). */
+/*
+ * Limits looked up by this backend, kept across calls and transactions:
+ * every change of key_limit goes through _limit_changed, which sends a
+ * relcache invalidation of key_limit, and the callback below forgets them
+ * all (as it does on any invalidation of the table, or of every relation).
+ * A transaction sees a change committed before it started, and its own.
+ */
+typedef struct CachedLimit
+{
+	char		key[TJ_MAX_KEY_LEN + 1];	/* hash key */
+	TJKeyLimit	limit;			/* (limit.key points to key above) */
+} CachedLimit;
+
+#define LIMIT_CACHE_MAX 10000	/* keys kept; beyond, the cache starts afresh */
+
+static HTAB *limit_cache = NULL;
+static int	limits_exist_cached = -1;	/* -1: unknown */
+static Oid	limit_cache_relid = InvalidOid;
+static bool limit_callback_set = false;
+
+static void
+forget_limits(Datum arg, Oid relid)
+{
+	if (OidIsValid(relid) && relid != limit_cache_relid)
+		return;
+	if (limit_cache)
+		hash_destroy(limit_cache);
+	limit_cache = NULL;
+	limits_exist_cached = -1;
+	limit_cache_relid = InvalidOid;
+}
+
+/* A rolled-back change of key_limit may have been looked up: forget it. */
+static void
+forget_limits_at_abort(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		forget_limits((Datum) 0, InvalidOid);
+}
+
+static void
+forget_limits_at_subabort(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget_limits((Datum) 0, InvalidOid);
+}
+
+static HTAB *
+limit_cache_table(void)
+{
+	HASHCTL		ctl;
+
+	if (!limit_callback_set)
+	{
+		CacheRegisterRelcacheCallback(forget_limits, (Datum) 0);
+		RegisterXactCallback(forget_limits_at_abort, NULL);
+		RegisterSubXactCallback(forget_limits_at_subabort, NULL);
+		limit_callback_set = true;
+	}
+	if (!OidIsValid(limit_cache_relid))
+	{
+		forget_limits((Datum) 0, InvalidOid);
+		limit_cache_relid = key_limit_relid();
+	}
+	if (limit_cache == NULL)
+	{
+		ctl.keysize = TJ_MAX_KEY_LEN + 1;
+		ctl.entrysize = sizeof(CachedLimit);
+		limit_cache = hash_create("throttle_jobs limits", 256, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	return limit_cache;
+}
+
+/*
+ * Tells every backend (and this one, at once) that key_limit changed: they
+ * forget the limits they looked up.  Called by _limit_changed.
+ */
+void
+tj_limits_changed(void)
+{
+	forget_limits((Datum) 0, InvalidOid);
+	CacheInvalidateRelcacheByRelid(key_limit_relid());
+}
+
+/* The limit of `key`, from the caches or looked up (and cached). */
 TJKeyLimit *
 tj_key_limit(TJLimitCache *cache, const char *key)
 {
+	TJKeyLimit *out;
+	CachedLimit *c;
+	bool		found;
+
 	for (int i = 0; i < cache->n; i++)
 		if (strcmp(cache->items[i].key, key) == 0)
 			return &cache->items[i];
@@ -327,8 +451,24 @@ tj_key_limit(TJLimitCache *cache, const char *key)
 			? repalloc(cache->items, sizeof(TJKeyLimit) * cache->size)
 			: palloc(sizeof(TJKeyLimit) * cache->size);
 	}
-	lookup_limit(key, &cache->items[cache->n]);
-	return &cache->items[cache->n++];
+	out = &cache->items[cache->n++];
+	if (strlen(key) <= TJ_MAX_KEY_LEN &&
+		(c = hash_search(limit_cache_table(), key, HASH_FIND, NULL)) != NULL)
+	{
+		*out = c->limit;
+		out->key = pstrdup(key);
+		return out;
+	}
+	lookup_limit(key, out);
+	if (strlen(key) <= TJ_MAX_KEY_LEN)
+	{
+		if (hash_get_num_entries(limit_cache_table()) >= LIMIT_CACHE_MAX)
+			forget_limits((Datum) 0, InvalidOid);
+		c = hash_search(limit_cache_table(), key, HASH_ENTER, &found);
+		c->limit = *out;
+		c->limit.key = c->key;
+	}
+	return out;
 }
 
 static TJStatement any_limit_stmt = {
@@ -339,7 +479,10 @@ static TJStatement any_limit_stmt = {
 bool
 tj_limits_exist(void)
 {
-	return tj_execute_latest(&any_limit_stmt, NULL, NULL, SPI_OK_SELECT) > 0;
+	(void) limit_cache_table();
+	if (limits_exist_cached < 0)
+		limits_exist_cached = tj_execute_latest(&any_limit_stmt, NULL, NULL, SPI_OK_SELECT) > 0;
+	return limits_exist_cached > 0;
 }
 
 /* ---- the key mutex ---- */
@@ -347,8 +490,11 @@ tj_limits_exist(void)
 static Oid
 key_limit_relid(void)
 {
-	Oid			relid = get_relname_relid("key_limit",
-										  get_namespace_oid("throttle_jobs", false));
+	Oid			relid;
+
+	if (OidIsValid(limit_cache_relid))
+		return limit_cache_relid;
+	relid = get_relname_relid("key_limit", get_namespace_oid("throttle_jobs", false));
 
 	if (!OidIsValid(relid))
 		elog(ERROR, "throttle_jobs: table throttle_jobs.key_limit is missing");
@@ -371,8 +517,8 @@ tj_try_lock_key(const char *key)
  * safe, taking it is not (a cap count must see the admission committed).
  * A hold taken earlier in the transaction (by an admission) stays.
  */
-static void
-unlock_key(const char *key)
+void
+tj_unlock_key(const char *key)
 {
 	UnlockDatabaseObject(key_limit_relid(),
 						 DatumGetUInt32(hash_any((const unsigned char *) key, strlen(key))),
@@ -387,17 +533,8 @@ static TJStatement count_running_stmt = {
 	2, {TEXTOID, INT8OID}
 };
 
-/* Running jobs plus ready ones not yet reserved: the slots already spoken for */
-static TJStatement count_claimed_stmt = {
-	"SELECT (SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j"
-	"         WHERE j.concurrency_key = $1 AND j.state = 'running' LIMIT $2) r)"
-	"     + (SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j"
-	"         WHERE j.concurrency_key = $1 AND j.state = 'available' AND j.run_at <= $3 LIMIT $2) a)",
-	3, {TEXTOID, INT8OID, TIMESTAMPTZOID}
-};
-
 static TJStatement load_rate_stmt = {
-	"SELECT s.tokens, s.stamp, s.log_at, s.log_cost, s.factor, s.evaluated_at"
+	"SELECT s.tokens, s.stamp, s.log_at, s.log_cost, s.factor, s.evaluated_at, s.next_at"
 	"  FROM throttle_jobs.key_rate_state s WHERE s.key = $1",
 	1, {TEXTOID}
 };
@@ -413,9 +550,12 @@ static TJStatement save_rate_stmt = {
 	FLOAT8OID, TIMESTAMPTZOID}
 };
 
-/* Running jobs of the key (counting stops at cap).  Hold the key mutex. */
-static int64
-count_running(const char *key, int32 cap)
+/*
+ * Running jobs of the key (counting stops at cap).  Exact only under the
+ * key mutex (see the file header).
+ */
+int64
+tj_count_running(const char *key, int32 cap)
 {
 	Datum		values[2];
 	bool		isnull;
@@ -457,8 +597,13 @@ fill_log(TJRateState *state, ArrayType *at, ArrayType *cost, int32 max)
 	pfree(costs);
 }
 
-static void
-load_rate(const char *key, const TJRateLimit *limit, TJRateState *state)
+/*
+ * Reads the key's rate state (a fresh one if it has none) into *state,
+ * with log arrays of its own (release with tj_free_rate_state).  Exact only
+ * under the key mutex.
+ */
+void
+tj_load_rate(const char *key, const TJRateLimit *limit, TJRateState *state)
 {
 	Datum		values[1];
 	bool		isnull;
@@ -479,11 +624,25 @@ load_rate(const char *key, const TJRateLimit *limit, TJRateState *state)
 	state->evaluated_at = DatumGetTimestampTz(tj_get_datum(0, 6, &isnull));
 	if (isnull)
 		state->evaluated_at = 0;
+	state->next_at = DatumGetTimestampTz(tj_get_datum(0, 7, &isnull));
+	if (isnull)
+		state->next_at = 0;
 	if (limit->algorithm == TJ_SLIDING_WINDOW)
 		fill_log(state, DatumGetArrayTypeP(tj_get_datum(0, 3, &isnull)),
 				 DatumGetArrayTypeP(tj_get_datum(0, 4, &isnull)), limit->max);
 	/* one reservation may admit many jobs: keep no copy of the log around */
 	SPI_freetuptable(SPI_tuptable);
+}
+
+void
+tj_free_rate_state(TJRateState *state)
+{
+	if (state->log_at)
+		pfree(state->log_at);
+	if (state->log_cost)
+		pfree(state->log_cost);
+	state->log_at = NULL;
+	state->log_cost = NULL;
 }
 
 static void
@@ -620,46 +779,32 @@ tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey, int32 cost,
 	if (rl && (cl == NULL || strcmp(ckey, rkey) != 0) && !tj_try_lock_key(rkey))
 		return TJ_ADMIT_BUSY;
 
-	if (cl && count_running(ckey, cl->max_running) >= cl->max_running)
+	if (cl && tj_count_running(ckey, cl->max_running) >= cl->max_running)
 	{
 		*blocked_key = ckey;
 		return TJ_ADMIT_CAP;
 	}
 	if (rl)
 	{
-		TJRateLimit effective;
-
-		load_rate(rkey, &rl->rate, &state);
+		tj_load_rate(rkey, &rl->rate, &state);
 		if (rl->adaptive)
 			evaluate_adaptive(rkey, rl, &state, now);
-		effective = scaled_limit(&rl->rate, state.factor);
 		*admitted_at = (state.stamp != 0 && state.stamp > now) ? state.stamp : now;
-		if (!tj_rate_admit(&effective, &state, now, cost, &next_at))
+		if (!tj_rate_try(rl, &state, now, cost, &next_at))
 		{
 			/*
-			 * Too big only for the reduced rate: it may pass once the rate
-			 * recovers, so look again at the next evaluation.
+			 * The key next admits at next_at; a cost it never admits
+			 * (DT_NOEND) leaves the time its waiting jobs are due alone.
 			 */
-			if (next_at == DT_NOEND && state.factor < 1.0)
-			{
-				TJRateState probe = state;
-
-				probe.n = 0;
-				probe.stamp = 0;
-				if (tj_rate_admit(&rl->rate, &probe, now, cost, &next_at) || next_at != DT_NOEND)
-					next_at = time_after(Max(now, state.evaluated_at), (double) rl->rate.period);
-			}
-			save_rate(rkey, &state, next_at == DT_NOEND ? 0 : next_at);
+			save_rate(rkey, &state, next_at == DT_NOEND ? state.next_at : next_at);
+			tj_free_rate_state(&state);
 			*blocked_key = rkey;
 			*blocked_until = next_at;
 			return TJ_ADMIT_RATE;
 		}
-		save_rate(rkey, &state, 0);
-		if (state.log_at)
-		{
-			pfree(state.log_at);
-			pfree(state.log_cost);
-		}
+		/* when the key's waiting jobs are due again is the release's business */
+		save_rate(rkey, &state, state.next_at);
+		tj_free_rate_state(&state);
 	}
 	return TJ_ADMIT_OK;
 }
@@ -866,238 +1011,6 @@ throttle_jobs_rate_admit(PG_FUNCTION_ARGS)
 	out[5] = TimestampTzGetDatum(next_at);
 	outnull[5] = admitted;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), out, outnull)));
-}
-
-/* ---- parking and releasing throttled jobs ---- */
-
-static TJStatement next_at_stmt = {
-	"SELECT s.next_at FROM throttle_jobs.key_rate_state s WHERE s.key = $1",
-	1, {TEXTOID}
-};
-
-/*
- * Whether a job about to be enqueued would only wait: its concurrency key is
- * at its cap, or its rate key refused an admission that is not due yet.
- * Read without the key mutex, so the answer may be stale; a job parked on a
- * stale answer is released by the next completion of its key or by
- * maintain().  The caller must be connected to SPI.
- */
-bool
-tj_key_would_wait(TJLimitCache *cache, const char *ckey, const char *rkey,
-				  TimestampTz now, const char **blocked_key, TimestampTz *blocked_until)
-{
-	*blocked_key = NULL;
-	*blocked_until = 0;
-	if (ckey)
-	{
-		TJKeyLimit *l = tj_key_limit(cache, ckey);
-
-		if (l->limited && l->max_running > 0 &&
-			count_running(ckey, l->max_running) >= l->max_running)
-		{
-			*blocked_key = ckey;
-			return true;
-		}
-	}
-	if (rkey)
-	{
-		TJKeyLimit *l = tj_key_limit(cache, rkey);
-		Datum		values[1];
-		bool		isnull;
-
-		if (l->limited && l->has_rate)
-		{
-			values[0] = CStringGetTextDatum(rkey);
-			if (tj_execute_latest(&next_at_stmt, values, NULL, SPI_OK_SELECT) > 0)
-			{
-				TimestampTz next_at = DatumGetTimestampTz(tj_get_datum(0, 1, &isnull));
-
-				if (!isnull && next_at > now)
-				{
-					*blocked_key = rkey;
-					*blocked_until = next_at;
-					return true;
-				}
-			}
-		}
-	}
-	return false;
-}
-
-static TJStatement unpark_stmt = {
-	"WITH t AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j JOIN throttle_jobs.queue q ON q.id = j.queue_id"
-	"   WHERE j.blocked_key = $1 AND j.state = 'throttled' AND j.blocked_until IS NULL"
-	"     AND NOT q.paused"
-	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $2 FOR UPDATE OF j SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL"
-	"  FROM t WHERE j.id = t.id",
-	2, {TEXTOID, INT8OID}
-};
-
-static TJStatement recheck_stmt = {
-	"INSERT INTO throttle_jobs.key_recheck (key) VALUES ($1)",
-	1, {TEXTOID}
-};
-
-static TJStatement take_rechecks_stmt = {
-	"WITH d AS (DELETE FROM throttle_jobs.key_recheck r WHERE r.ctid = ANY (ARRAY("
-	"   SELECT k.ctid FROM throttle_jobs.key_recheck k FOR UPDATE SKIP LOCKED)) RETURNING r.key)"
-	" SELECT DISTINCT d.key FROM d",
-	0, {InvalidOid}
-};
-
-/*
- * Releases as many of the key's parked jobs as it has free slots (slots not
- * taken by running jobs or by ready jobs waiting to be reserved); hold its
- * mutex.
- */
-static int64
-unpark_free(const char *key, TJKeyLimit *limit)
-{
-	Datum		values[2];
-	int64		free_slots = PG_INT32_MAX;
-
-	if (limit->limited && limit->max_running > 0)
-	{
-		Datum		args[3];
-		bool		isnull;
-
-		/* jobs already released but not reserved yet count as taking a slot */
-		args[0] = CStringGetTextDatum(key);
-		args[1] = Int64GetDatum(limit->max_running);
-		args[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-		tj_execute_latest(&count_claimed_stmt, args, NULL, SPI_OK_SELECT);
-		free_slots = limit->max_running - DatumGetInt64(tj_get_datum(0, 1, &isnull));
-	}
-	if (free_slots <= 0)
-		return 0;
-	values[0] = CStringGetTextDatum(key);
-	values[1] = Int64GetDatum(free_slots);
-	return tj_execute_latest(&unpark_stmt, values, NULL, SPI_OK_UPDATE);
-}
-
-/*
- * Hands the key's free slots on to its parked jobs, under its mutex taken
- * without waiting and given back at once; when the mutex is busy, notes the
- * key in key_recheck if asked to.  Returns how many jobs were released.
- */
-static int64
-hand_on(const char *key, TJKeyLimit *limit, bool note_if_busy)
-{
-	int64		released;
-	Datum		values[1];
-
-	if (tj_try_lock_key(key))
-	{
-		released = unpark_free(key, limit);
-		unlock_key(key);
-		return released;
-	}
-	if (note_if_busy)
-	{
-		values[0] = CStringGetTextDatum(key);
-		tj_execute(&recheck_stmt, values, NULL, false, 0, SPI_OK_INSERT);
-	}
-	return 0;
-}
-
-/*
- * A running job of concurrency key `ckey` has stopped running.  If the key
- * has a cap, its free slots go to the best jobs parked for it (in queues
- * that are not paused).  That needs the key's mutex: a reservation holding
- * it may be parking jobs that we cannot see yet.  We never wait for it:
- * when it is busy, the key is noted in key_recheck and the next
- * reservation (or maintain()) hands the slot on.  We give the mutex back at
- * once: handing on capacity needs no hold until commit.
- */
-void
-tj_unpark_one(const char *ckey)
-{
-	TJLimitCache cache = {0};
-	TJKeyLimit *l = tj_key_limit(&cache, ckey);
-
-	if (l->limited && l->max_running > 0)
-		hand_on(ckey, l, true);
-}
-
-/* Column 1 of every row of the current result, as C strings. */
-static char **
-result_strings(uint64 n)
-{
-	char	  **out = palloc(sizeof(char *) * (n + 1));
-
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		out[i] = TextDatumGetCString(tj_get_datum(i, 1, &isnull));
-	}
-	return out;
-}
-
-/*
- * Hands on the slots noted in key_recheck (see tj_unpark_one); a key still
- * busy is noted again.  Returns how many jobs were released.
- */
-int64
-tj_process_rechecks(TJLimitCache *cache)
-{
-	uint64		n = tj_execute(&take_rechecks_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
-	char	  **keys;
-	int64		released = 0;
-
-	if (n == 0)
-		return 0;
-	keys = result_strings(n);
-	for (uint64 i = 0; i < n; i++)
-		released += hand_on(keys[i], tj_key_limit(cache, keys[i]), true);
-	return released;
-}
-
-static TJStatement release_due_stmt = {
-	"WITH t AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.state = 'throttled' AND j.blocked_until <= $1"
-	"   ORDER BY j.blocked_until LIMIT 10000 FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL"
-	"  FROM t WHERE j.id = t.id",
-	1, {TIMESTAMPTZOID}
-};
-
-static TJStatement parked_keys_stmt = {
-	"SELECT DISTINCT j.blocked_key FROM throttle_jobs.job j"
-	" WHERE j.state = 'throttled' AND j.blocked_until IS NULL",
-	0, {InvalidOid}
-};
-
-/*
- * maintain(): releases jobs whose rate admission is due, and, for each key
- * with jobs waiting for a slot, as many as the key has free slots (all of
- * them if its cap is gone).  This catches what the event-driven releases
- * can miss: a job parked by an enqueue racing the completion that freed the
- * slot, and caps that were raised.  Keys it cannot lock without waiting are
- * left for the next pass.  Returns how many jobs were released.
- */
-int64
-tj_release_throttled(TimestampTz now)
-{
-	Datum		values[2];
-	int64		released;
-	uint64		nkeys;
-	char	  **keys;
-	TJLimitCache cache = {0};
-
-	values[0] = TimestampTzGetDatum(now);
-	released = tj_execute(&release_due_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
-
-	released += tj_process_rechecks(&cache);
-	nkeys = tj_execute(&parked_keys_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
-	keys = result_strings(nkeys);
-	/* keys busy right now are left for the next pass */
-	for (uint64 i = 0; i < nkeys; i++)
-		released += hand_on(keys[i], tj_key_limit(&cache, keys[i]), false);
-	return released;
 }
 
 /* ---- forgetting idle rate state (maintain()) ---- */
@@ -1334,7 +1247,7 @@ tj_forget_idle_rate_state(TimestampTz now)
 		if (idle && tj_execute_latest(&rate_gc_delete_stmt, values, NULL, SPI_OK_DELETE) > 0)
 			deleted++;			/* the mutex stays held until commit */
 		else
-			unlock_key(rows[i].key);	/* nothing changed under it */
+			tj_unlock_key(rows[i].key);	/* nothing changed under it */
 	}
 
 	/*

@@ -13,11 +13,13 @@
  *
  * When limits exist, reservation walks the ready jobs in order through a
  * cursor and admits them one by one (tj_admit).  When a job's key is at its
- * cap, or its rate key refuses it, all ready jobs of that key are parked
- * (state 'throttled') in one statement, so that no later reservation walks
- * them until the key frees a slot or their time comes, and this one skips
- * them at no cost.  A job whose key another transaction is admitting for
- * right now is skipped.  A job is locked only when it is taken or parked.
+ * cap, or its rate key refuses it, the key's ready jobs in the queue move to
+ * the key's waiting list (parking.c), so that no later reservation walks
+ * them until the key can take them, and this one skips them at no cost.
+ * First, the waiting jobs that keys can take now are released
+ * (tj_release_pending).  A job whose key another transaction is admitting
+ * for right now is skipped.  A job is locked only when it is taken or
+ * parked.
  *
  *-------------------------------------------------------------------------
  */
@@ -80,6 +82,20 @@ static TJStatement candidates_stmt = {
 	2, {INT4OID, TIMESTAMPTZOID}, NULL, CURSOR_OPT_FAST_PLAN | TJ_GENERIC
 };
 
+/*
+ * The first $3 of them, in one statement (no cursor), and whether notes or
+ * due rate keys wait to be looked at (tj_release_pending) first.
+ */
+static TJStatement first_candidates_stmt = {
+	"SELECT j.id, j.concurrency_key, j.rate_limit_key, j.cost,"
+	"       (SELECT EXISTS (SELECT FROM throttle_jobs.key_recheck))"
+	"       OR (SELECT EXISTS (SELECT FROM throttle_jobs.key_rate_state s WHERE s.next_at <= $2))"
+	"  FROM throttle_jobs.job j"
+	" WHERE j.queue_id = $1 AND j.state = 'available' AND j.run_at <= $2"
+	" ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $3",
+	3, {INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
+};
+
 /* Takes one admitted job, if it is still ready and nobody holds it */
 static TJStatement take_stmt = {
 	"WITH l AS MATERIALIZED ("
@@ -89,55 +105,16 @@ static TJStatement take_stmt = {
 	" UPDATE throttle_jobs.job j"
 	"    SET state = 'running', attempt = j.attempt + 1,"
 	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $3,"
-	"        reserved_at = $2, worker = $4"
+	"        reserved_at = $2, worker = $4, released_at = NULL"
 	"   FROM l, throttle_jobs.queue q WHERE j.id = l.id AND q.id = $5"
 	" RETURNING " RESERVED_COLUMNS,
 	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}, NULL, TJ_GENERIC
 };
 
-/*
- * Parks the ready jobs that `cond` picks and nobody holds: blocked_key $1,
- * blocked_until $2, and $3 for cond.
- */
-#define PARK_SQL(cond) \
-	"WITH l AS MATERIALIZED (" \
-	"  SELECT j.id FROM throttle_jobs.job j" \
-	"   WHERE " cond " AND j.state = 'available'" \
-	"   FOR UPDATE SKIP LOCKED)" \
-	" UPDATE throttle_jobs.job j SET state = 'throttled', blocked_key = $1, blocked_until = $2" \
-	"   FROM l WHERE j.id = l.id RETURNING j.queue_id"
-
-/*
- * Every ready job of a blocked key (in any queue): once per key and
- * reservation, so later reservations never walk them.  $3: now.
- */
-static TJStatement park_ckey_stmt = {
-	PARK_SQL("j.concurrency_key = $1 AND j.run_at <= $3"),
-	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
-static TJStatement park_rkey_stmt = {
-	PARK_SQL("j.rate_limit_key = $1 AND j.run_at <= $3"),
-	3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
-/* One job (whose cost its rate key never admits); $3: its id */
-static TJStatement park_one_stmt = {
-	PARK_SQL("j.id = $3"), 3, {TEXTOID, TIMESTAMPTZOID, INT8OID}
-};
-
-/* Brings back this queue's rate-throttled jobs whose time has come */
-static TJStatement release_due_stmt = {
-	"WITH t AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.queue_id = $1 AND j.state = 'throttled' AND j.blocked_until <= $2"
-	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j SET state = 'available', blocked_key = NULL, blocked_until = NULL"
-	"  FROM t WHERE j.id = t.id",
-	3, {INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
-};
-
 #define SCAN_BATCH 32
+
+/* Whether this backend's last reservation found limits (it then looks for them first) */
+static bool limits_seen = false;
 #define TJ_MAX_WALK 200000		/* rows one limited reservation walks at most */
 
 /* Keys found blocked during one reservation, with when they may pass */
@@ -235,7 +212,7 @@ emit_row(ReturnSetInfo *rsinfo, uint64 r, Datum queue_name)
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
 }
 
-/* One candidate read from the cursor */
+/* One candidate read from the ready jobs */
 typedef struct Candidate
 {
 	int64		id;
@@ -244,136 +221,185 @@ typedef struct Candidate
 	int32		cost;
 } Candidate;
 
+/* What one limited reservation has done so far */
+typedef struct LimitedCall
+{
+	ReturnSetInfo *rsinfo;
+	const TJQueue *queue;
+	text	   *worker;
+	int32		max_jobs;
+	TimestampTz now;
+	TimestampTz lease_until;
+	Datum		queue_name;
+	TJLimitCache cache;
+	BlockedKeys blocked;
+	int32		taken;
+	int64		visited;		/* jobs judged (each costs statements) */
+	int64		walked;			/* jobs looked at */
+} LimitedCall;
+
 /*
- * Reservation when limits exist (see the file header).  The number of jobs
- * it looks at is bounded, so a crowd of jobs whose keys are busy elsewhere
- * cannot make one call slow.  Connected to SPI by the caller.
+ * Reads the candidates of the current SPI result (id, concurrency key,
+ * rate key, cost) into out[].
+ */
+static uint64
+read_candidates(Candidate *out)
+{
+	uint64		n = SPI_processed;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		out[i].id = DatumGetInt64(tj_get_datum(i, 1, &isnull));
+		out[i].ckey = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		out[i].rkey = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+		out[i].cost = DatumGetInt32(tj_get_datum(i, 4, &isnull));
+	}
+	return n;
+}
+
+/* Judges candidates in order, taking the admitted ones, until max_jobs. */
+static void
+judge(LimitedCall *call, Candidate *batch, uint64 n)
+{
+	Datum		values[5];
+
+	for (uint64 i = 0; i < n && call->taken < call->max_jobs; i++)
+	{
+		Candidate  *c = &batch[i];
+		TimestampTz *known;
+		const char *blocked_key = NULL;
+		TimestampTz blocked_until = 0;
+		TimestampTz admitted_at;
+		TJAdmission r;
+		bool		isnull;
+
+		/* jobs of a key already parked in this call cost nothing more */
+		call->walked++;
+		if (((known = blocked_find(&call->blocked, c->ckey)) != NULL && *known != DT_NOEND) ||
+			((known = blocked_find(&call->blocked, c->rkey)) != NULL && *known != DT_NOEND))
+			continue;
+		call->visited++;
+		/* a key another transaction is admitting for right now: skip */
+		if (blocked_find(&call->blocked, c->ckey) || blocked_find(&call->blocked, c->rkey))
+			continue;
+
+		r = tj_admit(&call->cache, c->ckey, c->rkey, c->cost, call->now, &blocked_key,
+					 &blocked_until, &admitted_at);
+		if (r == TJ_ADMIT_OK)
+		{
+			/* reserved_at is the admission time the rate limiter recorded */
+			values[0] = Int64GetDatum(c->id);
+			values[1] = TimestampTzGetDatum(admitted_at);
+			values[2] = TimestampTzGetDatum(call->lease_until + (admitted_at - call->now));
+			values[3] = PointerGetDatum(call->worker);
+			values[4] = Int32GetDatum(call->queue->id);
+			if (tj_execute(&take_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
+			{
+				emit_row(call->rsinfo, 0, call->queue_name);
+				tj_stats_reserved(call->queue->id,
+								  DatumGetTimestampTz(tj_get_datum(0, R_RUN_AT, &isnull)),
+								  admitted_at, c->ckey, c->rkey);
+				call->taken++;
+			}
+			SPI_freetuptable(SPI_tuptable);
+		}
+		else if (r == TJ_ADMIT_BUSY)
+		{
+			if (c->ckey)
+				blocked_add(&call->blocked, c->ckey, DT_NOEND);
+			if (c->rkey)
+				blocked_add(&call->blocked, c->rkey, DT_NOEND);
+		}
+		else if (r == TJ_ADMIT_RATE && blocked_until == DT_NOEND)
+		{
+			/* only this job is too big for its key: the others may pass */
+			tj_park_oversized(c->id, blocked_key, call->queue->id);
+		}
+		else
+		{
+			/* a cap parks with no time; a rate until its next admission */
+			blocked_add(&call->blocked, blocked_key, r == TJ_ADMIT_CAP ? 0 : blocked_until);
+			tj_park_ready(blocked_key, r == TJ_ADMIT_CAP, blocked_until, call->queue->id,
+						  call->now);
+		}
+	}
+}
+
+/*
+ * Reservation when limits exist (see the file header).  The first few
+ * candidates come from one statement that also tells whether notes or due
+ * rate keys wait; only then, or when those few were not enough, does the
+ * reservation release waiting jobs first and walk the ready jobs through a
+ * cursor.  The number of jobs it looks at is bounded, so a crowd of jobs
+ * whose keys are busy elsewhere cannot make one call slow.  Connected to
+ * SPI by the caller.
  */
 static void
 reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 				int32 max_jobs, TimestampTz now, TimestampTz lease_until)
 {
-	Datum		values[5];
-	Datum		queue_name = CStringGetTextDatum(queue->name);
-	TJLimitCache cache = {0};
-	BlockedKeys blocked = {0};
+	LimitedCall call = {0};
+	Datum		values[3];
 	Portal		portal;
-	int32		taken = 0;
-	int64		visited = 0;
 	int64		max_visit = 1000 + 10 * (int64) max_jobs;
-	int64		walked = 0;
+	int32		first = Min(SCAN_BATCH, max_jobs + 3);
 	Candidate  *batch = palloc(sizeof(Candidate) * SCAN_BATCH);
+	uint64		n;
+	bool		isnull;
+
+	call.rsinfo = rsinfo;
+	call.queue = queue;
+	call.worker = worker;
+	call.max_jobs = max_jobs;
+	call.now = now;
+	call.lease_until = lease_until;
+	call.queue_name = CStringGetTextDatum(queue->name);
 
 	values[0] = Int32GetDatum(queue->id);
 	values[1] = TimestampTzGetDatum(now);
-	values[2] = Int64GetDatum(max_jobs);
-	tj_execute(&release_due_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
-	tj_process_rechecks(&cache);
+	values[2] = Int64GetDatum(first);
+	n = tj_execute(&first_candidates_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	if (n > 0 && !DatumGetBool(tj_get_datum(0, 5, &isnull)))
+	{
+		read_candidates(batch);
+		SPI_freetuptable(SPI_tuptable);
+		judge(&call, batch, n);
+		if (call.taken == max_jobs || n < first)
+			return;
+	}
+	else
+	{
+		/* waiting jobs whose keys can take them now come back first */
+		SPI_freetuptable(SPI_tuptable);
+		tj_release_pending(&call.cache, now);
+	}
 
-	portal = SPI_cursor_open(NULL, tj_plan(&candidates_stmt), values, NULL, false);
 	/*
 	 * Two bounds: jobs judged (each costs statements), and jobs walked past
 	 * because their key was parked earlier in this call (nearly free, but a
-	 * cursor opened before the parking still shows them all once).
+	 * cursor opened before the parking still shows them all once).  Jobs
+	 * skipped above are met again, and passed over at once.
 	 */
-	while (taken < max_jobs && visited < max_visit && walked < TJ_MAX_WALK)
+	portal = SPI_cursor_open(NULL, tj_plan(&candidates_stmt), values, NULL, false);
+	while (call.taken < max_jobs && call.visited < max_visit && call.walked < TJ_MAX_WALK)
 	{
-		uint64		n;
-
 		SPI_cursor_fetch(portal, true, SCAN_BATCH);
 		n = SPI_processed;
 		if (n == 0)
 			break;
-		for (uint64 i = 0; i < n; i++)
-		{
-			bool		isnull;
-
-			batch[i].id = DatumGetInt64(tj_get_datum(i, 1, &isnull));
-			batch[i].ckey = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-			batch[i].rkey = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
-			batch[i].cost = DatumGetInt32(tj_get_datum(i, 4, &isnull));
-		}
+		read_candidates(batch);
 		SPI_freetuptable(SPI_tuptable);
-
-		for (uint64 i = 0; i < n && taken < max_jobs; i++)
-		{
-			Candidate  *c = &batch[i];
-			TimestampTz *known;
-			const char *blocked_key = NULL;
-			TimestampTz blocked_until = 0;
-			TimestampTz admitted_at;
-			TJAdmission r;
-			Datum		park[3];
-			bool		isnull;
-
-			/* jobs of a key already parked in this call cost nothing more */
-			walked++;
-			if (((known = blocked_find(&blocked, c->ckey)) != NULL && *known != DT_NOEND) ||
-				((known = blocked_find(&blocked, c->rkey)) != NULL && *known != DT_NOEND))
-				continue;
-			visited++;
-			/* a key another transaction is admitting for right now: skip */
-			if (blocked_find(&blocked, c->ckey) || blocked_find(&blocked, c->rkey))
-				continue;
-
-			r = tj_admit(&cache, c->ckey, c->rkey, c->cost, now, &blocked_key, &blocked_until,
-						 &admitted_at);
-			if (r == TJ_ADMIT_OK)
-			{
-				/* reserved_at is the admission time the rate limiter recorded */
-				values[0] = Int64GetDatum(c->id);
-				values[1] = TimestampTzGetDatum(admitted_at);
-				values[2] = TimestampTzGetDatum(lease_until + (admitted_at - now));
-				values[3] = PointerGetDatum(worker);
-				values[4] = Int32GetDatum(queue->id);
-				if (tj_execute(&take_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
-				{
-					emit_row(rsinfo, 0, queue_name);
-					tj_stats_reserved(queue->id, DatumGetTimestampTz(tj_get_datum(0, R_RUN_AT, &isnull)),
-									  admitted_at, c->ckey, c->rkey);
-					taken++;
-				}
-			}
-			else if (r == TJ_ADMIT_BUSY)
-			{
-				if (c->ckey)
-					blocked_add(&blocked, c->ckey, DT_NOEND);
-				if (c->rkey)
-					blocked_add(&blocked, c->rkey, DT_NOEND);
-			}
-			else if (r == TJ_ADMIT_RATE && blocked_until == DT_NOEND)
-			{
-				/* only this job is too big for its key: the others may pass */
-				park[0] = CStringGetTextDatum(blocked_key);
-				park[1] = TimestampTzGetDatum(blocked_until);
-				park[2] = Int64GetDatum(c->id);
-				tj_execute(&park_one_stmt, park, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
-				tj_stats_throttled_rows(blocked_key, false);
-			}
-			else
-			{
-				char		nulls[3] = {' ', ' ', ' '};
-
-				/* a cap parks with no time (0); a rate until its next admission */
-				blocked_add(&blocked, blocked_key, r == TJ_ADMIT_CAP ? 0 : blocked_until);
-				park[0] = CStringGetTextDatum(blocked_key);
-				park[1] = TimestampTzGetDatum(blocked_until);
-				nulls[1] = r == TJ_ADMIT_CAP ? 'n' : ' ';
-				park[2] = TimestampTzGetDatum(now);
-				tj_execute(r == TJ_ADMIT_CAP ? &park_ckey_stmt : &park_rkey_stmt,
-						   park, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
-				tj_stats_throttled_rows(blocked_key, r == TJ_ADMIT_CAP);
-			}
-			SPI_freetuptable(SPI_tuptable);
-		}
+		judge(&call, batch, n);
 	}
 	SPI_cursor_close(portal);
 }
 
 /*
  * reserve_stmt: true if it reserved jobs (added to rsinfo), false if it
- * found none, limits exist, or the queue is unknown or paused.  Connected
- * to SPI by the caller.
+ * found none, the admitting path is needed, or the queue is unknown or
+ * paused.  Connected to SPI by the caller.
  */
 static bool
 reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
@@ -474,16 +500,23 @@ tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz lease_until;
 	bool		xact_snapshot = IsolationUsesXactSnapshot();
+	bool		tried_fast = false;
 
 	/*
-	 * Under READ COMMITTED one statement does it all while no limits exist.
-	 * Under REPEATABLE READ limits are looked for under the latest snapshot
-	 * first (reserve_stmt may then still see, and stop at, a limit dropped
-	 * since the transaction began: it reserves nothing, harmlessly).
+	 * Under READ COMMITTED one statement does it all while no limits exist;
+	 * a backend that found limits last time looks for them first.  Under
+	 * REPEATABLE READ limits are looked for under the latest snapshot first
+	 * (reserve_stmt may then still see, and stop at, a limit dropped since
+	 * the transaction began: it reserves nothing, harmlessly).
 	 */
-	if (!xact_snapshot && reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now))
-		return;
-	if (tj_limits_exist())
+	if (!xact_snapshot && !limits_seen)
+	{
+		tried_fast = true;
+		if (reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now))
+			return;
+	}
+	limits_seen = tj_limits_exist();
+	if (limits_seen)
 	{
 		tj_lookup_queue(queue_name_arg, &queue);
 		if (queue.paused)
@@ -494,7 +527,7 @@ tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 		reserve_limited(rsinfo, &queue, worker, max_jobs, now, lease_until);
 		return;
 	}
-	if (xact_snapshot && reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now))
+	if (!tried_fast && reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now))
 		return;
 	/* unknown (an error), paused or empty */
 	tj_lookup_queue(queue_name_arg, &queue);

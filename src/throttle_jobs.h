@@ -177,6 +177,7 @@ typedef struct TJRateState
 	int32	   *log_cost;
 	double		factor;			/* adaptive: the share of the rate in force */
 	TimestampTz evaluated_at;	/* adaptive: last evaluation; 0: never */
+	TimestampTz next_at;		/* when the key's waiting jobs are due; 0: not by time */
 } TJRateState;
 
 #define TJ_MAX_SLIDING_WINDOW	10000	/* admissions a sliding window logs */
@@ -215,23 +216,35 @@ typedef enum TJAdmission
 
 extern bool tj_rate_admit(const TJRateLimit *limit, TJRateState *state,
 						  TimestampTz now, int32 cost, TimestampTz *next_at);
+extern bool tj_rate_try(const TJKeyLimit *l, TJRateState *state, TimestampTz now,
+						int32 cost, TimestampTz *next_at);
 extern int	tj_rate_algorithm(const char *name);
 extern double tj_adaptive_factor(double factor, int64 ok, int64 failed,
 								 double threshold, double min_factor);
 extern void tj_record_outcome(const char *rkey, bool failed, TimestampTz now);
 extern TJKeyLimit *tj_key_limit(TJLimitCache *cache, const char *key);
 extern bool tj_limits_exist(void);
+extern void tj_limits_changed(void);
 extern bool tj_try_lock_key(const char *key);
-extern bool tj_key_would_wait(TJLimitCache *cache, const char *ckey, const char *rkey,
-							  TimestampTz now, const char **blocked_key,
-							  TimestampTz *blocked_until);
-extern void tj_unpark_one(const char *ckey);
-extern int64 tj_release_throttled(TimestampTz now);
 extern int64 tj_forget_idle_rate_state(TimestampTz now);
-extern int64 tj_process_rechecks(TJLimitCache *cache);
+extern void tj_unlock_key(const char *key);
+extern int64 tj_count_running(const char *key, int32 cap);
+extern void tj_load_rate(const char *key, const TJRateLimit *limit, TJRateState *state);
+extern void tj_free_rate_state(TJRateState *state);
 extern TJAdmission tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey,
 							int32 cost, TimestampTz now, const char **blocked_key,
 							TimestampTz *blocked_until, TimestampTz *admitted_at);
+
+/* parking.c: the waiting lists of limited keys (see its header) */
+extern void tj_slot_freed(const char *ckey);
+extern void tj_release_pending(TJLimitCache *cache, TimestampTz now);
+extern void tj_park_ready(const char *key, bool cap, TimestampTz until, int32 queue_id,
+						  TimestampTz now);
+extern void tj_park_oversized(int64 id, const char *key, int32 queue_id);
+extern bool tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey,
+							 TimestampTz now, const char **blocked_key,
+							 TimestampTz *blocked_until);
+extern int64 tj_release_throttled(TimestampTz now);
 
 /* execute.c: running handler jobs (executors and run_jobs) */
 #define TJ_WORKER_PREFIX	"throttle_jobs/"	/* worker names of our own processes */
