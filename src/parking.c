@@ -67,12 +67,14 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -122,15 +124,38 @@ static TJStatement best_waiting_stmt = {
 	1, {TEXTOID}, NULL, TJ_GENERIC
 };
 
+/*
+ * The 0.2.0 library on a database still at 0.1.0 (between the restart onto
+ * the new library and ALTER EXTENSION UPDATE): job.released_at does not
+ * exist yet, so the statements that write or read it have a variant without
+ * it (released jobs then hold no slot; everything else works as in 0.2.0).
+ */
+bool
+tj_schema_has_released_at(void)
+{
+	Oid			nsp = get_namespace_oid("throttle_jobs", true);
+	Oid			job = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
+
+	return OidIsValid(job) && get_attnum(job, "released_at") != InvalidAttrNumber;
+}
+
 /* Makes waiting jobs $1 of key $2 ready, released at $3 */
+#define RELEASE_SQL(set_released) \
+	"WITH l AS MATERIALIZED (" \
+	"  SELECT j.id FROM throttle_jobs.job j" \
+	"   WHERE j.id = ANY ($1) AND j.blocked_key = $2 AND j.state = 'throttled'" \
+	"   FOR UPDATE SKIP LOCKED)" \
+	" UPDATE throttle_jobs.job j" \
+	"    SET state = 'available', blocked_key = NULL, blocked_until = NULL" set_released \
+	"   FROM l WHERE j.id = l.id"
+
 static TJStatement release_stmt = {
-	"WITH l AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.id = ANY ($1) AND j.blocked_key = $2 AND j.state = 'throttled'"
-	"   FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j"
-	"    SET state = 'available', blocked_key = NULL, blocked_until = NULL, released_at = $3"
-	"   FROM l WHERE j.id = l.id",
+	RELEASE_SQL(", released_at = $3"),
+	3, {INT8ARRAYOID, TEXTOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
+};
+
+static TJStatement release_010_stmt = {
+	RELEASE_SQL(""),
 	3, {INT8ARRAYOID, TEXTOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
@@ -151,6 +176,13 @@ static TJStatement claimed_stmt = {
 	"     + (SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j"
 	"         WHERE j.concurrency_key = $1 AND j.state = 'available' AND j.released_at > $3"
 	"         LIMIT $2) a)",
+	3, {TEXTOID, INT8OID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
+};
+
+static TJStatement claimed_010_stmt = {
+	"SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j"
+	"  WHERE j.concurrency_key = $1 AND j.state = 'running' LIMIT $2) r"
+	"  WHERE $3 IS NOT NULL",
 	3, {TEXTOID, INT8OID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
@@ -202,8 +234,9 @@ static TJStatement has_waiting_stmt = {
 	"   WHERE " cond " AND j.queue_id = $4 AND j.state = 'available'" \
 	"   FOR UPDATE SKIP LOCKED)" \
 	" UPDATE throttle_jobs.job j" \
-	"    SET state = 'throttled', blocked_key = $1, blocked_until = $2, released_at = NULL" \
+	"    SET state = 'throttled', blocked_key = $1, blocked_until = $2" PARK_RELEASED \
 	"   FROM l WHERE j.id = l.id RETURNING j.queue_id"
+#define PARK_RELEASED ", released_at = NULL"
 
 /* The ready jobs of a blocked key in one queue ($3: now) */
 static TJStatement park_ckey_stmt = {
@@ -218,6 +251,23 @@ static TJStatement park_rkey_stmt = {
 
 /* One job ($3: its id) */
 static TJStatement park_one_stmt = {
+	PARK_SQL("j.id = $3"), 4, {TEXTOID, TIMESTAMPTZOID, INT8OID, INT4OID}
+};
+
+/* The same three for a 0.1.0 schema (see tj_schema_has_released_at) */
+#undef PARK_RELEASED
+#define PARK_RELEASED ""
+static TJStatement park_ckey_010_stmt = {
+	PARK_SQL("j.concurrency_key = $1 AND j.run_at <= $3"),
+	4, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}, NULL, TJ_GENERIC
+};
+
+static TJStatement park_rkey_010_stmt = {
+	PARK_SQL("j.rate_limit_key = $1 AND j.run_at <= $3"),
+	4, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}, NULL, TJ_GENERIC
+};
+
+static TJStatement park_one_010_stmt = {
 	PARK_SQL("j.id = $3"), 4, {TEXTOID, TIMESTAMPTZOID, INT8OID, INT4OID}
 };
 
@@ -429,7 +479,8 @@ release_ids(const char *key, int64 *ids, int n, TimestampTz now)
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = CStringGetTextDatum(key);
 	values[2] = TimestampTzGetDatum(now);
-	return (int64) tj_execute_latest(&release_stmt, values, NULL, SPI_OK_UPDATE);
+	return (int64) tj_execute_latest(tj_schema_has_released_at() ? &release_stmt : &release_010_stmt,
+									 values, NULL, SPI_OK_UPDATE);
 }
 
 /* Capped key: its free slots (see the file header). */
@@ -443,7 +494,8 @@ free_slots(const char *key, int32 cap, TimestampTz now)
 	values[0] = CStringGetTextDatum(key);
 	values[1] = Int64GetDatum(cap);
 	values[2] = TimestampTzGetDatum(now - RELEASE_GRACE);
-	tj_execute_latest(&claimed_stmt, values, NULL, SPI_OK_SELECT);
+	tj_execute_latest(tj_schema_has_released_at() ? &claimed_stmt : &claimed_010_stmt,
+					  values, NULL, SPI_OK_SELECT);
 	claimed = DatumGetInt64(tj_get_datum(0, 1, &isnull));
 	SPI_freetuptable(SPI_tuptable);
 	return cap - claimed;
@@ -462,6 +514,8 @@ take_pending(const char *key, const TJKeyLimit *l, TJRateState *state, Timestamp
 
 	values[0] = CStringGetTextDatum(key);
 	values[1] = TimestampTzGetDatum(now - RELEASE_GRACE);
+	if (!tj_schema_has_released_at())
+		return;
 	n = tj_execute_latest(&pending_stmt, values, NULL, SPI_OK_SELECT);
 	if (n == 0)
 		return;
@@ -709,8 +763,12 @@ tj_park_ready(const char *key, bool cap, TimestampTz until, int32 queue_id, Time
 	nulls[1] = cap ? 'n' : ' ';
 	values[2] = TimestampTzGetDatum(now);
 	values[3] = Int32GetDatum(queue_id);
-	tj_execute(cap ? &park_ckey_stmt : &park_rkey_stmt, values, nulls, false, 0,
-			   SPI_OK_UPDATE_RETURNING);
+	if (tj_schema_has_released_at())
+		tj_execute(cap ? &park_ckey_stmt : &park_rkey_stmt, values, nulls, false, 0,
+				   SPI_OK_UPDATE_RETURNING);
+	else
+		tj_execute(cap ? &park_ckey_010_stmt : &park_rkey_010_stmt, values, nulls, false, 0,
+				   SPI_OK_UPDATE_RETURNING);
 	tj_stats_throttled_rows(key, cap);
 	SPI_freetuptable(SPI_tuptable);
 }
@@ -728,7 +786,8 @@ tj_park_oversized(int64 id, const char *key, int32 queue_id)
 	values[1] = TimestampTzGetDatum(DT_NOEND);
 	values[2] = Int64GetDatum(id);
 	values[3] = Int32GetDatum(queue_id);
-	tj_execute(&park_one_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	tj_execute(tj_schema_has_released_at() ? &park_one_stmt : &park_one_010_stmt,
+			   values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
 	tj_stats_throttled_rows(key, false);
 	SPI_freetuptable(SPI_tuptable);
 }

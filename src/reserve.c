@@ -97,17 +97,26 @@ static TJStatement first_candidates_stmt = {
 };
 
 /* Takes one admitted job, if it is still ready and nobody holds it */
+#define TAKE_SQL(set_released) \
+	"WITH l AS MATERIALIZED (" \
+	"  SELECT j.id FROM throttle_jobs.job j" \
+	"   WHERE j.id = $1 AND j.state = 'available' AND j.run_at <= $2" \
+	"   FOR UPDATE SKIP LOCKED)" \
+	" UPDATE throttle_jobs.job j" \
+	"    SET state = 'running', attempt = j.attempt + 1," \
+	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $3," \
+	"        reserved_at = $2, worker = $4" set_released \
+	"   FROM l, throttle_jobs.queue q WHERE j.id = l.id AND q.id = $5" \
+	" RETURNING " RESERVED_COLUMNS
+
 static TJStatement take_stmt = {
-	"WITH l AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.id = $1 AND j.state = 'available' AND j.run_at <= $2"
-	"   FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j"
-	"    SET state = 'running', attempt = j.attempt + 1,"
-	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $3,"
-	"        reserved_at = $2, worker = $4, released_at = NULL"
-	"   FROM l, throttle_jobs.queue q WHERE j.id = l.id AND q.id = $5"
-	" RETURNING " RESERVED_COLUMNS,
+	TAKE_SQL(", released_at = NULL"),
+	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}, NULL, TJ_GENERIC
+};
+
+/* take_stmt on a database still at 0.1.0 (see tj_schema_has_released_at) */
+static TJStatement take_010_stmt = {
+	TAKE_SQL(""),
 	5, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID}, NULL, TJ_GENERIC
 };
 
@@ -295,7 +304,8 @@ judge(LimitedCall *call, Candidate *batch, uint64 n)
 			values[2] = TimestampTzGetDatum(call->lease_until + (admitted_at - call->now));
 			values[3] = PointerGetDatum(call->worker);
 			values[4] = Int32GetDatum(call->queue->id);
-			if (tj_execute(&take_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
+			if (tj_execute(tj_schema_has_released_at() ? &take_stmt : &take_010_stmt,
+						   values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
 			{
 				emit_row(call->rsinfo, 0, call->queue_name);
 				tj_stats_reserved(call->queue->id,

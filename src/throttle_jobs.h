@@ -236,6 +236,7 @@ extern TJAdmission tj_admit(TJLimitCache *cache, const char *ckey, const char *r
 							TimestampTz *blocked_until, TimestampTz *admitted_at);
 
 /* parking.c: the waiting lists of limited keys (see its header) */
+extern bool tj_schema_has_released_at(void);
 extern void tj_slot_freed(const char *ckey);
 extern void tj_release_pending(TJLimitCache *cache, TimestampTz now);
 extern void tj_park_ready(const char *key, bool cap, TimestampTz until, int32 queue_id,
