@@ -585,14 +585,8 @@ disconnect_unnamed(const DblinkFuncs *f)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = tj_catch_in_subxact(cxt, owner);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 		if (edata->sqlerrcode != ERRCODE_CONNECTION_DOES_NOT_EXIST)
 			ReThrowError(edata);
 	}
@@ -723,20 +717,16 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 		PG_CATCH();
 		{
 			stop_job_clock();
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
 			if (own_transactions)
 			{
+				MemoryContextSwitchTo(cxt);
+				edata = CopyErrorData();
+				FlushErrorState();
 				AbortCurrentTransaction();
 				MemoryContextSwitchTo(cxt);
 			}
 			else
-			{
-				RollbackAndReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(cxt);
-				CurrentResourceOwner = owner;
-			}
+				edata = tj_catch_in_subxact(cxt, owner);
 		}
 		PG_END_TRY();
 		/* before anything else runs in the caller's session */

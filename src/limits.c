@@ -864,16 +864,8 @@ acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		/* leave the subtransaction before the error reaches the caller's handlers */
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		ReThrowError(edata);
+		ReThrowError(tj_catch_in_subxact(cxt, owner));
 	}
 	PG_END_TRY();
 

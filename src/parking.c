@@ -133,10 +133,17 @@ static TJStatement best_waiting_stmt = {
 bool
 tj_schema_has_released_at(void)
 {
-	Oid			nsp = get_namespace_oid("throttle_jobs", true);
-	Oid			job = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
+	/* once seen it stays (an update adds it, nothing takes it away): no lookups on the hot path */
+	static bool seen = false;
+	Oid			nsp;
+	Oid			job;
 
-	return OidIsValid(job) && get_attnum(job, "released_at") != InvalidAttrNumber;
+	if (seen)
+		return true;
+	nsp = get_namespace_oid("throttle_jobs", true);
+	job = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
+	seen = OidIsValid(job) && get_attnum(job, "released_at") != InvalidAttrNumber;
+	return seen;
 }
 
 /* Makes waiting jobs $1 of key $2 ready, released at $3 */

@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+
 #include "executor/spi.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
@@ -108,4 +110,24 @@ tj_get_datum_copy(uint64 row, int col, bool *isnull)
 	typid = SPI_gettypeid(SPI_tuptable->tupdesc, col);
 	get_typlenbyval(typid, &typlen, &typbyval);
 	return SPI_datumTransfer(d, typbyval, typlen);
+}
+
+/*
+ * For a PG_CATCH block around code that ran in an internal subtransaction
+ * begun (BeginInternalSubTransaction) while `cxt` and `owner` were current:
+ * copies the error into cxt, rolls the subtransaction back, restores cxt
+ * and owner, and returns the error for the caller to re-throw or record.
+ */
+ErrorData *
+tj_catch_in_subxact(MemoryContext cxt, ResourceOwner owner)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
 }

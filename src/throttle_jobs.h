@@ -20,6 +20,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "storage/lockdefs.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 /* Limits that are not settings */
@@ -61,6 +62,7 @@ extern uint64 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
 						 bool read_only, long count, int expected);
 extern uint64 tj_execute_latest(TJStatement *stmt, Datum *values, const char *nulls,
 								int expected);
+extern ErrorData *tj_catch_in_subxact(MemoryContext cxt, ResourceOwner owner);
 extern void tj_execute_sql(const char *sql, int expected);
 extern Datum tj_get_datum(uint64 row, int col, bool *isnull);
 extern Datum tj_get_datum_copy(uint64 row, int col, bool *isnull);
