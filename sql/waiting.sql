@@ -228,6 +228,53 @@ SELECT * FROM pg_temp.wt_reserve('wt_n') AS reserved;
 SELECT count(*) AS notes_left FROM throttle_jobs.key_recheck;
 
 ------------------------------------------------------------------------------
+-- A backlog enqueued in one transaction while its key is open
+------------------------------------------------------------------------------
+
+-- wt:bulk allows 2 running; nothing runs.  One transaction enqueues 300 of
+-- its jobs: the first 64 (more than the cap: small batches behave as if
+-- every job were ready) are ready, the other 236 join the list at once
+-- instead of being parked, each of them, by the first reservation.  One
+-- note for the key, not one per job.
+SELECT throttle_jobs.set_concurrency_limit('wt:bulk', 2);
+SELECT throttle_jobs.create_queue('wt_bulk');
+DELETE FROM throttle_jobs.key_recheck;
+SELECT count(*) FROM (SELECT pg_temp.wt_enqueue('wt_bulk', 'b' || n, 'wt:bulk')
+                      FROM generate_series(1, 300) n) s;
+SELECT count(*) FILTER (WHERE state = 'available') AS ready,
+       count(*) FILTER (WHERE state = 'throttled') AS waiting,
+       (array_agg(payload->>'n' ORDER BY id) FILTER (WHERE state = 'throttled'))[1] AS first_waiting
+FROM throttle_jobs.jobs WHERE concurrency_key = 'wt:bulk';
+SELECT count(*) AS notes FROM throttle_jobs.key_recheck WHERE key = 'wt:bulk';
+-- The cap holds: two are reserved, and the reservation parks the other 62
+-- ready jobs once; every completion then releases one, first in line.
+SELECT count(*) AS reserved FROM pg_temp.wt_reserve('wt_bulk', 10);
+SELECT count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'available') AS ready,
+       count(*) FILTER (WHERE state = 'throttled') AS waiting
+FROM throttle_jobs.jobs WHERE concurrency_key = 'wt:bulk';
+SELECT pg_temp.wt_complete('b1');
+SELECT * FROM pg_temp.wt_reserve('wt_bulk', 10) AS reserved;
+
+-- wt:bulkrate: a token bucket of 100 per day, burst 100.  A transaction
+-- enqueues 150 jobs of cost 1: 100 (the burst) are ready, 50 wait.  With a
+-- burst of 10 the first 64 would be ready: small batches are left alone.
+SELECT throttle_jobs.set_rate_limit('wt:bulkrate', 100, '1 day', burst => 100);
+SELECT count(*) FROM (SELECT pg_temp.wt_enqueue('wt_bulk', 'r' || n, NULL, 'wt:bulkrate')
+                      FROM generate_series(1, 150) n) s;
+SELECT count(*) FILTER (WHERE state = 'available') AS ready,
+       count(*) FILTER (WHERE state = 'throttled') AS waiting
+FROM throttle_jobs.jobs WHERE rate_limit_key = 'wt:bulkrate';
+-- The burst counts cost: of jobs of cost 30, three are ready (90), a fourth
+-- would make 120.
+SELECT throttle_jobs.set_rate_limit('wt:bulkcost', 1000, '1 day', burst => 100);
+SELECT count(*) FROM (SELECT pg_temp.wt_enqueue('wt_bulk', 'c' || n, NULL, 'wt:bulkcost', 0, 30)
+                      FROM generate_series(1, 6) n) s;
+SELECT string_agg(payload->>'n', ',' ORDER BY id) FILTER (WHERE state = 'available') AS ready,
+       string_agg(payload->>'n', ',' ORDER BY id) FILTER (WHERE state = 'throttled') AS waiting
+FROM throttle_jobs.jobs WHERE rate_limit_key = 'wt:bulkcost';
+
+------------------------------------------------------------------------------
 -- A dropped limit: its waiting jobs come back in bounded batches
 ------------------------------------------------------------------------------
 

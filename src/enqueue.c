@@ -293,7 +293,8 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 		tj_enqueue_waits(limits,
 						 job->concurrency_key ? text_to_cstring(job->concurrency_key) : NULL,
 						 job->rate_limit_key ? text_to_cstring(job->rate_limit_key) : NULL,
-						 GetCurrentTransactionStartTimestamp(), &blocked_key, &blocked_until))
+						 job->cost, GetCurrentTransactionStartTimestamp(),
+						 &blocked_key, &blocked_until))
 	{
 		values[10] = CStringGetTextDatum("throttled");
 		values[11] = CStringGetTextDatum(blocked_key);

@@ -17,10 +17,13 @@
  * many jobs as it can admit now (free slots of its cap, tokens of its
  * rate); the rest wait in its list.  So:
  *  - a reservation that finds a key blocked parks the key's ready jobs of
- *    its queue: few, by the invariant (a backlog enqueued while the key was
- *    open is parked once: each job is parked O(1) times, amortised);
+ *    its queue: few, by the invariant (jobs enqueued while the key was
+ *    open, at most its cap or burst, or ENQUEUE_READY_MIN, per enqueueing
+ *    transaction: each job is parked O(1) times, amortised);
  *  - an enqueue whose key is blocked, or already has waiting jobs (so that
- *    it does not jump the line), goes straight into the list;
+ *    it does not jump the line), goes straight into the list; so do the
+ *    jobs of one transaction beyond what the key admits at once (a backlog
+ *    enqueued in one batch never enters the ready set as a whole);
  *  - a release moves the best waiting jobs back to the ready set in
  *    admission-sized amounts: as many as the cap has free slots, as many as
  *    the rate has tokens now (tj_rate_try on a copy of the key's state),
@@ -90,6 +93,7 @@ PG_FUNCTION_INFO_V1(throttle_jobs_limit_changed);
 #define RELEASE_GRACE	((int64) 10 * USECS_PER_SEC)	/* a released job holds a slot */
 #define RELEASE_BATCH	64		/* waiting jobs read at a time */
 #define RELEASE_MAX		1000	/* jobs one look at a key releases at most */
+#define ENQUEUE_READY_MIN 64	/* a transaction may always make this many ready */
 #define NOTES_PER_LOOK	64		/* notes one reservation takes */
 #define DUE_PER_LOOK	4		/* due rate keys one reservation releases */
 #define DUE_FETCH		8		/* due rate keys it reads (some may be busy) */
@@ -327,34 +331,86 @@ result_strings(uint64 n)
  * for everything it parks.  A rolled-back subtransaction's notes are gone,
  * so the list is kept per subtransaction.
  */
-#define NOTED_MAX 8
-static LocalTransactionId noted_lxid = InvalidLocalTransactionId;
-static SubTransactionId noted_subxid = InvalidSubTransactionId;
-static int	noted_n = 0;
-static char noted[NOTED_MAX][TJ_MAX_KEY_LEN + 1];
+/*
+ * What this transaction's enqueues learnt of a key, so that a batch of a
+ * key's jobs costs O(1) statements per job (memo_get):
+ *  - waiting: the key has waiting jobs (found once, or this transaction put
+ *    one there): later jobs join the list behind them;
+ *  - ready: how much this transaction made ready (jobs for a cap, cost
+ *    units for a rate): no more than the key admits at once (its cap, its
+ *    burst), or ENQUEUE_READY_MIN if more, is made ready, the rest joins
+ *    the list: parking a backlog later would write every job twice and
+ *    leave a dead ready-index entry per job that every reservation walks
+ *    until vacuum;
+ *  - next_at: the rate key's stored next_at, read once;
+ *  - noted_subxid: the (sub)transaction that left a note for the key.
+ * A subtransaction rolled back leaves it too pessimistic, never wrong: a
+ * job that joins the list needlessly is noted, and released by the next
+ * reservation.  Keys longer than TJ_MAX_KEY_LEN have no memo.
+ */
+typedef struct EnqueueMemo
+{
+	char		key[TJ_MAX_KEY_LEN + 1];	/* the hash key */
+	bool		waiting_known;
+	bool		waiting;
+	bool		next_at_known;
+	TimestampTz next_at;
+	int64		ready;
+	SubTransactionId noted_subxid;
+} EnqueueMemo;
+
+static HTAB *memo_htab = NULL;	/* in TopTransactionContext */
+static LocalTransactionId memo_lxid = InvalidLocalTransactionId;
+
+static EnqueueMemo *
+memo_get(const char *key)
+{
+	EnqueueMemo *m;
+	bool		found;
+
+	if (strlen(key) > TJ_MAX_KEY_LEN)
+		return NULL;
+	if (memo_htab == NULL || memo_lxid != MyProc->lxid)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = TJ_MAX_KEY_LEN + 1;
+		ctl.entrysize = sizeof(EnqueueMemo);
+		ctl.hcxt = TopTransactionContext;
+		memo_htab = hash_create("throttle_jobs enqueue memo", 16, &ctl,
+								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		memo_lxid = MyProc->lxid;
+	}
+	m = hash_search(memo_htab, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		m->waiting_known = false;
+		m->waiting = false;
+		m->next_at_known = false;
+		m->next_at = 0;
+		m->ready = 0;
+		m->noted_subxid = InvalidSubTransactionId;
+	}
+	return m;
+}
 
 /*
  * Leaves a note (key_recheck) that the next reservation or maintain() is to
- * look at the key's waiting jobs; it commits with the caller's transaction.
+ * look at the key's waiting jobs; it commits with the caller's
+ * (sub)transaction.  Once per key and subtransaction.
  */
 static void
 note_key(const char *key)
 {
 	Datum		values[1];
+	EnqueueMemo *m = memo_get(key);
 
-	if (noted_lxid != MyProc->lxid || noted_subxid != GetCurrentSubTransactionId())
-	{
-		noted_lxid = MyProc->lxid;
-		noted_subxid = GetCurrentSubTransactionId();
-		noted_n = 0;
-	}
-	for (int i = 0; i < noted_n; i++)
-		if (strcmp(noted[i], key) == 0)
-			return;
+	if (m && m->noted_subxid == GetCurrentSubTransactionId())
+		return;
 	values[0] = CStringGetTextDatum(key);
 	tj_execute(&note_stmt, values, NULL, false, 0, SPI_OK_INSERT);
-	if (noted_n < NOTED_MAX && strlen(key) <= TJ_MAX_KEY_LEN)
-		strlcpy(noted[noted_n++], key, TJ_MAX_KEY_LEN + 1);
+	if (m)
+		m->noted_subxid = GetCurrentSubTransactionId();
 }
 
 /* The key's next_at as stored (0: none), read without its mutex. */
@@ -387,58 +443,23 @@ save_next_at(const char *key, TimestampTz next_at)
 /*
  * Whether the key has waiting jobs, for enqueue: looked up once per key and
  * transaction (a batch of jobs of one key probes the list once, however
- * many dead entries a long transaction leaves in it), and true once this
- * transaction has put a job of the key into its list.
+ * many dead entries a long transaction leaves in it).
  */
-#define WAITING_MEMO_MAX 8
-static LocalTransactionId memo_lxid = InvalidLocalTransactionId;
-static int	memo_n = 0;
-static struct
-{
-	char		key[TJ_MAX_KEY_LEN + 1];
-	bool		waiting;
-}			memo[WAITING_MEMO_MAX];
-
-static int
-memo_find(const char *key)
-{
-	if (memo_lxid != MyProc->lxid)
-	{
-		memo_lxid = MyProc->lxid;
-		memo_n = 0;
-	}
-	for (int i = 0; i < memo_n; i++)
-		if (strcmp(memo[i].key, key) == 0)
-			return i;
-	return -1;
-}
-
-static void
-memo_set(const char *key, bool waiting)
-{
-	int			i = memo_find(key);
-
-	if (i < 0 && memo_n < WAITING_MEMO_MAX && strlen(key) <= TJ_MAX_KEY_LEN)
-	{
-		i = memo_n++;
-		strlcpy(memo[i].key, key, TJ_MAX_KEY_LEN + 1);
-	}
-	if (i >= 0)
-		memo[i].waiting = waiting;
-}
-
 static bool
-has_waiting(const char *key)
+has_waiting(const char *key, EnqueueMemo *m)
 {
 	Datum		values[1];
-	int			i = memo_find(key);
 	bool		waiting;
 
-	if (i >= 0)
-		return memo[i].waiting;
+	if (m && m->waiting_known)
+		return m->waiting;
 	values[0] = CStringGetTextDatum(key);
 	waiting = tj_execute_latest(&has_waiting_stmt, values, NULL, SPI_OK_SELECT) > 0;
-	memo_set(key, waiting);
+	if (m)
+	{
+		m->waiting_known = true;
+		m->waiting = waiting;
+	}
 	return waiting;
 }
 
@@ -801,53 +822,96 @@ tj_park_oversized(int64 id, const char *key, int32 queue_id)
 
 /*
  * Whether a job about to be enqueued (ready now) should wait in a key's
- * list: its capped concurrency key is at its cap or has waiting jobs, or
- * its rate key has waiting jobs or refused an admission that is not due
- * yet.  Sets *blocked_key and, for a rate, *blocked_until, and notes the
- * key (see the file header): the state was read without the key's mutex,
- * and a slot freed before our commit must still reach the job.  (Ready
- * jobs of a key that is not at its cap stay ready: the reservation that
- * finds the cap reached parks the surplus, once.)  The caller must be
+ * list: its capped concurrency key has waiting jobs, is at its cap, or was
+ * given by this transaction as many ready jobs as its cap (or
+ * ENQUEUE_READY_MIN); or its rate key has waiting jobs, refused an
+ * admission that is not due yet, or was given by this transaction as much
+ * cost as it admits at once (its burst, or its rate per period, or
+ * ENQUEUE_READY_MIN; one job at least).  Sets *blocked_key and, for a
+ * rate, *blocked_until, and notes the key (see the file header): the state
+ * was read without the key's mutex, and a slot freed (or a token earned)
+ * before our commit must still reach the job.  The caller must be
  * connected to SPI.
  */
 bool
-tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey, TimestampTz now,
-				 const char **blocked_key, TimestampTz *blocked_until)
+tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey, int32 cost,
+				 TimestampTz now, const char **blocked_key, TimestampTz *blocked_until)
 {
+	TJKeyLimit *cl = NULL;
+	TJKeyLimit *rl = NULL;
+	EnqueueMemo *cm = NULL;
+	EnqueueMemo *rm = NULL;
+
 	*blocked_key = NULL;
 	*blocked_until = 0;
 	if (ckey)
 	{
-		TJKeyLimit *l = tj_key_limit(cache, ckey);
-
-		if (l->limited && l->max_running > 0 &&
-			(tj_count_running(ckey, l->max_running) >= l->max_running || has_waiting(ckey)))
+		cl = tj_key_limit(cache, ckey);
+		if (cl->limited && cl->max_running > 0)
 		{
-			*blocked_key = ckey;
-			note_key(ckey);
-			memo_set(ckey, true);
-			return true;
+			cm = memo_get(ckey);
+			if (has_waiting(ckey, cm) ||
+				(cm && cm->ready >= Max(cl->max_running, ENQUEUE_READY_MIN)) ||
+				tj_count_running(ckey, cl->max_running) >= cl->max_running)
+			{
+				*blocked_key = ckey;
+				goto wait;
+			}
 		}
+		else
+			cl = NULL;
 	}
 	if (rkey)
 	{
-		TJKeyLimit *l = tj_key_limit(cache, rkey);
-
-		if (l->limited && l->has_rate)
+		rl = tj_key_limit(cache, rkey);
+		if (rl->limited && rl->has_rate)
 		{
-			TimestampTz next_at = stored_next_at(rkey);
+			TimestampTz next_at;
+			int64		at_once = Max(rl->rate.burst > 0 ? rl->rate.burst : rl->rate.max,
+								  ENQUEUE_READY_MIN);
 
-			if (next_at > now || has_waiting(rkey))
+			rm = memo_get(rkey);
+			if (rm && rm->next_at_known)
+				next_at = rm->next_at;
+			else
+			{
+				next_at = stored_next_at(rkey);
+				if (rm)
+				{
+					rm->next_at_known = true;
+					rm->next_at = next_at;
+				}
+			}
+			if (next_at > now || has_waiting(rkey, rm) ||
+				(rm && rm->ready > 0 && rm->ready + cost > at_once))
 			{
 				*blocked_key = rkey;
 				*blocked_until = Max(next_at, now);
-				note_key(rkey);
-				memo_set(rkey, true);
-				return true;
+				goto wait;
 			}
 		}
+		else
+			rl = NULL;
 	}
+	/* ready: it takes a slot and some of the tokens */
+	if (cm)
+		cm->ready++;
+	if (rm)
+		rm->ready += cost;
 	return false;
+
+wait:
+	{
+		EnqueueMemo *m = (*blocked_key == ckey) ? cm : rm;
+
+		if (m)
+		{
+			m->waiting_known = true;
+			m->waiting = true;
+		}
+		note_key(*blocked_key);
+	}
+	return true;
 }
 
 /* Where the next maintain() sweep of this session resumes ("": the start) */

@@ -245,7 +245,7 @@ extern void tj_park_ready(const char *key, bool cap, TimestampTz until, int32 qu
 						  TimestampTz now);
 extern void tj_park_oversized(int64 id, const char *key, int32 queue_id);
 extern bool tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey,
-							 TimestampTz now, const char **blocked_key,
+							 int32 cost, TimestampTz now, const char **blocked_key,
 							 TimestampTz *blocked_until);
 extern int64 tj_release_throttled(TimestampTz now);
 
