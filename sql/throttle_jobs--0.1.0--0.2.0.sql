@@ -688,6 +688,7 @@ DECLARE
 	ahead bigint;
 	holders jsonb;
 	nholders bigint;
+	until timestamptz;
 BEGIN
 	IF id IS NULL THEN
 		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -755,6 +756,14 @@ BEGIN
 			END IF;
 		END IF;
 	END IF;
+	-- A rate wait: the key's own next time (key_rate_state.next_at, kept by
+	-- the releases) is later than the job's blocked_until when tokens ran
+	-- out again since the job was judged.
+	until := j.blocked_until;
+	IF j.state = 'throttled' AND j.blocked_until IS NOT NULL AND j.blocked_until < 'infinity' THEN
+		until := greatest(j.blocked_until,
+			(SELECT st.next_at FROM throttle_jobs.key_rate_state st WHERE st.key = j.blocked_key));
+	END IF;
 	IF j.state = 'throttled' AND j.blocked_until IS NOT NULL THEN
 		SELECT * INTO lim FROM throttle_jobs.key_limit l
 		WHERE throttle_jobs._key_matches(j.blocked_key, l.key) AND l.max_per_period IS NOT NULL
@@ -768,7 +777,7 @@ BEGIN
 				(SELECT pg_catalog.format(', adaptive: %s%% of the rate after errors', pg_catalog.round((st.factor * 100)::numeric))
 				 FROM throttle_jobs.key_rate_state st
 				 WHERE lim.adaptive AND st.key = j.blocked_key AND st.factor < 1),
-				j.blocked_until) END);
+				until) END);
 	ELSIF j.state = 'throttled' AND pg_catalog.jsonb_array_length(reasons) = 0 THEN
 		reasons := reasons || pg_catalog.jsonb_build_array(pg_catalog.format(
 			'throttled by key %s: waiting for a slot to free', j.blocked_key));
@@ -791,7 +800,7 @@ BEGIN
 		'state', CASE WHEN j.state = 'available' AND j.run_at > pg_catalog.now() THEN 'scheduled' ELSE j.state END,
 		'reasons', reasons, 'attempt', j.attempt, 'run_at', j.run_at, 'priority', j.priority,
 		'concurrency_key', j.concurrency_key, 'rate_limit_key', j.rate_limit_key,
-		'blocked_key', j.blocked_key, 'blocked_until', j.blocked_until);
+		'blocked_key', j.blocked_key, 'blocked_until', until);
 END
 $$;
 

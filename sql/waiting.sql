@@ -166,6 +166,12 @@ SELECT * FROM pg_temp.wt_reserve('wt_r') AS reserved;
 SELECT * FROM pg_temp.wt_state('wt:rate');
 SELECT round((extract(epoch FROM next_at - now()) / 3600)::numeric, 2) AS next_in_hours
 FROM throttle_jobs.key_rate_state WHERE key = 'wt:rate';
+-- The jobs still waiting were judged before (their blocked_until is the
+-- earlier time); explain_job gives the key's time, when it admits next.
+SELECT j.blocked_until < s.next_at AS row_is_older,
+       (throttle_jobs.explain_job(j.id)->>'blocked_until')::timestamptz = s.next_at AS explain_says_key_time
+FROM throttle_jobs.job j, throttle_jobs.key_rate_state s
+WHERE j.payload->>'n' = 'r7' AND s.key = 'wt:rate';
 -- A key whose waiting jobs lost their due time (next_at) is found by
 -- maintain()'s sweep, which releases what the tokens allow (none yet) and
 -- sets it again.
