@@ -18,7 +18,9 @@
  *    busy), so no two reservations can deadlock, whatever order they meet
  *    keys in.  Keys that share a hash merely skip each other more often.
  * A finishing job just stops counting.  Parking and releasing the jobs that
- * wait for a key live in parking.c.  try_acquire()/acquire() decide in a
+ * wait for a key live in parking.c.  A job whose cost exceeds its rate
+ * limit's capacity is refused at enqueue, and dead-lettered when a changed
+ * limit makes it so (tj_check_cost, tj_dead_letter_oversized).  try_acquire()/acquire() decide in a
  * subtransaction and roll it back when they refuse, so a refused caller
  * holds neither the mutex nor a rate state row (see acquire_once).
  *
@@ -338,7 +340,9 @@ static TJStatement lookup_limit_stmt = {
  * a limit set on the key itself, or else the longest template ("prefix*")
  * whose prefix the key starts with.  Read with the latest snapshot.  The lookup
  * probes the primary key with the key and each of its prefixes + '*', so
- * it costs O(key length) index probes however many limits exist.
+ * it costs O(key length) index probes however many limits exist.  With
+ * rate_limit_key, also returns the governing rate limit's own key (the key
+ * or a template; left alone when no rate governs), palloc'd.
  */
 static void
 lookup_limit(const char *key, TJKeyLimit *out, char **rate_limit_key)
