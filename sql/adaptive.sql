@@ -31,7 +31,8 @@ SELECT throttle_jobs.set_rate_limit('ad:x', 10, '1 hour', adaptive => true, min_
 \echo :LAST_ERROR_SQLSTATE
 SELECT throttle_jobs.set_rate_limit('ad:x', 10, '1 hour', adaptive => NULL);
 \echo :LAST_ERROR_SQLSTATE
-SELECT throttle_jobs.set_rate_limit('ad:x', 10, '1 hour', error_threshold => NULL);
+-- error_threshold without adaptive means nothing: refused (22023).
+SELECT throttle_jobs.set_rate_limit('ad:x', 10, '1 hour', error_threshold => 0.3);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS limits_made FROM throttle_jobs.limits WHERE key = 'ad:x';
 

@@ -1205,6 +1205,147 @@ COMMENT ON FUNCTION throttle_jobs._limit_changed(text, boolean) IS 'Internal: af
 -- Queue and limit options: refusals, exact adaptive factor, clearing options (issue 12)
 ------------------------------------------------------------------------------
 
+-- Costs that a rate limit never admits.  enqueue refuses them (22023); when
+-- a limit changes (set or dropped), _limit_changed moves the waiting jobs
+-- that the limit now governing them can never admit to the dead letters
+-- (src/limits.c).  It finds them through this index: jobs that cost more
+-- than 1, by rate key (cost and rate_limit_key never change, so lease and
+-- state updates stay HOT).
+CREATE INDEX job_costly_idx ON throttle_jobs.job (rate_limit_key)
+	WHERE cost OPERATOR(pg_catalog.>) 1;
+
+-- set_rate_limit: error_threshold and min_factor apply to adaptive limits
+-- only.  Their defaults become NULL ("not given": 0.5 and 0.1), so that
+-- passing one without adaptive => true is refused instead of ignored.
+CREATE OR REPLACE FUNCTION throttle_jobs.set_rate_limit(
+	key					text,
+	max_per_period		integer,
+	period				interval,
+	algorithm			text DEFAULT 'token_bucket',
+	burst				integer DEFAULT NULL,
+	adaptive			boolean DEFAULT false,
+	error_threshold		double precision DEFAULT NULL,
+	min_factor			double precision DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old throttle_jobs.key_limit;
+BEGIN
+	PERFORM throttle_jobs._check_limit_key(key);
+	IF max_per_period IS NULL OR period IS NULL OR algorithm IS NULL THEN
+		RAISE EXCEPTION '% must not be null',
+			CASE WHEN max_per_period IS NULL THEN 'max_per_period'
+				 WHEN period IS NULL THEN 'period' ELSE 'algorithm' END
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF max_per_period OPERATOR(pg_catalog.<) 1 THEN
+		RAISE EXCEPTION 'max_per_period must be at least 1, not %', max_per_period
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM throttle_jobs._check_interval(period, 'period', false);
+	IF algorithm OPERATOR(pg_catalog.<>) ALL (ARRAY['token_bucket', 'sliding_window', 'fixed_window']::pg_catalog.text[]) THEN
+		RAISE EXCEPTION 'unknown rate limit algorithm "%"', algorithm
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''token_bucket'', ''sliding_window'' or ''fixed_window''.';
+	END IF;
+	IF algorithm OPERATOR(pg_catalog.=) 'sliding_window' AND max_per_period OPERATOR(pg_catalog.>) 10000 THEN
+		RAISE EXCEPTION 'a sliding_window limit allows at most 10000 per period, not %', max_per_period
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It keeps a log of every admission in the window; use token_bucket or fixed_window for higher rates.';
+	END IF;
+	IF burst IS NOT NULL AND algorithm OPERATOR(pg_catalog.<>) 'token_bucket' THEN
+		RAISE EXCEPTION 'burst applies to token_bucket only, not to %', algorithm
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF burst OPERATOR(pg_catalog.<) 1 THEN
+		RAISE EXCEPTION 'burst must be at least 1, not %', burst
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF adaptive IS NULL THEN
+		RAISE EXCEPTION 'adaptive must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT adaptive AND (error_threshold IS NOT NULL OR min_factor IS NOT NULL) THEN
+		RAISE EXCEPTION '% applies to adaptive rate limits only',
+			CASE WHEN error_threshold IS NOT NULL THEN 'error_threshold' ELSE 'min_factor' END
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass adaptive => true, or leave error_threshold and min_factor out.';
+	END IF;
+	error_threshold := coalesce(error_threshold, 0.5);
+	min_factor := coalesce(min_factor, 0.1);
+	IF NOT (error_threshold OPERATOR(pg_catalog.>=) 0 AND error_threshold OPERATOR(pg_catalog.<) 1) THEN
+		RAISE EXCEPTION 'error_threshold must be at least 0 and below 1, not %', error_threshold
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT (min_factor OPERATOR(pg_catalog.>) 0 AND min_factor OPERATOR(pg_catalog.<=) 1) THEN
+		RAISE EXCEPTION 'min_factor must be above 0 and at most 1, not %', min_factor
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT l.* INTO old FROM throttle_jobs.key_limit l WHERE l.key OPERATOR(pg_catalog.=) set_rate_limit.key;
+	INSERT INTO throttle_jobs.key_limit AS l (key, max_per_period, period, algorithm, burst,
+		adaptive, error_threshold, min_factor)
+	VALUES (key, max_per_period, period, algorithm, burst, adaptive, error_threshold, min_factor)
+	ON CONFLICT ON CONSTRAINT key_limit_pkey
+	DO UPDATE SET max_per_period = EXCLUDED.max_per_period, period = EXCLUDED.period,
+				  algorithm = EXCLUDED.algorithm, burst = EXCLUDED.burst,
+				  adaptive = EXCLUDED.adaptive, error_threshold = EXCLUDED.error_threshold,
+				  min_factor = EXCLUDED.min_factor, updated_at = pg_catalog.now();
+	-- the same rate set again (a configuration push) keeps the state it has
+	PERFORM throttle_jobs._limit_changed(key,
+		(old.max_per_period, old.period, old.algorithm, old.burst)
+		IS DISTINCT FROM (max_per_period, period, algorithm, burst));
+END
+$$;
+
+-- reset_queue_options(queue, VARIADIC options): clears the options that
+-- alter_queue cannot (NULL there means "unchanged"): max_size (unbounded
+-- again) and handler (external workers take the jobs).  Manage, like
+-- alter_queue; clearing a handler makes nothing run as the owner, so it
+-- does not need the owner as setting one does.
+CREATE FUNCTION throttle_jobs._reset_queue_options(caller oid, queue text, options text[])
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
+	opt text;
+BEGIN
+	IF options IS NULL THEN
+		RAISE EXCEPTION 'options must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	FOREACH opt IN ARRAY options LOOP
+		IF opt IS NULL THEN
+			RAISE EXCEPTION 'option names must not be null' USING ERRCODE = 'null_value_not_allowed';
+		END IF;
+		IF opt OPERATOR(pg_catalog.<>) ALL (ARRAY['max_size', 'handler']::pg_catalog.text[]) THEN
+			RAISE EXCEPTION 'queue option "%" cannot be reset', opt
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'reset_queue_options() clears max_size and handler; alter_queue() sets the other options.';
+		END IF;
+	END LOOP;
+	UPDATE throttle_jobs.queue q SET
+		max_size = CASE WHEN 'max_size' OPERATOR(pg_catalog.=) ANY (options) THEN NULL ELSE q.max_size END,
+		handler = CASE WHEN 'handler' OPERATOR(pg_catalog.=) ANY (options) THEN NULL ELSE q.handler END
+	WHERE q.id OPERATOR(pg_catalog.=) qid;
+END
+$$;
+REVOKE ALL ON FUNCTION throttle_jobs._reset_queue_options(oid, text, text[]) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._reset_queue_options(oid, text, text[]) IS 'Internal: reset_queue_options on behalf of a given role.';
+
+CREATE FUNCTION throttle_jobs.reset_queue_options(queue text, VARIADIC options text[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.reset_queue_options(text, text[]) IS 'Clears queue options that alter_queue cannot (max_size, handler); for those who manage the queue.';
+REVOKE ALL ON FUNCTION throttle_jobs.reset_queue_options(text, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.reset_queue_options(text, text[])
+	TO throttle_jobs_admin, throttle_jobs_user;
+
 
 ------------------------------------------------------------------------------
 -- Handlers: stored by signature, search_path hints, hand-backs (issue 12)

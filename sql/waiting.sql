@@ -191,11 +191,19 @@ SELECT throttle_jobs.create_queue('wt_other');
 SELECT * FROM pg_temp.wt_reserve('wt_other') AS reserved_elsewhere;
 SELECT * FROM pg_temp.wt_state('wt:rate');
 
--- A job whose cost the rate never admits waits outside the list; a changed
--- limit sends it back to be judged again, and a bigger burst admits it.
+-- A job whose cost the rate never admits is refused at enqueue (22023).
+-- One admitted before its limit shrank comes back from a failed attempt
+-- too big: it waits outside the list; a changed limit sends it back to be
+-- judged again, and a bigger burst admits it.
 SELECT throttle_jobs.create_queue('wt_h');
 SELECT throttle_jobs.set_rate_limit('wt:huge', 3, '1 day');
 SELECT pg_temp.wt_enqueue('wt_h', 'r-huge', rkey => 'wt:huge', cost => 5);
+SELECT throttle_jobs.set_rate_limit('wt:huge', 3, '1 day', burst => 5);
+SELECT pg_temp.wt_enqueue('wt_h', 'r-huge', rkey => 'wt:huge', cost => 5);
+SELECT * FROM pg_temp.wt_reserve('wt_h') AS reserved;
+SELECT throttle_jobs.set_rate_limit('wt:huge', 3, '1 day');
+SELECT throttle_jobs.fail(j.id, j.lease_token, 'try again', retry_in => '0') AS failed
+FROM throttle_jobs.job j WHERE j.payload->>'n' = 'r-huge';
 SELECT count(*) AS reserved FROM pg_temp.wt_reserve('wt_h');
 SELECT state, blocked_until FROM throttle_jobs.jobs WHERE payload->>'n' = 'r-huge';
 SELECT throttle_jobs.set_rate_limit('wt:huge', 3, '1 day', burst => 5);

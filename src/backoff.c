@@ -3,7 +3,7 @@
  * backoff.c
  *		Capped exponential backoff with jitter, as a pure function.
  *
- *		delay = min(max, base * factor^(attempt - 1) * (1 + jitter * (2 * draw - 1)))
+ *		delay = min(max, min(max, base * factor^(attempt - 1)) * (1 + jitter * (2 * draw - 1)))
  *
  * The random draw is an argument so that tests can check exact values.
  *

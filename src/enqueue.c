@@ -248,6 +248,10 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 	const char *blocked_key = NULL;
 	TimestampTz blocked_until = 0;
 
+	/* a cost that the rate key's limit never admits would wait forever */
+	if (limits_exist && job->rate_limit_key && job->cost > 1)
+		tj_check_cost(limits, text_to_cstring(job->rate_limit_key), job->cost);
+
 	if (queue->max_size > 0 && queue_is_full(queue))
 	{
 		if (job->unique_key && find_unique(queue, job->unique_key, id))

@@ -18,7 +18,9 @@
  *    busy), so no two reservations can deadlock, whatever order they meet
  *    keys in.  Keys that share a hash merely skip each other more often.
  * A finishing job just stops counting.  Parking and releasing the jobs that
- * wait for a key live in parking.c.  try_acquire()/acquire() decide in a
+ * wait for a key live in parking.c.  A job whose cost exceeds its rate
+ * limit's capacity is refused at enqueue, and dead-lettered when a changed
+ * limit makes it so (tj_check_cost, tj_dead_letter_oversized).  try_acquire()/acquire() decide in a
  * subtransaction and roll it back when they refuse, so a refused caller
  * holds neither the mutex nor a rate state row (see acquire_once).
  *
@@ -211,12 +213,26 @@ tj_rate_algorithm(const char *name)
 }
 
 /*
+ * An adaptive factor is kept to four decimals: each step
+ * rounds, so that steps of 0.1 land on 0.8 exactly (the nearest double), and
+ * not on 0.7999999999999999, which floor() would turn into one admission
+ * fewer.  A stored factor written before 0.2.0 is rounded when read.
+ */
+#define FACTOR_SCALE	10000.0		/* four decimals */
+
+double
+tj_round_factor(double factor)
+{
+	return rint(factor * FACTOR_SCALE) / FACTOR_SCALE;
+}
+
+/*
  * Adaptive rate limits: the next factor from the outcomes of the key's jobs
  * since the last evaluation (one evaluation per period).  With at least
  * TJ_ADAPTIVE_MIN_SAMPLES outcomes and an error rate above the threshold,
  * the factor halves, down to min_factor; with an error rate at or below it
  * (and at least one outcome), it recovers by TJ_ADAPTIVE_STEP, up to 1.
- * Otherwise it stays.
+ * Otherwise it stays.  Every result is rounded (tj_round_factor).
  */
 double
 tj_adaptive_factor(double factor, int64 ok, int64 failed, double threshold,
@@ -224,14 +240,21 @@ tj_adaptive_factor(double factor, int64 ok, int64 failed, double threshold,
 {
 	int64		n = ok + failed;
 
+	factor = tj_round_factor(factor);
 	if (n >= TJ_ADAPTIVE_MIN_SAMPLES && (double) failed / (double) n > threshold)
-		return Max(min_factor, factor * TJ_ADAPTIVE_DECREASE);
+		return Max(min_factor, tj_round_factor(factor * TJ_ADAPTIVE_DECREASE));
 	if (n >= 1 && (double) failed / (double) n <= threshold)
-		return Min(1.0, factor + TJ_ADAPTIVE_STEP);
+		return Min(1.0, tj_round_factor(factor + TJ_ADAPTIVE_STEP));
 	return factor;
 }
 
-/* The limit scaled by an adaptive factor: never below one admission. */
+/*
+ * The limit scaled by an adaptive factor: never below one admission.  The
+ * factor has at most four decimals, so limit * factor is an integer or at
+ * least 0.0001 away from one: the small
+ * addend absorbs the rounding error of the product (60 * 0.8 may come out
+ * a hair below 48), and nothing else.
+ */
 static TJRateLimit
 scaled_limit(const TJRateLimit *limit, double factor)
 {
@@ -239,11 +262,24 @@ scaled_limit(const TJRateLimit *limit, double factor)
 
 	if (factor < 1.0)
 	{
-		scaled.max = Max(1, (int32) floor(limit->max * factor));
+		scaled.max = Max(1, (int32) floor(limit->max * factor + 1e-6));
 		if (limit->burst > 0)
-			scaled.burst = Max(1, (int32) floor(limit->burst * factor));
+			scaled.burst = Max(1, (int32) floor(limit->burst * factor + 1e-6));
 	}
 	return scaled;
+}
+
+/*
+ * The most cost units the limit admits at once at its full rate: a token
+ * bucket's capacity (burst, default max), a window's max.  A job that costs
+ * more can never start.
+ */
+int32
+tj_rate_capacity(const TJRateLimit *limit)
+{
+	if (limit->algorithm == TJ_TOKEN_BUCKET && limit->burst > 0)
+		return limit->burst;
+	return limit->max;
 }
 
 /*
@@ -288,7 +324,7 @@ static Oid	key_limit_relid(void);
  */
 static TJStatement lookup_limit_stmt = {
 	"SELECT c.max_running, r.max_per_period, r.period, r.algorithm, r.burst,"
-	"       r.adaptive, r.error_threshold, r.min_factor"
+	"       r.adaptive, r.error_threshold, r.min_factor, r.key"
 	"  FROM (SELECT 1) one"
 	"  LEFT JOIN LATERAL (SELECT l.max_running FROM throttle_jobs.key_limit l"
 	"        WHERE l.key = ANY ($1) AND l.max_running IS NOT NULL"
@@ -304,10 +340,12 @@ static TJStatement lookup_limit_stmt = {
  * a limit set on the key itself, or else the longest template ("prefix*")
  * whose prefix the key starts with.  Read with the latest snapshot.  The lookup
  * probes the primary key with the key and each of its prefixes + '*', so
- * it costs O(key length) index probes however many limits exist.
+ * it costs O(key length) index probes however many limits exist.  With
+ * rate_limit_key, also returns the governing rate limit's own key (the key
+ * or a template; left alone when no rate governs), palloc'd.
  */
 static void
-lookup_limit(const char *key, TJKeyLimit *out)
+lookup_limit(const char *key, TJKeyLimit *out, char **rate_limit_key)
 {
 	int			len = strlen(key);
 	Datum	   *probes = palloc(sizeof(Datum) * (len + 1));
@@ -343,6 +381,8 @@ lookup_limit(const char *key, TJKeyLimit *out)
 		out->adaptive = DatumGetBool(tj_get_datum(0, 6, &isnull));
 		out->error_threshold = DatumGetFloat8(tj_get_datum(0, 7, &isnull));
 		out->min_factor = DatumGetFloat8(tj_get_datum(0, 8, &isnull));
+		if (rate_limit_key)
+			*rate_limit_key = TextDatumGetCString(tj_get_datum(0, 9, &isnull));
 	}
 	out->limited = out->max_running > 0 || out->has_rate;
 	SPI_freetuptable(SPI_tuptable);
@@ -459,7 +499,7 @@ tj_key_limit(TJLimitCache *cache, const char *key)
 		out->key = pstrdup(key);
 		return out;
 	}
-	lookup_limit(key, out);
+	lookup_limit(key, out, NULL);
 	if (strlen(key) <= TJ_MAX_KEY_LEN)
 	{
 		if (hash_get_num_entries(limit_cache_table()) >= LIMIT_CACHE_MAX)
@@ -620,7 +660,7 @@ tj_load_rate(const char *key, const TJRateLimit *limit, TJRateState *state)
 		return;
 	state->tokens = DatumGetFloat8(tj_get_datum(0, 1, &isnull));
 	state->stamp = DatumGetTimestampTz(tj_get_datum(0, 2, &isnull));
-	state->factor = DatumGetFloat8(tj_get_datum(0, 5, &isnull));
+	state->factor = tj_round_factor(DatumGetFloat8(tj_get_datum(0, 5, &isnull)));
 	state->evaluated_at = DatumGetTimestampTz(tj_get_datum(0, 6, &isnull));
 	if (isnull)
 		state->evaluated_at = 0;
@@ -807,6 +847,154 @@ tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey, int32 cost,
 		tj_free_rate_state(&state);
 	}
 	return TJ_ADMIT_OK;
+}
+
+/* ---- costs a rate limit never admits ---- */
+
+/*
+ * Why a job of rate key `rkey` that costs `cost` can never start, or NULL
+ * when it can (no rate limit governs the key, or the cost fits its
+ * capacity at the full rate: a reduced adaptive rate recovers).  The text
+ * names the cost, the capacity and the governing limit's own key.
+ */
+static char *
+cost_refusal(TJLimitCache *cache, const char *rkey, int32 cost)
+{
+	TJKeyLimit *l = tj_key_limit(cache, rkey);
+	TJKeyLimit	governing;
+	char	   *limit_key = NULL;
+	int32		capacity;
+
+	if (!(l->limited && l->has_rate))
+		return NULL;
+	capacity = tj_rate_capacity(&l->rate);
+	if (cost <= capacity)
+		return NULL;
+	/* the same lookup (and rule) that found the limit, for its key */
+	lookup_limit(rkey, &governing, &limit_key);
+	if (l->rate.algorithm == TJ_TOKEN_BUCKET)
+		return psprintf("cost %d exceeds the burst %d of rate limit \"%s\"",
+						cost, capacity, limit_key ? limit_key : rkey);
+	return psprintf("cost %d exceeds the %d per period of rate limit \"%s\"",
+					cost, capacity, limit_key ? limit_key : rkey);
+}
+
+/*
+ * enqueue and enqueue_batch: refuses a job whose cost its rate key never
+ * admits (it would wait forever).  Connected to SPI.
+ */
+void
+tj_check_cost(TJLimitCache *cache, const char *rkey, int32 cost)
+{
+	char	   *refusal;
+
+	if (cost <= 1)
+		return;
+	refusal = cost_refusal(cache, rkey, cost);
+	if (refusal)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", refusal),
+				 errdetail("A job's cost is what its start takes of the rate of its rate_limit_key \"%s\"; this limit never admits that much at once.",
+						   rkey),
+				 errhint("Lower the job's cost, or raise the limit's burst (token_bucket) or max_per_period with throttle_jobs.set_rate_limit().")));
+}
+
+/*
+ * Waiting jobs (available or throttled: not running) whose rate key limit
+ * key $1 covers and whose cost is above 1 (job_costly_idx).  The limit that
+ * governs each one is looked up apart (the most specific governs).
+ */
+static TJStatement costly_stmt = {
+	"SELECT j.id, j.rate_limit_key, j.cost FROM throttle_jobs.job j"
+	" WHERE j.cost > 1 AND j.rate_limit_key IS NOT NULL"
+	"   AND throttle_jobs._key_matches(j.rate_limit_key, $1)"
+	"   AND j.state = ANY ('{available,throttled}'::pg_catalog.text[])"
+	" ORDER BY j.id",
+	1, {TEXTOID}
+};
+
+/*
+ * Moves waiting job $1 to the dead letters at $2 with error $3; its attempt
+ * is not counted.  A job that a reservation took meanwhile is left alone.
+ */
+static TJStatement cost_dead_stmt = {
+	"WITH d AS (DELETE FROM throttle_jobs.job j WHERE j.id = $1"
+	"   AND j.state = ANY ('{available,throttled}'::pg_catalog.text[])"
+	"  RETURNING j.*)"
+	" INSERT INTO throttle_jobs.job_dead (id, queue_id, priority, run_at, attempt, max_attempts,"
+	"  cost, enqueued_at, worker, concurrency_key, rate_limit_key, unique_key, died_at, reason,"
+	"  errors, payload)"
+	" SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
+	"  d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key, $2,"
+	"  'cost exceeds rate limit',"
+	"  d.errors OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
+	"   'attempt', d.attempt, 'at', $2, 'error', $3, 'worker', NULL::pg_catalog.text)),"
+	"  d.payload FROM d"
+	" RETURNING queue_id, run_at, attempt",
+	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}
+};
+
+/*
+ * After limit key `limit_key` changed (set or dropped): the waiting jobs of
+ * the keys it covers that the limit now governing them can never admit
+ * (their cost exceeds its capacity) move to the dead letters, the reason
+ * in their last error.  Returns how many.  Call it once key_limit holds the
+ * change and the cached limits are forgotten (tj_limits_changed).
+ * Connected to SPI.
+ */
+int64
+tj_dead_letter_oversized(const char *limit_key, TimestampTz now)
+{
+	TJLimitCache cache = {0};
+	Datum		values[3];
+	uint64		n;
+	int64	   *ids;
+	char	  **keys;
+	int32	   *costs;
+	int64		dead = 0;
+
+	values[0] = CStringGetTextDatum(limit_key);
+	n = tj_execute_latest(&costly_stmt, values, NULL, SPI_OK_SELECT);
+	if (n == 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
+		return 0;
+	}
+	ids = palloc(sizeof(int64) * n);
+	keys = palloc(sizeof(char *) * n);
+	costs = palloc(sizeof(int32) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(tj_get_datum(i, 1, &isnull));
+		keys[i] = TextDatumGetCString(tj_get_datum(i, 2, &isnull));
+		costs[i] = DatumGetInt32(tj_get_datum(i, 3, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *refusal = cost_refusal(&cache, keys[i], costs[i]);
+
+		if (refusal == NULL)
+			continue;
+		values[0] = Int64GetDatum(ids[i]);
+		values[1] = TimestampTzGetDatum(now);
+		values[2] = CStringGetTextDatum(refusal);
+		if (tj_execute_latest(&cost_dead_stmt, values, NULL, SPI_OK_INSERT_RETURNING) == 1)
+		{
+			bool		isnull;
+
+			tj_stats_dead_lettered_waiting(DatumGetInt32(tj_get_datum(0, 1, &isnull)),
+										   DatumGetTimestampTz(tj_get_datum(0, 2, &isnull)),
+										   DatumGetInt32(tj_get_datum(0, 3, &isnull)));
+			dead++;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	return dead;
 }
 
 /* ---- try_acquire / acquire ---- */

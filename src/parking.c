@@ -1048,6 +1048,7 @@ throttle_jobs_limit_changed(PG_FUNCTION_ARGS)
 		tj_execute(&reset_rate_stmt, values, NULL, false, 0, SPI_OK_DELETE);
 		tj_execute(&reset_outcomes_stmt, values, NULL, false, 0, SPI_OK_DELETE);
 	}
+	(void) tj_dead_letter_oversized(text_to_cstring(PG_GETARG_TEXT_PP(0)), now);
 	tj_execute(&release_oversized_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
 	n = tj_execute_latest(&covered_keys_stmt, values, NULL, SPI_OK_SELECT);
 	keys = result_strings(n);

@@ -581,6 +581,21 @@ tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt)
 	pending_future(queue_id, run_at, attempt > 0 ? F_RETRYING : F_SCHEDULED, 1);
 }
 
+/* A waiting job (not running) went to the dead letters without an attempt */
+void
+tj_stats_dead_lettered_waiting(int32 queue_id, TimestampTz run_at, int32 attempt)
+{
+	PendingQueue *p;
+
+	if (tj_stats == NULL)
+		return;
+	p = pending_queue(queue_id);
+	p->events[TJ_EV_DEAD_LETTERED]++;
+	p->gauges[G_WAITING]--;
+	p->gauges[G_DEAD]++;
+	pending_future(queue_id, run_at, attempt > 0 ? F_RETRYING : F_SCHEDULED, -1);
+}
+
 void
 tj_stats_dead_removed(int32 queue_id, int64 n)
 {

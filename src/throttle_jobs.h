@@ -223,6 +223,10 @@ extern bool tj_rate_try(const TJKeyLimit *l, TJRateState *state, TimestampTz now
 extern int	tj_rate_algorithm(const char *name);
 extern double tj_adaptive_factor(double factor, int64 ok, int64 failed,
 								 double threshold, double min_factor);
+extern double tj_round_factor(double factor);
+extern int32 tj_rate_capacity(const TJRateLimit *limit);
+extern void tj_check_cost(TJLimitCache *cache, const char *rkey, int32 cost);
+extern int64 tj_dead_letter_oversized(const char *limit_key, TimestampTz now);
 extern void tj_record_outcome(const char *rkey, bool failed, TimestampTz now);
 extern TJKeyLimit *tj_key_limit(TJLimitCache *cache, const char *key);
 extern bool tj_limits_exist(void);
@@ -300,6 +304,7 @@ extern void tj_stats_completed(int32 queue_id, TimestampTz reserved_at, Timestam
 extern void tj_stats_failed(int32 queue_id, bool dead, TimestampTz run_at);
 extern void tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt);
 extern void tj_stats_dead_removed(int32 queue_id, int64 n);
+extern void tj_stats_dead_lettered_waiting(int32 queue_id, TimestampTz run_at, int32 attempt);
 extern char *tj_stats_maintain(TimestampTz now);
 
 #endif							/* THROTTLE_JOBS_H */

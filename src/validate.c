@@ -11,6 +11,7 @@
 
 #include <math.h>
 
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -215,6 +216,48 @@ throttle_jobs_check_interval(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+static TJStatement queue_backoff_stmt = {
+	"SELECT q.backoff_base, q.backoff_max FROM throttle_jobs.queue q WHERE q.name = $1",
+	1, {TEXTOID}
+};
+
+/*
+ * backoff_base may not be above backoff_max: the cap would make the base
+ * meaningless.  Either may be NULL (alter_queue: unchanged), and is then
+ * the queue's current value; a queue that does not exist is checked later.
+ */
+static void
+check_backoff_order(text *name, Interval *base, Interval *max)
+{
+	if (base == NULL && max == NULL)
+		return;
+	if (base == NULL || max == NULL)
+	{
+		Datum		values[1];
+		bool		isnull;
+
+		values[0] = PointerGetDatum(name);
+		SPI_connect();
+		if (tj_execute(&queue_backoff_stmt, values, NULL, true, 1, SPI_OK_SELECT) == 1)
+		{
+			if (base == NULL)
+				base = DatumGetIntervalP(tj_get_datum_copy(0, 1, &isnull));
+			else
+				max = DatumGetIntervalP(tj_get_datum_copy(0, 2, &isnull));
+		}
+		SPI_finish();
+		if (base == NULL || max == NULL)
+			return;
+	}
+	if (tj_interval_usecs(base) > tj_interval_usecs(max))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("backoff_base \"%s\" is above backoff_max \"%s\"",
+						interval_text(base), interval_text(max)),
+				 errdetail("Retry delays are capped at backoff_max, so every delay would be backoff_max."),
+				 errhint("Lower backoff_base or raise backoff_max (alter_queue checks the queue's resulting values).")));
+}
+
 /*
  * Checks the options of create_queue/alter_queue (argument 0 says which):
  * NULL means "not given"; when creating, only max_size (and the handler,
@@ -269,5 +312,8 @@ throttle_jobs_check_queue_options(PG_FUNCTION_ARGS)
 		tj_check_interval(PG_GETARG_INTERVAL_P(11), "retain_dead", true);
 	if (!PG_ARGISNULL(12))
 		check_choice("fairness", text_to_cstring(PG_GETARG_TEXT_PP(12)), "fifo", "round_robin");
+	check_backoff_order(PG_GETARG_TEXT_PP(1),
+						PG_ARGISNULL(5) ? NULL : PG_GETARG_INTERVAL_P(5),
+						PG_ARGISNULL(7) ? NULL : PG_GETARG_INTERVAL_P(7));
 	PG_RETURN_VOID();
 }
