@@ -166,10 +166,12 @@ SELECT * FROM pg_temp.wt_reserve('wt_r') AS reserved;
 SELECT * FROM pg_temp.wt_state('wt:rate');
 SELECT round((extract(epoch FROM next_at - now()) / 3600)::numeric, 2) AS next_in_hours
 FROM throttle_jobs.key_rate_state WHERE key = 'wt:rate';
--- The jobs still waiting were judged before (their blocked_until is the
--- earlier time); explain_job gives the key's time, when it admits next.
-SELECT j.blocked_until < s.next_at AS row_is_older,
-       (throttle_jobs.explain_job(j.id)->>'blocked_until')::timestamptz = s.next_at AS explain_says_key_time
+-- A waiting job judged when the key was due sooner (simulated: its
+-- blocked_until an hour ahead): explain_job gives the key's time, when it
+-- admits next, not the job's older one.
+UPDATE throttle_jobs.job SET blocked_until = now() + interval '1 hour' WHERE payload->>'n' = 'r7';
+SELECT (throttle_jobs.explain_job(j.id)->>'blocked_until')::timestamptz = s.next_at AS explain_says_key_time,
+       round((extract(epoch FROM (throttle_jobs.explain_job(j.id)->>'blocked_until')::timestamptz - now()) / 3600)::numeric, 2) AS in_hours
 FROM throttle_jobs.job j, throttle_jobs.key_rate_state s
 WHERE j.payload->>'n' = 'r7' AND s.key = 'wt:rate';
 -- A key whose waiting jobs lost their due time (next_at) is found by
@@ -193,8 +195,8 @@ SELECT * FROM pg_temp.wt_state('wt:rate');
 
 -- A job whose cost the rate never admits is refused at enqueue (22023).
 -- One admitted before its limit shrank comes back from a failed attempt
--- too big: it waits outside the list; a changed limit sends it back to be
--- judged again, and a bigger burst admits it.
+-- too big: the reservation that meets it moves it to the dead letters,
+-- with the reason in its last error (it would wait forever otherwise).
 SELECT throttle_jobs.create_queue('wt_h');
 SELECT throttle_jobs.set_rate_limit('wt:huge', 3, '1 day');
 SELECT pg_temp.wt_enqueue('wt_h', 'r-huge', rkey => 'wt:huge', cost => 5);
@@ -205,10 +207,8 @@ SELECT throttle_jobs.set_rate_limit('wt:huge', 3, '1 day');
 SELECT throttle_jobs.fail(j.id, j.lease_token, 'try again', retry_in => '0') AS failed
 FROM throttle_jobs.job j WHERE j.payload->>'n' = 'r-huge';
 SELECT count(*) AS reserved FROM pg_temp.wt_reserve('wt_h');
-SELECT state, blocked_until FROM throttle_jobs.jobs WHERE payload->>'n' = 'r-huge';
-SELECT throttle_jobs.set_rate_limit('wt:huge', 3, '1 day', burst => 5);
-SELECT state, blocked_until FROM throttle_jobs.jobs WHERE payload->>'n' = 'r-huge';
-SELECT * FROM pg_temp.wt_reserve('wt_h') AS reserved;
+SELECT count(*) AS live FROM throttle_jobs.jobs WHERE payload->>'n' = 'r-huge';
+SELECT reason, last_error, attempt FROM throttle_jobs.dead_letters WHERE payload->>'n' = 'r-huge';
 
 ------------------------------------------------------------------------------
 -- Enqueue: straight into the list, with a note for the next reservation

@@ -975,25 +975,40 @@ tj_dead_letter_oversized(const char *limit_key, TimestampTz now)
 	SPI_freetuptable(SPI_tuptable);
 
 	for (uint64 i = 0; i < n; i++)
-	{
-		char	   *refusal = cost_refusal(&cache, keys[i], costs[i]);
-
-		if (refusal == NULL)
-			continue;
-		values[0] = Int64GetDatum(ids[i]);
-		values[1] = TimestampTzGetDatum(now);
-		values[2] = CStringGetTextDatum(refusal);
-		if (tj_execute_latest(&cost_dead_stmt, values, NULL, SPI_OK_INSERT_RETURNING) == 1)
-		{
-			bool		isnull;
-
-			tj_stats_dead_lettered_waiting(DatumGetInt32(tj_get_datum(0, 1, &isnull)),
-										   DatumGetTimestampTz(tj_get_datum(0, 2, &isnull)),
-										   DatumGetInt32(tj_get_datum(0, 3, &isnull)));
+		if (tj_dead_letter_if_oversized(&cache, ids[i], keys[i], costs[i], now))
 			dead++;
-		}
-		SPI_freetuptable(SPI_tuptable);
+	return dead;
+}
+
+/*
+ * Moves waiting job `id` (rate key `rkey`, cost `cost`) to the dead letters
+ * if the limit governing its rate key never admits its cost; returns
+ * whether it did (false also for a job a reservation took meanwhile).
+ * Connected to SPI.
+ */
+bool
+tj_dead_letter_if_oversized(TJLimitCache *cache, int64 id, const char *rkey, int32 cost,
+							TimestampTz now)
+{
+	char	   *refusal = cost_refusal(cache, rkey, cost);
+	Datum		values[3];
+	bool		dead = false;
+
+	if (refusal == NULL)
+		return false;
+	values[0] = Int64GetDatum(id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum(refusal);
+	if (tj_execute_latest(&cost_dead_stmt, values, NULL, SPI_OK_INSERT_RETURNING) == 1)
+	{
+		bool		isnull;
+
+		tj_stats_dead_lettered_waiting(DatumGetInt32(tj_get_datum(0, 1, &isnull)),
+									   DatumGetTimestampTz(tj_get_datum(0, 2, &isnull)),
+									   DatumGetInt32(tj_get_datum(0, 3, &isnull)));
+		dead = true;
 	}
+	SPI_freetuptable(SPI_tuptable);
 	return dead;
 }
 

@@ -324,8 +324,13 @@ judge(LimitedCall *call, Candidate *batch, uint64 n)
 		}
 		else if (r == TJ_ADMIT_RATE && blocked_until == DT_NOEND)
 		{
-			/* only this job is too big for its key: the others may pass */
-			tj_park_oversized(c->id, blocked_key, call->queue->id);
+			/*
+			 * Only this job is too big for its key (it was enqueued, or
+			 * running, before its limit shrank): the others may pass.  It
+			 * goes to the dead letters, as the limit change sent the others.
+			 */
+			if (!tj_dead_letter_if_oversized(&call->cache, c->id, blocked_key, c->cost, call->now))
+				tj_park_oversized(c->id, blocked_key, call->queue->id);
 		}
 		else
 		{

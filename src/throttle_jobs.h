@@ -227,6 +227,8 @@ extern double tj_round_factor(double factor);
 extern int32 tj_rate_capacity(const TJRateLimit *limit);
 extern void tj_check_cost(TJLimitCache *cache, const char *rkey, int32 cost);
 extern int64 tj_dead_letter_oversized(const char *limit_key, TimestampTz now);
+extern bool tj_dead_letter_if_oversized(TJLimitCache *cache, int64 id, const char *rkey,
+										int32 cost, TimestampTz now);
 extern void tj_record_outcome(const char *rkey, bool failed, TimestampTz now);
 extern TJKeyLimit *tj_key_limit(TJLimitCache *cache, const char *key);
 extern bool tj_limits_exist(void);
