@@ -91,6 +91,7 @@
 #include "throttle_jobs.h"
 
 PG_FUNCTION_INFO_V1(throttle_jobs_run_jobs);
+PG_FUNCTION_INFO_V1(throttle_jobs_handler_signature);
 
 #define TICK_MS 100
 
@@ -104,6 +105,13 @@ PG_FUNCTION_INFO_V1(throttle_jobs_run_jobs);
  */
 #define HARD_GRACE_MS 1000
 
+/*
+ * Given with a handler's error of class 42 (undefined table, function,
+ * column, ...) when the handler has no search_path of its own.
+ */
+#define HANDLER_PATH_HINT \
+	"Handlers run with search_path = pg_catalog, pg_temp: schema-qualify the names the handler uses, or give it its own (ALTER FUNCTION ... SET search_path = <its schemas>, pg_temp)."
+
 #define CANCEL_DEADLINE 1
 #define CANCEL_SHUTDOWN 2
 
@@ -112,7 +120,10 @@ typedef struct HandlerJob
 	int64		id;
 	Datum		lease_token;	/* uuid */
 	char	   *queue;
-	Oid			handler;
+	char	   *signature;		/* queue.handler: schema.name(pg_catalog.jsonb) */
+	Oid			handler_owner;	/* queue.handler_owner; InvalidOid under 0.1.0 */
+	Oid			handler;		/* the signature resolved (handler_refusal) */
+	bool		own_path;		/* the handler sets its own search_path */
 	Oid			owner;
 	int64		timeout_ms;		/* the queue's lease */
 	Datum		payload;		/* jsonb */
@@ -130,18 +141,29 @@ static TimeoutId tick_timeout = MAX_TIMEOUTS;
 static const HandlerJob *current_job = NULL;	/* the job in hand, for the exit log */
 static uint32 next_queue = 0;
 
-/* Operators are written OPERATOR(pg_catalog.x): see the file header of worker.c. */
+/*
+ * Operators are written OPERATOR(pg_catalog.x): see the file header of
+ * worker.c.  queue.handler is text since 0.2.0 (a regprocedure under 0.1.0,
+ * whose text form, under our pinned search_path, names the same function).
+ */
+#define PICK_SQL(handler_owner) \
+	"SELECT q.name, q.handler::pg_catalog.text, q.owner::pg_catalog.oid, q.lease, " handler_owner \
+	"  FROM throttle_jobs.queue q" \
+	" WHERE q.handler IS NOT NULL AND NOT q.paused" \
+	"   AND ($1::pg_catalog.text IS NULL OR q.name OPERATOR(pg_catalog.=) $1::pg_catalog.text)" \
+	"   AND EXISTS (SELECT FROM throttle_jobs.job j" \
+	"                WHERE j.queue_id OPERATOR(pg_catalog.=) q.id" \
+	"                  AND j.state OPERATOR(pg_catalog.=) 'available'::pg_catalog.text" \
+	"                  AND j.run_at OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp())" \
+	" ORDER BY q.id"
+
 static TJStatement pick_stmt = {
-	"SELECT q.name, q.handler::pg_catalog.oid, q.owner::pg_catalog.oid, q.lease"
-	"  FROM throttle_jobs.queue q"
-	" WHERE q.handler IS NOT NULL AND NOT q.paused"
-	"   AND ($1::pg_catalog.text IS NULL OR q.name OPERATOR(pg_catalog.=) $1::pg_catalog.text)"
-	"   AND EXISTS (SELECT FROM throttle_jobs.job j"
-	"                WHERE j.queue_id OPERATOR(pg_catalog.=) q.id"
-	"                  AND j.state OPERATOR(pg_catalog.=) 'available'::pg_catalog.text"
-	"                  AND j.run_at OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp())"
-	" ORDER BY q.id",
-	1, {TEXTOID}
+	PICK_SQL("q.handler_owner::pg_catalog.oid"), 1, {TEXTOID}
+};
+
+/* pick_stmt on a database still at 0.1.0 (no queue.handler_owner) */
+static TJStatement pick_010_stmt = {
+	PICK_SQL("NULL::pg_catalog.oid"), 1, {TEXTOID}
 };
 
 static TJStatement reserve_stmt = {
@@ -295,6 +317,25 @@ end_xact(MemoryContext cxt)
 }
 
 /*
+ * The 0.2.0 library on a database still at 0.1.0: queue.handler_owner does
+ * not exist yet (see tj_schema_has_released_at).
+ */
+static bool
+schema_has_handler_owner(void)
+{
+	static bool seen = false;
+	Oid			nsp;
+	Oid			queue;
+
+	if (seen)
+		return true;
+	nsp = get_namespace_oid("throttle_jobs", true);
+	queue = OidIsValid(nsp) ? get_relname_relid("queue", nsp) : InvalidOid;
+	seen = OidIsValid(queue) && get_attnum(queue, "handler_owner") != InvalidAttrNumber;
+	return seen;
+}
+
+/*
  * Reserves one job of a handler queue (only_queue, or any in turn) for
  * `worker`, copying it into cxt.  Runs in the current transaction.
  */
@@ -314,7 +355,8 @@ reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
 		values[0] = CStringGetTextDatum(only_queue);
 	else
 		nulls[0] = 'n';
-	nqueues = tj_execute(&pick_stmt, values, nulls, false, 0, SPI_OK_SELECT);
+	nqueues = tj_execute(schema_has_handler_owner() ? &pick_stmt : &pick_010_stmt,
+						 values, nulls, false, 0, SPI_OK_SELECT);
 	queues = SPI_tuptable;
 	for (uint64 i = 0; i < nqueues && !found; i++)
 	{
@@ -337,9 +379,14 @@ reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
 		job->lease_token = datumCopy(tj_get_datum(0, 2, &isnull), false, 16);
 		job->payload = datumCopy(tj_get_datum(0, 3, &isnull), false, -1);
 		job->queue = TextDatumGetCString(name);
-		job->handler = DatumGetObjectId(SPI_getbinval(q, qdesc, 2, &isnull));
+		job->signature = TextDatumGetCString(SPI_getbinval(q, qdesc, 2, &isnull));
 		job->owner = DatumGetObjectId(SPI_getbinval(q, qdesc, 3, &isnull));
 		job->timeout_ms = tj_interval_usecs(DatumGetIntervalP(SPI_getbinval(q, qdesc, 4, &isnull))) / 1000;
+		job->handler_owner = DatumGetObjectId(SPI_getbinval(q, qdesc, 5, &isnull));
+		if (isnull)
+			job->handler_owner = InvalidOid;
+		job->handler = InvalidOid;
+		job->own_path = false;
 	}
 	SPI_finish();
 	MemoryContextSwitchTo(cxt);
@@ -347,19 +394,110 @@ reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
 }
 
 /*
- * Why the handler may not run now, or NULL.  Handlers are re-checked at
- * every run: the owner may have been dropped, lost EXECUTE, or become a
- * superuser since the queue was set up.
+ * Whether a handler's names are its own business: it sets search_path
+ * itself (proconfig), has a SQL-standard body (bound when it was created),
+ * or is written in C.  Otherwise it runs with our pinned search_path =
+ * pg_catalog, pg_temp, and its unqualified names are not found.
+ */
+static bool
+handler_sets_search_path(HeapTuple tup)
+{
+	Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+	bool		isnull;
+	Datum		config;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (proc->prolang == ClanguageId || proc->prolang == INTERNALlanguageId)
+		return true;
+	(void) SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosqlbody, &isnull);
+	if (!isnull)
+		return true;
+	config = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_proconfig, &isnull);
+	if (isnull)
+		return false;
+	deconstruct_array(DatumGetArrayTypeP(config), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i] && strncmp(TextDatumGetCString(elems[i]), "search_path=", 12) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The function that a stored signature names now, or InvalidOid.  The
+ * signature is qualified (schema and argument type), so no search_path
+ * takes part; regprocedurein runs in an internal subtransaction, and any
+ * error (no such function, schema or type, a malformed text) means that
+ * the handler does not resolve.  A bare number (what 0.1.0 left of a
+ * handler dropped before the update) resolves to nothing.
+ */
+static Oid
+resolve_handler(const char *signature)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile Oid fn = InvalidOid;
+
+	if (signature[strspn(signature, "0123456789")] == '\0')
+		return InvalidOid;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein, CStringGetDatum(signature)));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		(void) tj_catch_in_subxact(cxt, owner);
+		fn = InvalidOid;
+	}
+	PG_END_TRY();
+	return fn;
+}
+
+/*
+ * Resolves job->signature into job->handler and checks it; returns why the
+ * handler may not run now, or NULL.  Handlers are re-checked at every run:
+ * the function may have been dropped (or replaced by another role's), the
+ * owner dropped, lost EXECUTE, or become a superuser since the queue was
+ * set up.
  */
 static char *
-handler_refusal(const HandlerJob *job)
+handler_refusal(HandlerJob *job)
 {
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	Oid			proowner;
+	bool		shape_ok;
+
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->owner)))
 		return psprintf("the owner (role %u) of queue \"%s\" no longer exists",
 						job->owner, job->queue);
-	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(job->handler)))
-		return psprintf("the handler (function %u) of queue \"%s\" no longer exists",
-						job->handler, job->queue);
+	job->handler = resolve_handler(job->signature);
+	tup = OidIsValid(job->handler) ? SearchSysCache1(PROCOID, ObjectIdGetDatum(job->handler)) : NULL;
+	if (!HeapTupleIsValid(tup))
+		return psprintf("handler %s of queue \"%s\" does not exist (SQLSTATE 42883): it was dropped or renamed; set it again with alter_queue()",
+						job->signature, job->queue);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	proowner = proc->proowner;
+	shape_ok = proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
+		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE);
+	job->own_path = handler_sets_search_path(tup);
+	ReleaseSysCache(tup);
+	if (!shape_ok)
+		return psprintf("handler %s of queue \"%s\" is no longer a function or procedure taking one jsonb argument (SQLSTATE 42883)",
+						job->signature, job->queue);
+	if (OidIsValid(job->handler_owner) && proowner != job->handler_owner)
+		return psprintf("handler %s of queue \"%s\" changed: it is owned by role \"%s\", not by the role that owned it when it was set (%s) (SQLSTATE 42883); set it again with alter_queue()",
+						job->signature, job->queue, GetUserNameFromId(proowner, false),
+						SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->handler_owner))
+						? GetUserNameFromId(job->handler_owner, false)
+						: psprintf("role %u", job->handler_owner));
 	if (superuser_arg(job->owner) && !tj_allow_superuser_handlers)
 		return psprintf("queue \"%s\" is owned by superuser \"%s\", and throttle_jobs.allow_superuser_handlers is off",
 						job->queue, GetUserNameFromId(job->owner, false));
@@ -773,12 +911,19 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 									  (long long) job.timeout_ms), false);
 	else
 	{
+		/* the search_path trap: a name the pinned path does not find */
+		bool		path_hint = !job.own_path &&
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION &&
+			edata->sqlerrcode != ERRCODE_INSUFFICIENT_PRIVILEGE;
+
 		if (own_transactions)
 			ereport(LOG,
 					(errmsg("throttle_jobs: handler of job %lld in queue \"%s\" failed: %s",
-							(long long) job.id, job.queue, edata->message)));
-		record_failure(&job, psprintf("%s (SQLSTATE %s)", edata->message,
-									  unpack_sql_state(edata->sqlerrcode)), false);
+							(long long) job.id, job.queue, edata->message),
+					 path_hint ? errhint(HANDLER_PATH_HINT) : 0));
+		record_failure(&job, psprintf("%s (SQLSTATE %s)%s", edata->message,
+									  unpack_sql_state(edata->sqlerrcode),
+									  path_hint ? " HINT: " HANDLER_PATH_HINT : ""), false);
 	}
 	if (own_transactions)
 		end_xact(cxt);
@@ -987,4 +1132,15 @@ throttle_jobs_run_jobs(PG_FUNCTION_ARGS)
 	}
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	PG_RETURN_INT32(n);
+}
+
+/*
+ * _handler_signature(regprocedure) returns text: the qualified signature
+ * that queue.handler stores (schema.name(pg_catalog.jsonb)); for an OID
+ * that names no function, the number.
+ */
+Datum
+throttle_jobs_handler_signature(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(format_procedure_qualified(PG_GETARG_OID(0))));
 }
