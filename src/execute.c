@@ -182,6 +182,40 @@ static TJStatement fail_stmt = {
 	3, {INT8OID, UUIDOID, TEXTOID}
 };
 
+/*
+ * How many times a job may be handed back at shutdown without counting the
+ * attempt.  A handler whose run makes its executor receive SIGTERM (it
+ * terminates its own backend, or an outside watchdog terminates every
+ * long-running one) would otherwise be handed back, and started again by
+ * the next executor, for ever; from the (HAND_BACK_MAX + 1)th shutdown on,
+ * an interrupted run fails its attempt (backoff, then the dead letters).
+ * Each hand-back is noted in the job's errors (with "handed_back": true).
+ */
+#define HAND_BACK_MAX 3
+
+/* How many times a job in hand was handed back before */
+static TJStatement hand_backs_stmt = {
+	"SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_array_elements(j.errors) e(v)"
+	"         WHERE e.v OPERATOR(pg_catalog.?) 'handed_back'::pg_catalog.text)"
+	"  FROM throttle_jobs.job j"
+	" WHERE j.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
+	"   AND j.lease_token OPERATOR(pg_catalog.=) $2::pg_catalog.uuid"
+	"   AND j.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text",
+	2, {INT8OID, UUIDOID}
+};
+
+/* Notes a hand-back in the job's errors (the attempt is not counted) */
+static TJStatement hand_back_note_stmt = {
+	"UPDATE throttle_jobs.job j"
+	"   SET errors = j.errors OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
+	"         'attempt', j.attempt, 'at', $3::pg_catalog.timestamptz, 'error', $4::pg_catalog.text,"
+	"         'worker', j.worker, 'handed_back', true))"
+	" WHERE j.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
+	"   AND j.lease_token OPERATOR(pg_catalog.=) $2::pg_catalog.uuid"
+	"   AND j.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text",
+	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, TEXTOID}
+};
+
 /* Hands a job back without counting the attempt */
 static TJStatement hand_back_stmt = {
 	"SELECT throttle_jobs.snooze($1::pg_catalog.int8, $2::pg_catalog.uuid, '0 s'::pg_catalog.interval)",
@@ -600,16 +634,41 @@ run_and_complete(const HandlerJob *job, bool own_transactions)
 	SPI_finish();
 }
 
-/* Records the outcome of a job whose handler did not complete it. */
+/*
+ * Records the outcome of a job whose handler did not complete it: a failed
+ * attempt, or (hand_back, at shutdown) the job handed back without counting
+ * the attempt, at most HAND_BACK_MAX times per job.
+ */
 static void
 record_failure(const HandlerJob *job, const char *error, bool hand_back)
 {
-	Datum		values[3];
+	Datum		values[4];
 
 	values[0] = Int64GetDatum(job->id);
 	values[1] = job->lease_token;
-	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	SPI_connect();
+	if (hand_back)
+	{
+		bool		isnull;
+		int64		before = 0;
+
+		if (tj_execute(&hand_backs_stmt, values, NULL, false, 0, SPI_OK_SELECT) > 0)
+			before = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+		if (before >= HAND_BACK_MAX)
+		{
+			error = psprintf("the run was interrupted by a shutdown of its worker (SIGTERM) after %lld hand-backs; counted as a failed attempt (a handler whose run ends its worker, or a watchdog that terminates it, would otherwise start again for ever)",
+							 (long long) before);
+			hand_back = false;
+		}
+		else
+		{
+			values[2] = TimestampTzGetDatum(GetCurrentTimestamp());
+			values[3] = CStringGetTextDatum(psprintf("handed back: its worker was shut down (SIGTERM) and the handler did not finish within throttle_jobs.shutdown_grace (hand-back %lld of %d that do not count the attempt)",
+													 (long long) before + 1, HAND_BACK_MAX));
+			tj_execute(&hand_back_note_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
+		}
+	}
+	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	tj_execute(hand_back ? &hand_back_stmt : &fail_stmt, values, NULL, false, 0, SPI_OK_SELECT);
 	SPI_finish();
 }
