@@ -990,9 +990,9 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 }
 
 /*
- * After every job an executor
- * drops what a handler may have left in its session, as DISCARD ALL would,
- * so that the next job, perhaps of another owner, finds none of it: session
+ * After every job an executor drops what a handler may have left in its
+ * session, as DISCARD ALL would, so that the next job, perhaps of another
+ * owner, finds none of it: session
  * advisory locks, prepared statements, sequence values (currval), dblink
  * connections, the seed of random() (setseed).  Settings
  * are undone by call_handler's GUC nest level, open portals closed there
