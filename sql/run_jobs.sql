@@ -215,6 +215,95 @@ SELECT state FROM throttle_jobs.archived_jobs WHERE id = :ok_id;
 TRUNCATE rj_seen;
 
 ------------------------------------------------------------------------------
+-- Handlers stored by signature; the search_path rule
+------------------------------------------------------------------------------
+
+-- queue.handler holds the function's qualified signature (text: pg_upgrade
+-- refuses regprocedure columns), and handler_owner the role that owned it.
+SELECT name, handler FROM throttle_jobs.queues WHERE name IN ('rj_q', 'rj_proc_q') ORDER BY name;
+SELECT name, handler_owner = 'rj_owner'::regrole AS by_rj_owner, handler_owner IS NOT NULL AS has_owner
+FROM throttle_jobs.queue WHERE name IN ('rj_q', 'rj_proc_q', 'rj_plain') ORDER BY name;
+
+-- A handler that names a table without its schema and has no search_path
+-- of its own (the most ordinary function) ...
+CREATE TABLE rj_hlog (n int);
+GRANT INSERT ON rj_hlog TO rj_owner;
+CREATE FUNCTION rj_hlog_bare(payload jsonb) RETURNS void
+LANGUAGE plpgsql AS $$ BEGIN INSERT INTO rj_hlog VALUES ((payload->>'n')::int); END $$;
+-- ... and the same function with its own search_path (the fix)
+CREATE FUNCTION rj_hlog_pinned(payload jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = public, pg_temp
+AS $$ BEGIN INSERT INTO rj_hlog VALUES ((payload->>'n')::int); END $$;
+-- ... or with a SQL-standard body, whose names are bound when it is created
+CREATE FUNCTION rj_hlog_atomic(payload jsonb) RETURNS void
+LANGUAGE sql BEGIN ATOMIC INSERT INTO rj_hlog VALUES ((payload->>'n')::int); END;
+GRANT EXECUTE ON FUNCTION rj_hlog_bare(jsonb), rj_hlog_pinned(jsonb), rj_hlog_atomic(jsonb) TO rj_owner;
+
+-- create_queue and alter_queue give a NOTICE for the first only.
+SET client_min_messages = notice;
+SET ROLE rj_owner;
+SELECT throttle_jobs.create_queue('rj_hlog_q', handler => 'rj_hlog_bare(jsonb)', max_attempts => 1);
+SELECT throttle_jobs.create_queue('rj_hlog_ok', handler => 'rj_hlog_pinned(jsonb)', max_attempts => 1);
+SELECT throttle_jobs.alter_queue('rj_hlog_ok', handler => 'rj_hlog_atomic(jsonb)');
+SELECT throttle_jobs.alter_queue('rj_hlog_ok', handler => 'rj_hlog_bare(jsonb)');
+SELECT throttle_jobs.alter_queue('rj_hlog_ok', handler => 'rj_hlog_pinned(jsonb)');
+RESET ROLE;
+SET client_min_messages = warning;
+
+-- The bare handler fails (42P01), and the error recorded on the job names
+-- the rule; the pinned one works.  A handler with its own search_path that
+-- fails the same way gets no such hint.
+SELECT throttle_jobs.enqueue('rj_hlog_q', '{"n": 1}') AS bare_id \gset
+SELECT throttle_jobs.enqueue('rj_hlog_ok', '{"n": 2}') AS ok_id \gset
+SELECT throttle_jobs.run_jobs('rj_hlog_q') + throttle_jobs.run_jobs('rj_hlog_ok') AS ran;
+SELECT last_error FROM throttle_jobs.dead_letters WHERE id = :bare_id;
+SELECT state FROM throttle_jobs.archived_jobs WHERE id = :ok_id;
+SELECT n FROM rj_hlog;
+ALTER FUNCTION rj_hlog_pinned(jsonb) SET search_path = pg_catalog, pg_temp;
+SELECT throttle_jobs.enqueue('rj_hlog_ok', '{"n": 3}') AS pinned_id \gset
+SELECT throttle_jobs.run_jobs('rj_hlog_ok') AS ran;
+SELECT last_error FROM throttle_jobs.dead_letters WHERE id = :pinned_id;
+
+-- A dropped handler fails each job with SQLSTATE 42883 (there is no
+-- dependency that would stop DROP FUNCTION); the function made again with
+-- the same signature by the same role is the handler again.
+CREATE FUNCTION rj_gone(payload jsonb) RETURNS jsonb
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT '"first"'::jsonb $$;
+GRANT EXECUTE ON FUNCTION rj_gone(jsonb) TO rj_owner;
+SET ROLE rj_owner;
+SELECT throttle_jobs.create_queue('rj_gone_q', handler => 'rj_gone(jsonb)', max_attempts => 1);
+RESET ROLE;
+DROP FUNCTION rj_gone(jsonb);
+SELECT throttle_jobs.enqueue('rj_gone_q', '{"n": 1}') AS gone_id \gset
+SET client_min_messages = error;  -- the WARNING names the job's id
+SELECT throttle_jobs.run_jobs('rj_gone_q') AS ran;
+SET client_min_messages = warning;
+SELECT reason, last_error FROM throttle_jobs.dead_letters WHERE id = :gone_id;
+CREATE FUNCTION rj_gone(payload jsonb) RETURNS jsonb
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT '"again"'::jsonb $$;
+GRANT EXECUTE ON FUNCTION rj_gone(jsonb) TO rj_owner;
+SELECT throttle_jobs.retry_dead(:gone_id);
+SELECT throttle_jobs.run_jobs('rj_gone_q') AS ran;
+SELECT state, result FROM throttle_jobs.archived_jobs WHERE id = :gone_id;
+
+-- A function of that signature owned by another role than the one that
+-- owned it when it was set is not run (42883); setting it again with
+-- alter_queue accepts the new owner.
+ALTER FUNCTION rj_gone(jsonb) OWNER TO rj_owner;
+SELECT throttle_jobs.enqueue('rj_gone_q', '{"n": 2}') AS changed_id \gset
+SET client_min_messages = error;
+SELECT throttle_jobs.run_jobs('rj_gone_q') AS ran;
+SET client_min_messages = warning;
+SELECT last_error ~ '^handler public\.rj_gone\(pg_catalog\.jsonb\) of queue "rj_gone_q" changed: it is owned by role "rj_owner", not by the role that owned it when it was set \(.*\) \(SQLSTATE 42883\)' AS changed
+FROM throttle_jobs.dead_letters WHERE id = :changed_id;
+SET ROLE rj_owner;
+SELECT throttle_jobs.alter_queue('rj_gone_q', handler => 'rj_gone(jsonb)');
+RESET ROLE;
+SELECT throttle_jobs.retry_dead(:changed_id);
+SELECT throttle_jobs.run_jobs('rj_gone_q') AS ran;
+SELECT state FROM throttle_jobs.archived_jobs WHERE id = :changed_id;
+
+------------------------------------------------------------------------------
 -- Bad input
 ------------------------------------------------------------------------------
 
@@ -227,13 +316,23 @@ SELECT throttle_jobs.run_jobs('rj_q', max_time => NULL);
 SELECT throttle_jobs.run_jobs('rj_q', max_time => '0 s');
 SELECT throttle_jobs.run_jobs('rj_q', max_time => '-1 s');
 
+-- A temporary function cannot be a handler (22023).  (Last: this session
+-- has a temporary schema from now on, which run_jobs refuses.)
+CREATE FUNCTION pg_temp.rj_temp(payload jsonb) RETURNS void LANGUAGE sql AS 'SELECT';
+SELECT throttle_jobs.create_queue('rj_temp_q', handler => 'pg_temp.rj_temp(jsonb)');
+\echo :LAST_ERROR_SQLSTATE
+SELECT throttle_jobs.alter_queue('rj_plain', handler => 'pg_temp.rj_temp(jsonb)');
+\echo :LAST_ERROR_SQLSTATE
+
 ------------------------------------------------------------------------------
 -- Clean up
 ------------------------------------------------------------------------------
 
 SELECT throttle_jobs.drop_queue(q, force => true)
-FROM unnest(ARRAY['rj_q', 'rj_proc_q', 'rj_plain', 'rj_super', 'rj_cancel_q', 'rj_nested_q']) q;
-DROP TABLE rj_seen;
+FROM unnest(ARRAY['rj_q', 'rj_proc_q', 'rj_plain', 'rj_super', 'rj_cancel_q', 'rj_nested_q',
+                  'rj_hlog_q', 'rj_hlog_ok', 'rj_gone_q']) q;
+DROP FUNCTION rj_hlog_bare(jsonb), rj_hlog_pinned(jsonb), rj_hlog_atomic(jsonb), rj_gone(jsonb);
+DROP TABLE rj_seen, rj_hlog;
 DROP FUNCTION rj_handler(jsonb);
 DROP PROCEDURE rj_proc(jsonb);
 DROP FUNCTION rj_fake_cancel(jsonb), rj_nested(jsonb);

@@ -1329,7 +1329,8 @@ BEGIN
 	END LOOP;
 	UPDATE throttle_jobs.queue q SET
 		max_size = CASE WHEN 'max_size' OPERATOR(pg_catalog.=) ANY (options) THEN NULL ELSE q.max_size END,
-		handler = CASE WHEN 'handler' OPERATOR(pg_catalog.=) ANY (options) THEN NULL ELSE q.handler END
+		handler = CASE WHEN 'handler' OPERATOR(pg_catalog.=) ANY (options) THEN NULL ELSE q.handler END,
+		handler_owner = CASE WHEN 'handler' OPERATOR(pg_catalog.=) ANY (options) THEN NULL ELSE q.handler_owner END
 	WHERE q.id OPERATOR(pg_catalog.=) qid;
 END
 $$;
@@ -1350,6 +1351,212 @@ GRANT EXECUTE ON FUNCTION throttle_jobs.reset_queue_options(text, text[])
 ------------------------------------------------------------------------------
 -- Handlers: stored by signature, search_path hints, hand-backs (issue 12)
 ------------------------------------------------------------------------------
+
+-- queue.handler was a regprocedure column, and pg_upgrade refuses every
+-- cluster with a reg* column other than regclass, regrole and regtype
+-- (function OIDs are not kept across an upgrade): it is now the handler's
+-- qualified signature as text (schema.name(pg_catalog.jsonb)), resolved
+-- again by name at every run.  handler_owner is the role that owned the
+-- function when it was set: a function of that signature owned by anyone
+-- else (the handler dropped and another made in its place) does not run.
+-- Neither holds the function: PostgreSQL records no dependency of a table
+-- row on a function, and a dependency of the extension or of the queue
+-- table would make DROP FUNCTION ... CASCADE drop them.  DROP FUNCTION
+-- therefore leaves the queue with a handler that fails each of its jobs
+-- with SQLSTATE 42883 until alter_queue sets another (or the handler is
+-- cleared).  create_queue and alter_queue still take a regprocedure: only
+-- table columns matter to pg_upgrade.
+
+-- The qualified signature of a function (its OID if there is none).
+CREATE FUNCTION throttle_jobs._handler_signature(handler regprocedure)
+RETURNS text
+AS 'MODULE_PATHNAME', 'throttle_jobs_handler_signature'
+LANGUAGE C STABLE STRICT
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION throttle_jobs._handler_signature(regprocedure) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._handler_signature(regprocedure) IS 'Internal: a handler''s qualified signature, as queue.handler stores it.';
+
+ALTER TABLE throttle_jobs.queue ADD COLUMN handler_owner regrole;
+UPDATE throttle_jobs.queue q SET handler_owner = p.proowner::pg_catalog.regrole
+FROM pg_catalog.pg_proc p
+WHERE p.oid OPERATOR(pg_catalog.=) q.handler::pg_catalog.oid;
+
+-- The column's type changes under the queues view: drop it and make it
+-- again (as the per-queue privileges section made it), with its grants.
+DROP VIEW throttle_jobs.queues;
+ALTER TABLE throttle_jobs.queue
+	ALTER COLUMN handler TYPE text USING throttle_jobs._handler_signature(handler);
+COMMENT ON COLUMN throttle_jobs.queue.handler IS 'The handler''s qualified signature (schema.name(pg_catalog.jsonb)), resolved at every run; NULL: no handler.';
+COMMENT ON COLUMN throttle_jobs.queue.handler_owner IS 'The role that owned the handler function when it was set; a function of that signature owned by another role does not run.';
+
+CREATE VIEW throttle_jobs.queues WITH (security_barrier) AS
+SELECT q.name, q.paused, q.max_size, q.on_full, q.max_attempts, q.backoff_base,
+	   q.backoff_factor, q.backoff_max, q.backoff_jitter, q.lease,
+	   q.retain_completed, q.retain_dead, q.handler, q.fairness,
+	   q.owner, q.created_at
+FROM throttle_jobs.queue q
+WHERE (SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'USAGE')
+		   OR pg_catalog.pg_has_role('throttle_jobs_worker'::pg_catalog.name, 'USAGE')
+		   OR pg_catalog.pg_has_role('throttle_jobs_producer'::pg_catalog.name, 'USAGE'))
+   OR pg_catalog.pg_has_role(q.owner::pg_catalog.oid, 'USAGE')
+   OR EXISTS (SELECT FROM throttle_jobs.queue_grant g
+			  WHERE g.queue_id OPERATOR(pg_catalog.=) q.id
+				AND pg_catalog.pg_has_role(g.grantee::pg_catalog.oid, 'USAGE'));
+COMMENT ON VIEW throttle_jobs.queues IS 'Queue definitions.';
+GRANT SELECT ON throttle_jobs.queues TO throttle_jobs_admin, throttle_jobs_user;
+
+-- Checks a handler: a function or procedure taking one jsonb argument, not
+-- in a temporary schema, that the queue's owner may execute (handlers run
+-- as the owner).  A NOTICE when it has no search_path of its own: handlers
+-- run with search_path = pg_catalog, pg_temp, where the unqualified names
+-- of an ordinary function (insert into hlog ...) are not found.
+CREATE OR REPLACE FUNCTION throttle_jobs._check_handler(handler regprocedure, owner oid)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	p pg_catalog.pg_proc;
+BEGIN
+	IF handler IS NULL THEN
+		RETURN;
+	END IF;
+	SELECT * INTO p FROM pg_catalog.pg_proc f WHERE f.oid OPERATOR(pg_catalog.=) handler::pg_catalog.oid;
+	IF NOT FOUND OR p.pronargs OPERATOR(pg_catalog.<>) 1
+	   OR p.proargtypes[0] OPERATOR(pg_catalog.<>) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid
+	   OR p.prokind OPERATOR(pg_catalog.<>) ALL ('{f,p}'::pg_catalog."char"[]) THEN
+		RAISE EXCEPTION 'handler % must take exactly one jsonb argument', handler
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Declare it as FUNCTION name(payload jsonb) or PROCEDURE name(payload jsonb).';
+	END IF;
+	IF pg_catalog.pg_is_other_temp_schema(p.pronamespace)
+	   OR p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema() THEN
+		RAISE EXCEPTION 'handler pg_temp.%(...) is a temporary function', p.proname
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Handlers outlive the session: create the function in a permanent schema.';
+	END IF;
+	IF NOT pg_catalog.has_function_privilege(owner, handler, 'EXECUTE') THEN
+		RAISE EXCEPTION 'role "%" may not execute handler %', owner::pg_catalog.regrole, handler
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'Handlers run as the queue''s owner, who needs EXECUTE on them.';
+	END IF;
+	-- SQL-standard bodies (BEGIN ATOMIC, RETURN) bind their names when
+	-- created, and C functions have none to look up
+	IF p.prosqlbody IS NULL
+	   AND p.prolang OPERATOR(pg_catalog.<>) ALL (ARRAY(SELECT l.oid FROM pg_catalog.pg_language l
+												   WHERE l.lanname OPERATOR(pg_catalog.=) ANY ('{c,internal}'::pg_catalog.name[])))
+	   AND NOT EXISTS (SELECT FROM pg_catalog.unnest(p.proconfig) s
+					   WHERE s OPERATOR(pg_catalog.^@) 'search_path=') THEN
+		RAISE NOTICE 'handler % has no SET search_path of its own', handler
+			USING DETAIL = 'Handlers run with search_path = pg_catalog, pg_temp: an unqualified table or function name in its body will not be found (SQLSTATE 42P01 or 42883).',
+				  HINT = pg_catalog.format('Schema-qualify every name in it, or ALTER FUNCTION %s SET search_path = <its schemas>, pg_temp.', handler);
+	END IF;
+END
+$$;
+
+-- create_queue and alter_queue store the handler's signature and its
+-- function's owner (the per-queue privileges section's _alter_queue, with
+-- only the handler lines changed).
+CREATE OR REPLACE FUNCTION throttle_jobs._create_queue(
+	caller				oid,
+	name				text,
+	max_size			bigint,
+	on_full				text,
+	max_attempts		integer,
+	backoff_base		interval,
+	backoff_factor		double precision,
+	backoff_max			interval,
+	backoff_jitter		double precision,
+	lease				interval,
+	retain_completed	interval,
+	retain_dead			interval,
+	handler				regprocedure,
+	fairness			text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM throttle_jobs._check_queue_options(true, name, max_size, on_full, max_attempts,
+		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
+		retain_completed, retain_dead, fairness);
+	PERFORM throttle_jobs._check_handler(handler, caller);
+	IF EXISTS (SELECT 1 FROM throttle_jobs.queue q WHERE q.name OPERATOR(pg_catalog.=) _create_queue.name) THEN
+		RAISE EXCEPTION 'queue "%" already exists', name
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	INSERT INTO throttle_jobs.queue AS q (name, max_size, on_full, max_attempts,
+		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
+		retain_completed, retain_dead, handler, handler_owner, fairness, owner)
+	VALUES (name, max_size, on_full, max_attempts, backoff_base, backoff_factor,
+		backoff_max, backoff_jitter, lease, retain_completed, retain_dead,
+		throttle_jobs._handler_signature(handler),
+		(SELECT p.proowner::pg_catalog.regrole FROM pg_catalog.pg_proc p
+		 WHERE p.oid OPERATOR(pg_catalog.=) handler::pg_catalog.oid),
+		fairness, caller::pg_catalog.regrole);
+	INSERT INTO throttle_jobs.queue_warning (queue_id)
+	SELECT q.id FROM throttle_jobs.queue q WHERE q.name OPERATOR(pg_catalog.=) _create_queue.name;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION throttle_jobs._alter_queue(
+	caller				oid,
+	name				text,
+	max_size			bigint,
+	on_full				text,
+	max_attempts		integer,
+	backoff_base		interval,
+	backoff_factor		double precision,
+	backoff_max			interval,
+	backoff_jitter		double precision,
+	lease				interval,
+	retain_completed	interval,
+	retain_dead			interval,
+	handler				regprocedure,
+	fairness			text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
+	queue_owner oid;
+BEGIN
+	PERFORM throttle_jobs._check_queue_options(false, name, max_size, on_full, max_attempts,
+		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
+		retain_completed, retain_dead, fairness);
+	SELECT q.owner INTO queue_owner FROM throttle_jobs.queue q WHERE q.id OPERATOR(pg_catalog.=) qid FOR UPDATE;
+	IF handler IS NOT NULL THEN
+		-- the handler runs as the owner: only the owner may choose it
+		IF NOT pg_catalog.pg_has_role(caller, queue_owner, 'USAGE') THEN
+			RAISE EXCEPTION 'only the owner of queue "%" may set its handler', name
+				USING ERRCODE = 'insufficient_privilege',
+					  HINT = pg_catalog.format('The queue is owned by %s; handlers run as that role.',
+											   queue_owner::pg_catalog.regrole);
+		END IF;
+		PERFORM throttle_jobs._check_handler(handler, queue_owner);
+	END IF;
+	UPDATE throttle_jobs.queue q SET
+		max_size = coalesce(_alter_queue.max_size, q.max_size),
+		on_full = coalesce(_alter_queue.on_full, q.on_full),
+		max_attempts = coalesce(_alter_queue.max_attempts, q.max_attempts),
+		backoff_base = coalesce(_alter_queue.backoff_base, q.backoff_base),
+		backoff_factor = coalesce(_alter_queue.backoff_factor, q.backoff_factor),
+		backoff_max = coalesce(_alter_queue.backoff_max, q.backoff_max),
+		backoff_jitter = coalesce(_alter_queue.backoff_jitter, q.backoff_jitter),
+		lease = coalesce(_alter_queue.lease, q.lease),
+		retain_completed = coalesce(_alter_queue.retain_completed, q.retain_completed),
+		retain_dead = coalesce(_alter_queue.retain_dead, q.retain_dead),
+		handler = coalesce(throttle_jobs._handler_signature(_alter_queue.handler), q.handler),
+		handler_owner = CASE WHEN _alter_queue.handler IS NULL THEN q.handler_owner
+			ELSE (SELECT p.proowner::pg_catalog.regrole FROM pg_catalog.pg_proc p
+				  WHERE p.oid OPERATOR(pg_catalog.=) _alter_queue.handler::pg_catalog.oid) END,
+		fairness = coalesce(_alter_queue.fairness, q.fairness)
+	WHERE q.id OPERATOR(pg_catalog.=) qid;
+END
+$$;
 
 
 ------------------------------------------------------------------------------

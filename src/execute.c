@@ -91,6 +91,7 @@
 #include "throttle_jobs.h"
 
 PG_FUNCTION_INFO_V1(throttle_jobs_run_jobs);
+PG_FUNCTION_INFO_V1(throttle_jobs_handler_signature);
 
 #define TICK_MS 100
 
@@ -104,6 +105,13 @@ PG_FUNCTION_INFO_V1(throttle_jobs_run_jobs);
  */
 #define HARD_GRACE_MS 1000
 
+/*
+ * Given with a handler's error of class 42 (undefined table, function,
+ * column, ...) when the handler has no search_path of its own.
+ */
+#define HANDLER_PATH_HINT \
+	"Handlers run with search_path = pg_catalog, pg_temp: schema-qualify the names the handler uses, or give it its own (ALTER FUNCTION ... SET search_path = <its schemas>, pg_temp)."
+
 #define CANCEL_DEADLINE 1
 #define CANCEL_SHUTDOWN 2
 
@@ -112,7 +120,10 @@ typedef struct HandlerJob
 	int64		id;
 	Datum		lease_token;	/* uuid */
 	char	   *queue;
-	Oid			handler;
+	char	   *signature;		/* queue.handler: schema.name(pg_catalog.jsonb) */
+	Oid			handler_owner;	/* queue.handler_owner; InvalidOid under 0.1.0 */
+	Oid			handler;		/* the signature resolved (handler_refusal) */
+	bool		own_path;		/* the handler sets its own search_path */
 	Oid			owner;
 	int64		timeout_ms;		/* the queue's lease */
 	Datum		payload;		/* jsonb */
@@ -130,18 +141,29 @@ static TimeoutId tick_timeout = MAX_TIMEOUTS;
 static const HandlerJob *current_job = NULL;	/* the job in hand, for the exit log */
 static uint32 next_queue = 0;
 
-/* Operators are written OPERATOR(pg_catalog.x): see the file header of worker.c. */
+/*
+ * Operators are written OPERATOR(pg_catalog.x): see the file header of
+ * worker.c.  queue.handler is text since 0.2.0 (a regprocedure under 0.1.0,
+ * whose text form, under our pinned search_path, names the same function).
+ */
+#define PICK_SQL(handler_owner) \
+	"SELECT q.name, q.handler::pg_catalog.text, q.owner::pg_catalog.oid, q.lease, " handler_owner \
+	"  FROM throttle_jobs.queue q" \
+	" WHERE q.handler IS NOT NULL AND NOT q.paused" \
+	"   AND ($1::pg_catalog.text IS NULL OR q.name OPERATOR(pg_catalog.=) $1::pg_catalog.text)" \
+	"   AND EXISTS (SELECT FROM throttle_jobs.job j" \
+	"                WHERE j.queue_id OPERATOR(pg_catalog.=) q.id" \
+	"                  AND j.state OPERATOR(pg_catalog.=) 'available'::pg_catalog.text" \
+	"                  AND j.run_at OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp())" \
+	" ORDER BY q.id"
+
 static TJStatement pick_stmt = {
-	"SELECT q.name, q.handler::pg_catalog.oid, q.owner::pg_catalog.oid, q.lease"
-	"  FROM throttle_jobs.queue q"
-	" WHERE q.handler IS NOT NULL AND NOT q.paused"
-	"   AND ($1::pg_catalog.text IS NULL OR q.name OPERATOR(pg_catalog.=) $1::pg_catalog.text)"
-	"   AND EXISTS (SELECT FROM throttle_jobs.job j"
-	"                WHERE j.queue_id OPERATOR(pg_catalog.=) q.id"
-	"                  AND j.state OPERATOR(pg_catalog.=) 'available'::pg_catalog.text"
-	"                  AND j.run_at OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp())"
-	" ORDER BY q.id",
-	1, {TEXTOID}
+	PICK_SQL("q.handler_owner::pg_catalog.oid"), 1, {TEXTOID}
+};
+
+/* pick_stmt on a database still at 0.1.0 (no queue.handler_owner) */
+static TJStatement pick_010_stmt = {
+	PICK_SQL("NULL::pg_catalog.oid"), 1, {TEXTOID}
 };
 
 static TJStatement reserve_stmt = {
@@ -158,6 +180,40 @@ static TJStatement complete_stmt = {
 static TJStatement fail_stmt = {
 	"SELECT throttle_jobs.fail($1::pg_catalog.int8, $2::pg_catalog.uuid, $3::pg_catalog.text)",
 	3, {INT8OID, UUIDOID, TEXTOID}
+};
+
+/*
+ * How many times a job may be handed back at shutdown without counting the
+ * attempt.  A handler whose run makes its executor receive SIGTERM (it
+ * terminates its own backend, or an outside watchdog terminates every
+ * long-running one) would otherwise be handed back, and started again by
+ * the next executor, for ever; from the (HAND_BACK_MAX + 1)th shutdown on,
+ * an interrupted run fails its attempt (backoff, then the dead letters).
+ * Each hand-back is noted in the job's errors (with "handed_back": true).
+ */
+#define HAND_BACK_MAX 3
+
+/* How many times a job in hand was handed back before */
+static TJStatement hand_backs_stmt = {
+	"SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_array_elements(j.errors) e(v)"
+	"         WHERE e.v OPERATOR(pg_catalog.?) 'handed_back'::pg_catalog.text)"
+	"  FROM throttle_jobs.job j"
+	" WHERE j.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
+	"   AND j.lease_token OPERATOR(pg_catalog.=) $2::pg_catalog.uuid"
+	"   AND j.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text",
+	2, {INT8OID, UUIDOID}
+};
+
+/* Notes a hand-back in the job's errors (the attempt is not counted) */
+static TJStatement hand_back_note_stmt = {
+	"UPDATE throttle_jobs.job j"
+	"   SET errors = j.errors OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
+	"         'attempt', j.attempt, 'at', $3::pg_catalog.timestamptz, 'error', $4::pg_catalog.text,"
+	"         'worker', j.worker, 'handed_back', true))"
+	" WHERE j.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
+	"   AND j.lease_token OPERATOR(pg_catalog.=) $2::pg_catalog.uuid"
+	"   AND j.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text",
+	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, TEXTOID}
 };
 
 /* Hands a job back without counting the attempt */
@@ -295,6 +351,25 @@ end_xact(MemoryContext cxt)
 }
 
 /*
+ * The 0.2.0 library on a database still at 0.1.0: queue.handler_owner does
+ * not exist yet (see tj_schema_has_released_at).
+ */
+static bool
+schema_has_handler_owner(void)
+{
+	static bool seen = false;
+	Oid			nsp;
+	Oid			queue;
+
+	if (seen)
+		return true;
+	nsp = get_namespace_oid("throttle_jobs", true);
+	queue = OidIsValid(nsp) ? get_relname_relid("queue", nsp) : InvalidOid;
+	seen = OidIsValid(queue) && get_attnum(queue, "handler_owner") != InvalidAttrNumber;
+	return seen;
+}
+
+/*
  * Reserves one job of a handler queue (only_queue, or any in turn) for
  * `worker`, copying it into cxt.  Runs in the current transaction.
  */
@@ -314,7 +389,8 @@ reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
 		values[0] = CStringGetTextDatum(only_queue);
 	else
 		nulls[0] = 'n';
-	nqueues = tj_execute(&pick_stmt, values, nulls, false, 0, SPI_OK_SELECT);
+	nqueues = tj_execute(schema_has_handler_owner() ? &pick_stmt : &pick_010_stmt,
+						 values, nulls, false, 0, SPI_OK_SELECT);
 	queues = SPI_tuptable;
 	for (uint64 i = 0; i < nqueues && !found; i++)
 	{
@@ -337,9 +413,14 @@ reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
 		job->lease_token = datumCopy(tj_get_datum(0, 2, &isnull), false, 16);
 		job->payload = datumCopy(tj_get_datum(0, 3, &isnull), false, -1);
 		job->queue = TextDatumGetCString(name);
-		job->handler = DatumGetObjectId(SPI_getbinval(q, qdesc, 2, &isnull));
+		job->signature = TextDatumGetCString(SPI_getbinval(q, qdesc, 2, &isnull));
 		job->owner = DatumGetObjectId(SPI_getbinval(q, qdesc, 3, &isnull));
 		job->timeout_ms = tj_interval_usecs(DatumGetIntervalP(SPI_getbinval(q, qdesc, 4, &isnull))) / 1000;
+		job->handler_owner = DatumGetObjectId(SPI_getbinval(q, qdesc, 5, &isnull));
+		if (isnull)
+			job->handler_owner = InvalidOid;
+		job->handler = InvalidOid;
+		job->own_path = false;
 	}
 	SPI_finish();
 	MemoryContextSwitchTo(cxt);
@@ -347,19 +428,110 @@ reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
 }
 
 /*
- * Why the handler may not run now, or NULL.  Handlers are re-checked at
- * every run: the owner may have been dropped, lost EXECUTE, or become a
- * superuser since the queue was set up.
+ * Whether a handler's names are its own business: it sets search_path
+ * itself (proconfig), has a SQL-standard body (bound when it was created),
+ * or is written in C.  Otherwise it runs with our pinned search_path =
+ * pg_catalog, pg_temp, and its unqualified names are not found.
+ */
+static bool
+handler_sets_search_path(HeapTuple tup)
+{
+	Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+	bool		isnull;
+	Datum		config;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (proc->prolang == ClanguageId || proc->prolang == INTERNALlanguageId)
+		return true;
+	(void) SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosqlbody, &isnull);
+	if (!isnull)
+		return true;
+	config = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_proconfig, &isnull);
+	if (isnull)
+		return false;
+	deconstruct_array(DatumGetArrayTypeP(config), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i] && strncmp(TextDatumGetCString(elems[i]), "search_path=", 12) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The function that a stored signature names now, or InvalidOid.  The
+ * signature is qualified (schema and argument type), so no search_path
+ * takes part; regprocedurein runs in an internal subtransaction, and any
+ * error (no such function, schema or type, a malformed text) means that
+ * the handler does not resolve.  A bare number (what 0.1.0 left of a
+ * handler dropped before the update) resolves to nothing.
+ */
+static Oid
+resolve_handler(const char *signature)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile Oid fn = InvalidOid;
+
+	if (signature[strspn(signature, "0123456789")] == '\0')
+		return InvalidOid;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein, CStringGetDatum(signature)));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		(void) tj_catch_in_subxact(cxt, owner);
+		fn = InvalidOid;
+	}
+	PG_END_TRY();
+	return fn;
+}
+
+/*
+ * Resolves job->signature into job->handler and checks it; returns why the
+ * handler may not run now, or NULL.  Handlers are re-checked at every run:
+ * the function may have been dropped (or replaced by another role's), the
+ * owner dropped, lost EXECUTE, or become a superuser since the queue was
+ * set up.
  */
 static char *
-handler_refusal(const HandlerJob *job)
+handler_refusal(HandlerJob *job)
 {
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	Oid			proowner;
+	bool		shape_ok;
+
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->owner)))
 		return psprintf("the owner (role %u) of queue \"%s\" no longer exists",
 						job->owner, job->queue);
-	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(job->handler)))
-		return psprintf("the handler (function %u) of queue \"%s\" no longer exists",
-						job->handler, job->queue);
+	job->handler = resolve_handler(job->signature);
+	tup = OidIsValid(job->handler) ? SearchSysCache1(PROCOID, ObjectIdGetDatum(job->handler)) : NULL;
+	if (!HeapTupleIsValid(tup))
+		return psprintf("handler %s of queue \"%s\" does not exist (SQLSTATE 42883): it was dropped or renamed; set it again with alter_queue()",
+						job->signature, job->queue);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	proowner = proc->proowner;
+	shape_ok = proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
+		(proc->prokind == PROKIND_FUNCTION || proc->prokind == PROKIND_PROCEDURE);
+	job->own_path = handler_sets_search_path(tup);
+	ReleaseSysCache(tup);
+	if (!shape_ok)
+		return psprintf("handler %s of queue \"%s\" is no longer a function or procedure taking one jsonb argument (SQLSTATE 42883)",
+						job->signature, job->queue);
+	if (OidIsValid(job->handler_owner) && proowner != job->handler_owner)
+		return psprintf("handler %s of queue \"%s\" changed: it is owned by role \"%s\", not by the role that owned it when it was set (%s) (SQLSTATE 42883); set it again with alter_queue()",
+						job->signature, job->queue, GetUserNameFromId(proowner, false),
+						SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->handler_owner))
+						? GetUserNameFromId(job->handler_owner, false)
+						: psprintf("role %u", job->handler_owner));
 	if (superuser_arg(job->owner) && !tj_allow_superuser_handlers)
 		return psprintf("queue \"%s\" is owned by superuser \"%s\", and throttle_jobs.allow_superuser_handlers is off",
 						job->queue, GetUserNameFromId(job->owner, false));
@@ -462,16 +634,41 @@ run_and_complete(const HandlerJob *job, bool own_transactions)
 	SPI_finish();
 }
 
-/* Records the outcome of a job whose handler did not complete it. */
+/*
+ * Records the outcome of a job whose handler did not complete it: a failed
+ * attempt, or (hand_back, at shutdown) the job handed back without counting
+ * the attempt, at most HAND_BACK_MAX times per job.
+ */
 static void
 record_failure(const HandlerJob *job, const char *error, bool hand_back)
 {
-	Datum		values[3];
+	Datum		values[4];
 
 	values[0] = Int64GetDatum(job->id);
 	values[1] = job->lease_token;
-	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	SPI_connect();
+	if (hand_back)
+	{
+		bool		isnull;
+		int64		before = 0;
+
+		if (tj_execute(&hand_backs_stmt, values, NULL, false, 0, SPI_OK_SELECT) > 0)
+			before = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+		if (before >= HAND_BACK_MAX)
+		{
+			error = psprintf("the run was interrupted by a shutdown of its worker (SIGTERM) after %lld hand-backs; counted as a failed attempt (a handler whose run ends its worker, or a watchdog that terminates it, would otherwise start again for ever)",
+							 (long long) before);
+			hand_back = false;
+		}
+		else
+		{
+			values[2] = TimestampTzGetDatum(GetCurrentTimestamp());
+			values[3] = CStringGetTextDatum(psprintf("handed back: its worker was shut down (SIGTERM) and the handler did not finish within throttle_jobs.shutdown_grace (hand-back %lld of %d that do not count the attempt)",
+													 (long long) before + 1, HAND_BACK_MAX));
+			tj_execute(&hand_back_note_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
+		}
+	}
+	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	tj_execute(hand_back ? &hand_back_stmt : &fail_stmt, values, NULL, false, 0, SPI_OK_SELECT);
 	SPI_finish();
 }
@@ -773,12 +970,19 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 									  (long long) job.timeout_ms), false);
 	else
 	{
+		/* the search_path trap: a name the pinned path does not find */
+		bool		path_hint = !job.own_path &&
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION &&
+			edata->sqlerrcode != ERRCODE_INSUFFICIENT_PRIVILEGE;
+
 		if (own_transactions)
 			ereport(LOG,
 					(errmsg("throttle_jobs: handler of job %lld in queue \"%s\" failed: %s",
-							(long long) job.id, job.queue, edata->message)));
-		record_failure(&job, psprintf("%s (SQLSTATE %s)", edata->message,
-									  unpack_sql_state(edata->sqlerrcode)), false);
+							(long long) job.id, job.queue, edata->message),
+					 path_hint ? errhint(HANDLER_PATH_HINT) : 0));
+		record_failure(&job, psprintf("%s (SQLSTATE %s)%s", edata->message,
+									  unpack_sql_state(edata->sqlerrcode),
+									  path_hint ? " HINT: " HANDLER_PATH_HINT : ""), false);
 	}
 	if (own_transactions)
 		end_xact(cxt);
@@ -786,9 +990,9 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 }
 
 /*
- * After every job an executor (or a maintenance worker standing in for one)
- * drops what a handler may have left in its session, as DISCARD ALL would,
- * so that the next job, perhaps of another owner, finds none of it: session
+ * After every job an executor drops what a handler may have left in its
+ * session, as DISCARD ALL would, so that the next job, perhaps of another
+ * owner, finds none of it: session
  * advisory locks, prepared statements, sequence values (currval), dblink
  * connections, the seed of random() (setseed).  Settings
  * are undone by call_handler's GUC nest level, open portals closed there
@@ -987,4 +1191,15 @@ throttle_jobs_run_jobs(PG_FUNCTION_ARGS)
 	}
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	PG_RETURN_INT32(n);
+}
+
+/*
+ * _handler_signature(regprocedure) returns text: the qualified signature
+ * that queue.handler stores (schema.name(pg_catalog.jsonb)); for an OID
+ * that names no function, the number.
+ */
+Datum
+throttle_jobs_handler_signature(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(format_procedure_qualified(PG_GETARG_OID(0))));
 }

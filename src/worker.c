@@ -11,8 +11,10 @@
  * worker runs one pass every throttle_jobs.maintenance_interval: it fails
  * the jobs of our own workers that exited while running them, calls
  * maintain(), and keeps up to throttle_jobs.executor_workers executors (per
- * database) while handler queues exist.  Should no executor be running (no
- * worker slots left), it runs handler jobs itself between passes.
+ * database) while handler queues exist.  Should no executor be able to
+ * start (no worker slots left), handler jobs wait for one (or for
+ * run_jobs()): the maintenance worker does not run them itself, since lease
+ * reaping would then wait behind every handler.
  *
  * Shared state: one WorkerShared in shared memory, every field protected by
  * its spinlock.  Each maintenance worker and executor claims its slot itself
@@ -20,8 +22,7 @@
  * second one) and clears it at exit; a crash restart re-initialises it all.
  * A backend whose transaction enqueued into a handler queue sets, once it
  * has committed, the latch of an idle executor of its database (or of all
- * its executors when none is idle, or of the maintenance worker when there
- * are none).
+ * its executors when none is idle).
  *
  * Every worker connects as the bootstrap superuser, so each pins
  * search_path to pg_catalog, pg_temp right after connecting (pin_search_path,
@@ -187,8 +188,8 @@ warn_no_slots(const char *what)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("throttle_jobs: out of background worker slots, could not start %s", what),
-				 errdetail("This warning is given once; throttle_jobs keeps retrying quietly, and a maintenance worker runs handler jobs itself while it has no executor."),
-				 errhint("Raise max_worker_processes: allow 1 + (1 + throttle_jobs.executor_workers) per database in throttle_jobs.databases, besides other extensions' workers.")));
+				 errdetail("This warning is given once; throttle_jobs keeps retrying quietly. Handler jobs wait until an executor starts (or run_jobs() runs them)."),
+				 errhint("Raise max_worker_processes: allow 1 + (1 + throttle_jobs.executor_workers) per database in throttle_jobs.databases, plus the logical replication launcher and other extensions' workers.")));
 }
 
 static bool
@@ -696,7 +697,6 @@ tj_dbworker_main(Datum arg)
 	MemoryContext scratch;
 	DatabaseSlot *slot;
 	bool		claimed = false;
-	char	   *name;
 
 	connect_database_worker(arg);
 
@@ -716,8 +716,6 @@ tj_dbworker_main(Datum arg)
 	memset(handles, 0, sizeof(handles));
 	scratch = AllocSetContextCreate(TopMemoryContext, "throttle_jobs maintenance",
 									ALLOCSET_DEFAULT_SIZES);
-	name = MemoryContextStrdup(TopMemoryContext,
-							   psprintf(TJ_WORKER_PREFIX "maintenance/%d", MyProcPid));
 	ereport(LOG, (errmsg("throttle_jobs maintenance worker started")));
 
 	for (;;)
@@ -741,21 +739,12 @@ tj_dbworker_main(Datum arg)
 		}
 		if (pass == PASS_FAILED)
 			nap = ERROR_NAP_MS;
-		if (pass == PASS_HANDLERS && start_executors(handles) == 0)
-		{
-			/* no executor runs: take handler jobs ourselves until the next pass */
-			TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															tj_maintenance_interval);
-
-			while (GetCurrentTimestamp() < until && !tj_shutdown_requested())
-			{
-				bool		failed;
-
-				CHECK_FOR_INTERRUPTS();
-				if (!run_next_job_caught(name, scratch, &failed))
-					break;
-			}
-		}
+		/*
+		 * Handler jobs are the executors' alone: run here, each would hold
+		 * back the next pass (lease reaping, orphans) for as long as it ran.
+		 */
+		if (pass == PASS_HANDLERS)
+			(void) start_executors(handles);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 nap, PG_WAIT_EXTENSION);
@@ -869,8 +858,6 @@ wake_executors(void)
 			for (int i = 0; i < TJ_MAX_EXECUTORS; i++)
 				if (slot->exec[i].pid != 0)
 					latches[n++] = slot->exec[i].latch;
-		if (n == 0 && slot->worker_pid != 0)
-			latches[n++] = slot->worker_latch;
 	}
 	SpinLockRelease(&shared->mutex);
 	for (int i = 0; i < n; i++)

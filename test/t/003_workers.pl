@@ -3,8 +3,9 @@
 # maintenance interval; leases expire without anyone calling maintain(); a
 # launcher killed with SIGTERM comes back without duplicating the
 # maintenance workers; a hot standby runs none of them until it is promoted;
-# and without worker slots for executors there is one WARNING and the
-# maintenance worker runs the handler jobs itself.
+# and without worker slots for executors there is one WARNING, and the
+# maintenance worker does not run handler jobs itself (lease reaping does not
+# wait behind a handler); run_jobs() runs them.
 use strict;
 use warnings;
 
@@ -180,16 +181,18 @@ $standby->stop;
 $primary->stop;
 
 # ---------------------------------------------------------------- no slots
-# max_worker_processes = 2: the launcher and the maintenance worker take both
-# slots (no logical replication launcher), so no executor can start.
+# max_worker_processes = 3: the logical replication launcher, our launcher
+# and the maintenance worker take all three slots, so no executor can start.
+# The maintenance worker does not run handler jobs itself (it did, and lease
+# reaping then waited behind the handler): an expired lease is reaped on
+# time while a long handler job waits, and run_jobs() runs the handler jobs.
 my $small = PostgreSQL::Test::Cluster->new('small');
 $small->init;
 $small->append_conf('postgresql.conf', q{
 shared_preload_libraries = 'throttle_jobs'
 throttle_jobs.databases = 'postgres'
 throttle_jobs.maintenance_interval = 100
-max_worker_processes = 2
-max_logical_replication_workers = 0
+max_worker_processes = 3
 max_parallel_workers_per_gather = 0
 });
 $small->start;
@@ -201,6 +204,7 @@ $small->safe_psql('postgres', q{
 	GRANT INSERT ON slot_seen TO slot_owner;
 	CREATE FUNCTION slot_handler(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
 	BEGIN
+		PERFORM pg_catalog.pg_sleep(coalesce((p->>'sleep')::float8, 0));
 		INSERT INTO public.slot_seen VALUES ((p->>'n')::int, pg_backend_pid());
 	END
 	$$;
@@ -210,31 +214,48 @@ $small->safe_psql('postgres', q{
 	SELECT throttle_jobs.create_queue('slot_q', handler => 'slot_handler(jsonb)',
 	                                  backoff_base => '100 ms', lease => '30 s');
 	RESET ROLE;
+	SELECT throttle_jobs.create_queue('slot_plain', backoff_base => '100 ms', backoff_jitter => 0);
 });
+ok( $small->poll_query_until('postgres', q{
+		SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'logical replication launcher'}, '1'),
+	'the logical replication launcher takes a slot');
 ok($small->poll_query_until('postgres', $counts_sql, '1/1/0'),
 	'the launcher and the maintenance worker run, no executor');
-my $small_maint_pid = $small->safe_psql('postgres',
-	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'throttle_jobs maintenance'});
 
-# Jobs due over 2 s: the maintenance worker makes many passes, each trying
-# (quietly) to start executors again.
+# A long handler job (5 s), then a job reserved with a 1 s lease and
+# abandoned: its lease is reaped about 1 s later, not after the handler.
+$small->safe_psql('postgres', q{
+	SELECT throttle_jobs.enqueue('slot_q', '{"n": 0, "sleep": 5}')});
+my $abandoned = $small->safe_psql('postgres', q{
+	SELECT throttle_jobs.enqueue('slot_plain', '{}');
+	SELECT id FROM throttle_jobs.reserve('slot_plain', 'gone-worker', lease => '1 s')});
+$abandoned = (split /\n/, $abandoned)[-1];
+my $t0 = Time::HiRes::time();
+ok( $small->poll_query_until('postgres', qq{
+		SELECT state <> 'running' AND attempt = 1 FROM throttle_jobs.jobs WHERE id = $abandoned}),
+	'the expired lease is reaped');
+my $reaped_after = Time::HiRes::time() - $t0;
+cmp_ok($reaped_after, '<', 3.5,
+	sprintf('within about a second of its expiry (%.1f s), not behind the 5 s handler', $reaped_after));
+is($small->safe_psql('postgres', q{
+		SELECT count(*) FROM slot_seen}), '0', 'no background worker ran the handler job');
+
+# Jobs due over 1 s: the maintenance worker makes many passes, each trying
+# (quietly) to start executors again; run_jobs() runs them all.
 $small->safe_psql('postgres', q{
 	SELECT throttle_jobs.enqueue('slot_q', jsonb_build_object('n', n),
-	                             run_at => now() + n * interval '100 ms')
+	                             run_at => now() + n * interval '50 ms')
 	FROM generate_series(1, 20) n});
 ok( $small->poll_query_until('postgres', q{
-		SELECT count(*) FROM throttle_jobs.archived_jobs WHERE queue = 'slot_q'}, '20'),
-	'all handler jobs complete without an executor');
-is($small->safe_psql('postgres', qq{
-		SELECT count(*) || '/' || count(DISTINCT n) || '/' ||
-		       count(*) FILTER (WHERE pid = $small_maint_pid)
-		FROM slot_seen}),
-	'20/20/20', 'the maintenance worker ran each job once itself');
-is($small->safe_psql('postgres', qq{
-		SELECT count(*) FROM throttle_jobs.archived_jobs
-		WHERE queue = 'slot_q' AND worker = 'throttle_jobs/maintenance/$small_maint_pid'
-		  AND attempt = 1}),
-	'20', 'the archive names the maintenance worker, one attempt each');
+		SELECT count(*) FROM throttle_jobs.jobs WHERE queue = 'slot_q' AND state = 'available'}, '21'),
+	'the handler jobs are due');
+is($small->safe_psql('postgres', q{SELECT throttle_jobs.run_jobs('slot_q')}), '21',
+	'run_jobs() runs the handler jobs');
+is($small->safe_psql('postgres', q{
+		SELECT (SELECT count(*) || '/' || count(DISTINCT n) FROM slot_seen) || '/' ||
+		       (SELECT count(*) FROM throttle_jobs.archived_jobs
+		        WHERE queue = 'slot_q' AND worker LIKE 'run_jobs/%' AND attempt = 1)}),
+	'21/21/21', 'each once, by run_jobs, one attempt each');
 is($small->safe_psql('postgres', $counts_sql), '1/1/0', 'still no executor');
 
 my $small_log = slurp_file($small->logfile);

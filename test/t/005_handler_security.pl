@@ -234,7 +234,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM throttle_jobs.queues WHER
 like($stderr, qr/ERROR:\s+42501: role "alice" may not execute handler (public\.)?forbidden\(jsonb\)/,
 	'nor will alter_queue give her own queue such a handler');
 is($node->safe_psql('postgres', q{SELECT handler FROM throttle_jobs.queues WHERE name = 'alice_q'}),
-	'probe(jsonb)', 'alice_q keeps its handler');
+	'public.probe(pg_catalog.jsonb)', 'alice_q keeps its handler');
 
 $node->safe_psql('postgres', q{
 	SET ROLE bob;

@@ -19,6 +19,10 @@
 # row, and works: the running jobs complete with their old lease tokens,
 # the caps still hold, dead letters retry, the unique key still holds, the
 # paused queue stays paused, the handler queue's job runs as its owner.
+# The handler column (a regprocedure in 0.1.0, which pg_upgrade refuses)
+# becomes the function's qualified signature, with its owner beside it; a
+# queue whose handler was dropped under 0.1.0 keeps a handler that fails
+# its jobs with SQLSTATE 42883.
 use strict;
 use warnings;
 
@@ -73,6 +77,10 @@ $node->safe_psql('up_a', q{
 	SET ROLE up_owner;
 	SELECT throttle_jobs.create_queue('up_h', handler => 'public.up_handler(jsonb)');
 	RESET ROLE;
+	CREATE FUNCTION public.up_gone(payload jsonb) RETURNS void
+	LANGUAGE sql SET search_path = pg_catalog, pg_temp AS 'SELECT';
+	SELECT throttle_jobs.create_queue('up_gone', handler => 'public.up_gone(jsonb)');
+	DROP FUNCTION public.up_gone(jsonb);
 	SELECT throttle_jobs.set_concurrency_limit('up:cap', 1);
 	SELECT throttle_jobs.set_concurrency_limit('up:t*', 2);
 	SELECT throttle_jobs.set_rate_limit('up:tb', 5, '1 hour', burst => 5);
@@ -96,6 +104,7 @@ $node->safe_psql('up_a', q{
 	SELECT throttle_jobs.enqueue('up_paused', '{"k": "p1"}');
 	SELECT throttle_jobs.pause_queue('up_paused');
 	SELECT throttle_jobs.enqueue('up_h', jsonb_build_object('k', 'h' || n)) FROM generate_series(1, 2) n;
+	SELECT throttle_jobs.enqueue('up_gone', '{"k": "g1"}');
 });
 is($node->safe_psql('up_a', "SELECT throttle_jobs.run_jobs('up_h', max_jobs => 1)"),
 	'1', 'a handler job ran under 0.1.0');
@@ -168,7 +177,7 @@ my $states_sql = q{
 	FROM (SELECT queue, state, count(*) AS n FROM throttle_jobs.jobs GROUP BY 1, 2
 	      UNION ALL SELECT queue, 'dead', count(*) FROM throttle_jobs.dead_letters GROUP BY 1
 	      UNION ALL SELECT queue, 'archived ' || state, count(*) FROM throttle_jobs.archived_jobs GROUP BY 1, 2) s};
-my $states_expected = 'up_h archived completed 1, up_h available 1, up_main available 4, '
+my $states_expected = 'up_gone available 1, up_h archived completed 1, up_h available 1, up_main available 4, '
   . 'up_main scheduled 2, up_paused available 1, up_rr throttled 3, '
   . 'up_work archived cancelled 1, up_work archived completed 3, up_work dead 2, '
   . 'up_work running 2, up_work scheduled 1';
@@ -204,6 +213,12 @@ sub table_contents
 	}
 	return \%rows;
 }
+# queue.handler becomes text (a qualified signature): compared as the
+# function it names (a dropped one: its number, either way)
+$tables{'throttle_jobs.queue'} =~
+  s/\bhandler\b/CASE WHEN handler::text ~ '^[0-9]+\$' THEN handler::text
+    ELSE to_regprocedure(handler::text)::oid::text END AS handler/
+  or die 'throttle_jobs.queue has no handler column';
 my $contents_before = table_contents('up_a');
 ok(keys %tables >= 15, 'the tables and sequences of 0.1.0 are listed (' . scalar(keys %tables) . ')');
 
@@ -346,10 +361,13 @@ is($node->safe_psql('up_a', $states_sql), $states_expected, 'the views show the 
 is($node->safe_psql('up_a', $limits_sql), $limits_before, 'the limits are in place');
 my $su = $node->safe_psql('up_a', 'SELECT current_user');
 is( $node->safe_psql('up_a', q{
-		SELECT string_agg(format('%s paused=%s fairness=%s owner=%s handler=%s', name, paused,
-		                         fairness, owner, coalesce(handler::text, '-')), E'\n' ORDER BY name)
-		FROM throttle_jobs.queues}),
-	"up_h paused=f fairness=fifo owner=up_owner handler=up_handler(jsonb)\n"
+		SELECT string_agg(format('%s paused=%s fairness=%s owner=%s handler=%s', q.name, q.paused,
+		                         q.fairness, q.owner, CASE WHEN q.handler ~ '^[0-9]+$' THEN 'number' ELSE coalesce(q.handler, '-') END
+		                         || coalesce(' of ' || h.handler_owner, '')),
+		                  E'\n' ORDER BY q.name)
+		FROM throttle_jobs.queues q JOIN throttle_jobs.queue h USING (name)}),
+	"up_gone paused=f fairness=fifo owner=$su handler=number\n"
+	  . "up_h paused=f fairness=fifo owner=up_owner handler=public.up_handler(pg_catalog.jsonb) of $su\n"
 	  . "up_main paused=f fairness=fifo owner=$su handler=-\n"
 	  . "up_paused paused=t fairness=fifo owner=$su handler=-\n"
 	  . "up_rr paused=f fairness=round_robin owner=$su handler=-\n"
@@ -382,6 +400,11 @@ is($node->safe_psql('up_a', "SELECT throttle_jobs.run_jobs('up_h')"), '1',
 	'the remaining handler job runs after the update');
 is( $node->safe_psql('up_a', q{SELECT string_agg(format('%s %s', payload->>'k', who), ', ' ORDER BY payload->>'k') FROM public.up_seen}),
 	'h1 up_owner, h2 up_owner', 'both handler jobs ran as the queue owner');
+is( $node->safe_psql('up_a', q{
+		SELECT throttle_jobs.run_jobs('up_gone');
+		SELECT attempt, last_error ~ '^handler [0-9]+ of queue "up_gone" does not exist \(SQLSTATE 42883\)'
+		FROM throttle_jobs.jobs WHERE queue = 'up_gone'}),
+	"1\n1|t", 'the handler dropped under 0.1.0 fails its job with SQLSTATE 42883');
 isnt($node->safe_psql('up_a', 'SELECT throttle_jobs.maintain()'), '', 'maintain() runs after the update');
 
 $node->stop;
