@@ -562,7 +562,9 @@ maintenance_pass(MemoryContext cxt)
 			bool		isnull;
 
 			SPI_connect();
-			tj_sweep_orphans();
+			/* (nor while a dump is being restored: see maintain.c) */
+			if (!tj_restore_pending(GetCurrentTimestamp()))
+				tj_sweep_orphans();
 			tj_execute(&maintain_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
 			tj_execute(&handler_queues_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
 			if (DatumGetBool(tj_get_datum(0, 1, &isnull)))
