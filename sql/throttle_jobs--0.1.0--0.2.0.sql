@@ -1217,7 +1217,7 @@ COMMENT ON FUNCTION throttle_jobs._limit_changed(text, boolean) IS 'Internal: af
 -- An update rebuilds the indexes of the day partitions that exist.
 DROP INDEX throttle_jobs.job_archive_queue_idx;
 DROP INDEX throttle_jobs.job_archive_id_idx;
-CREATE INDEX job_archive_default_queue_idx ON throttle_jobs.job_archive_default (queue_id, finished_at);
+CREATE INDEX job_archive_default_queue_id_finished_at_idx ON throttle_jobs.job_archive_default (queue_id, finished_at);
 CREATE INDEX job_archive_default_id_idx ON throttle_jobs.job_archive_default (id);
 DO $tj_archive_idx$
 DECLARE
