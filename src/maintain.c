@@ -22,7 +22,8 @@
  * The first pass after the restore recounts the gauges.
  *
  * Safe to run concurrently: expired jobs are claimed with SKIP LOCKED, and
- * partition changes are serialised by an advisory lock and a lock_timeout.
+ * partition changes are serialised by the row lock of maintenance_lock (an
+ * advisory lock under 0.1.0) and a lock_timeout.
  *
  *-------------------------------------------------------------------------
  */
