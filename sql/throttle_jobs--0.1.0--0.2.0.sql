@@ -1563,6 +1563,244 @@ $$;
 -- Dumps, restores and retention (issue 12)
 ------------------------------------------------------------------------------
 
+-- The archive's indexes belong to each partition, not to job_archive.  With
+-- a partitioned index on job_archive (an extension object, not dumped), a
+-- restore's ATTACH PARTITION created each day partition's indexes itself,
+-- and then the dump's own CREATE INDEX of them failed ("already exists"),
+-- twice per partition: pg_restore --single-transaction restored nothing and
+-- --exit-on-error stopped part-way.  Now each day partition carries indexes
+-- of its own (made by _maintain_archive with the partition, dumped with it),
+-- and the default partition, a member of the extension, has its own too.
+-- An update rebuilds the indexes of the day partitions that exist.
+DROP INDEX throttle_jobs.job_archive_queue_idx;
+DROP INDEX throttle_jobs.job_archive_id_idx;
+CREATE INDEX job_archive_default_queue_id_finished_at_idx ON throttle_jobs.job_archive_default (queue_id, finished_at);
+CREATE INDEX job_archive_default_id_idx ON throttle_jobs.job_archive_default (id);
+DO $tj_archive_idx$
+DECLARE
+	part text;
+BEGIN
+	FOR part IN
+		SELECT c.relname FROM pg_catalog.pg_inherits i
+		JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+		WHERE i.inhparent OPERATOR(pg_catalog.=) 'throttle_jobs.job_archive'::pg_catalog.regclass
+		  AND c.relname OPERATOR(pg_catalog.~) '^job_archive_p[0-9]{8}$'
+		ORDER BY c.relname
+	LOOP
+		EXECUTE pg_catalog.format('CREATE INDEX %I ON throttle_jobs.%I (queue_id, finished_at)',
+								  part OPERATOR(pg_catalog.||) '_queue_idx', part);
+		EXECUTE pg_catalog.format('CREATE INDEX %I ON throttle_jobs.%I (id)',
+								  part OPERATOR(pg_catalog.||) '_id_idx', part);
+	END LOOP;
+END
+$tj_archive_idx$;
+
+-- Restores.  pg_dump writes CREATE EXTENSION first and the extension's data
+-- later, so for the length of a restore the schema is there but its rows
+-- are not (or not all): a maintenance pass then (the worker of a database in
+-- throttle_jobs.databases, or pg_cron) would create day partitions that the
+-- restore creates next ("already exists"), count depth gauges from half the
+-- rows, and decide retention without the queues.  The signal: CREATE
+-- EXTENSION run by a session that restores a dump.  Every dump that pg_dump
+-- writes, plain or archive, sets row_security = off before anything else (a
+-- setting ordinary sessions leave on), and pg_restore names its sessions
+-- "pg_restore"; the extension's script cannot see check_function_bodies
+-- (CREATE EXTENSION turns it off for every script).  Such an install leaves
+-- one row here naming its session; maintain() does nothing while that
+-- session, or any session of this database named pg_restore (the parallel
+-- workers of pg_restore -j), is connected, nor for 10 seconds after it last
+-- saw one (pg_restore -j closes its first session before its workers
+-- connect); then it deletes the row and recounts the depth gauges.  Not
+-- dumped: a restore must start with the row its own CREATE EXTENSION left.
+CREATE TABLE throttle_jobs.restore_marker (
+	pid					integer NOT NULL,
+	backend_start		timestamptz,
+	application_name	text,
+	seen_at				timestamptz NOT NULL
+);
+COMMENT ON TABLE throttle_jobs.restore_marker IS 'The session restoring a dump into this database, while maintain() waits for it to end (not dumped).';
+REVOKE ALL ON throttle_jobs.restore_marker FROM PUBLIC;
+INSERT INTO throttle_jobs.restore_marker (pid, backend_start, application_name, seen_at)
+SELECT a.pid, a.backend_start, a.application_name, pg_catalog.now()
+FROM pg_catalog.pg_stat_activity a
+WHERE a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+  AND (pg_catalog.current_setting('row_security') OPERATOR(pg_catalog.=) 'off'
+	   OR a.application_name OPERATOR(pg_catalog.=) 'pg_restore')
+  -- a fresh install: an update of a database in use is no restore
+  AND NOT EXISTS (SELECT FROM throttle_jobs.queue);
+
+-- Returns NULL when no restore is known, 'restoring' while one runs (and
+-- maintain() must do nothing), 'restored' once, at the first pass after it
+-- ended (the marker is deleted then).
+CREATE FUNCTION throttle_jobs._restore_state(now timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m record;
+BEGIN
+	SELECT r.pid, r.backend_start, r.seen_at INTO m FROM throttle_jobs.restore_marker r
+	ORDER BY r.seen_at DESC LIMIT 1;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	IF EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
+			   WHERE a.pid OPERATOR(pg_catalog.=) m.pid
+				 AND a.backend_start IS NOT DISTINCT FROM m.backend_start)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
+				  WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+					AND a.application_name OPERATOR(pg_catalog.=) 'pg_restore'
+					AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()) THEN
+		UPDATE throttle_jobs.restore_marker SET seen_at = now;
+		RETURN 'restoring';
+	END IF;
+	IF m.seen_at OPERATOR(pg_catalog.>) (now OPERATOR(pg_catalog.-) '10 seconds'::interval) THEN
+		RETURN 'restoring';
+	END IF;
+	DELETE FROM throttle_jobs.restore_marker;
+	RETURN 'restored';
+END
+$$;
+REVOKE ALL ON FUNCTION throttle_jobs._restore_state(timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._restore_state(timestamptz) IS 'Internal: whether a restore of a dump into this database runs (maintain() then waits), or just ended.';
+
+-- The rate limiters' state is dumped: without it a restore refilled every
+-- spent token bucket and emptied every window, admitting a burst that the
+-- limits had already spent.  Its stamps make a restored state age as it
+-- would have: a bucket restored a day later is full, one restored at once
+-- is as spent as it was.  (key_outcome, the adaptive limits' unevaluated
+-- outcomes, is not: an evaluation starts afresh from the next jobs.)
+SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.key_rate_state', '');
+COMMENT ON TABLE throttle_jobs.key_rate_state IS 'Rate limiter state per concrete key: bucket level, window count or admission log (dumped, so that a restore does not refill spent limits).';
+
+-- Retention keeps what it cannot prove is past every queue's retention:
+-- no queue (none yet, or a restore that has not loaded them) drops nothing,
+-- and a day partition holding a row of a queue that does not exist is kept.
+-- Partitions are made only once a queue exists, each with its own indexes.
+CREATE OR REPLACE FUNCTION throttle_jobs._maintain_archive(now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '200ms'
+-- the day partitions go where the archive is, however the database's
+-- settings point default_tablespace (pg_global made every pass fail)
+SET default_tablespace = ''
+SET default_table_access_method = 'heap'
+AS $$
+DECLARE
+	day date;
+	part text;
+	lo timestamptz;
+	hi timestamptz;
+	longest interval;
+	created integer := 0;
+	dropped integer := 0;
+	skipped integer := 0;
+	deleted bigint := 0;
+	grantee text;
+	unknown boolean;
+	kept integer := 0;
+BEGIN
+	-- One pass at a time: the row lock of our own row, which no other role
+	-- can take (an advisory lock's key anyone can compute and hold).
+	PERFORM FROM throttle_jobs.maintenance_lock l WHERE l.id OPERATOR(pg_catalog.=) 1
+		FOR UPDATE SKIP LOCKED;
+	IF NOT FOUND THEN
+		RETURN pg_catalog.jsonb_build_object('busy', true);
+	END IF;
+
+	-- No queue, nothing to archive: make no partition (a restore that has
+	-- not loaded its queues yet is about to create its own).
+	FOR i IN 0..2 LOOP
+		EXIT WHEN NOT EXISTS (SELECT FROM throttle_jobs.queue);
+		day := (now AT TIME ZONE 'UTC')::date + i;
+		part := 'job_archive_p' || pg_catalog.to_char(day, 'YYYYMMDD');
+		lo := day::timestamp AT TIME ZONE 'UTC';
+		hi := (day + 1)::timestamp AT TIME ZONE 'UTC';
+		CONTINUE WHEN pg_catalog.to_regclass('throttle_jobs.' || part) IS NOT NULL;
+		-- rows of that day already in the default partition would block it
+		CONTINUE WHEN EXISTS (SELECT 1 FROM throttle_jobs.job_archive_default a
+							  WHERE a.finished_at >= lo AND a.finished_at < hi);
+		BEGIN
+			-- the bounds in ISO form with their offset, read the same way
+			-- whatever DateStyle and TimeZone the session has
+			EXECUTE pg_catalog.format(
+				'CREATE TABLE throttle_jobs.%I PARTITION OF throttle_jobs.job_archive FOR VALUES FROM (%L) TO (%L)',
+				part,
+				pg_catalog.to_char(lo AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'),
+				pg_catalog.to_char(hi AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'));
+			-- the partition's own indexes (job_archive has none: see above)
+			EXECUTE pg_catalog.format('CREATE INDEX %I ON throttle_jobs.%I (queue_id, finished_at)',
+									  part OPERATOR(pg_catalog.||) '_queue_idx', part);
+			EXECUTE pg_catalog.format('CREATE INDEX %I ON throttle_jobs.%I (id)',
+									  part OPERATOR(pg_catalog.||) '_id_idx', part);
+			EXECUTE pg_catalog.format('REVOKE ALL ON throttle_jobs.%I FROM PUBLIC', part);
+			-- and from whomever default privileges granted rights on it
+			FOR grantee IN
+				SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text
+				FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+				WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('throttle_jobs.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(part))
+				  AND a.grantee OPERATOR(pg_catalog.<>) c.relowner AND a.grantee OPERATOR(pg_catalog.<>) 0
+			LOOP
+				EXECUTE pg_catalog.format('REVOKE ALL ON throttle_jobs.%I FROM %s', part, grantee);
+			END LOOP;
+			EXECUTE pg_catalog.format('COMMENT ON TABLE throttle_jobs.%I IS %L', part,
+				'Archive rows finished on ' OPERATOR(pg_catalog.||) pg_catalog.to_char(day, 'YYYY-MM-DD')
+				OPERATOR(pg_catalog.||) ' (UTC); dropped whole by maintain().');
+			created := created + 1;
+		EXCEPTION WHEN lock_not_available OR check_violation THEN
+			-- busy, or rows of that day reached the default partition meanwhile
+			skipped := skipped + 1;
+		END;
+	END LOOP;
+
+	-- Unknown means keep: with no queue (none made yet, or a restore that
+	-- has not loaded them yet) nothing proves a partition past retention.
+	SELECT pg_catalog.max(q.retain_completed) INTO longest FROM throttle_jobs.queue q;
+	FOR part, hi IN
+		SELECT c.relname,
+			   (pg_catalog.to_date(pg_catalog.substr(c.relname, 14), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC'
+		FROM pg_catalog.pg_inherits i
+		JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+		WHERE i.inhparent = 'throttle_jobs.job_archive'::pg_catalog.regclass
+		  AND c.relname OPERATOR(pg_catalog.~) '^job_archive_p[0-9]{8}$'
+		ORDER BY c.relname
+	LOOP
+		CONTINUE WHEN longest IS NULL OR hi > now - longest;
+		BEGIN
+			-- and a row of a queue that does not exist (yet) has no known
+			-- retention: keep its partition (one scan, of a partition
+			-- that is otherwise dropped now)
+			EXECUTE pg_catalog.format(
+				'SELECT EXISTS (SELECT FROM throttle_jobs.%I a WHERE NOT EXISTS '
+				'(SELECT FROM throttle_jobs.queue q WHERE q.id OPERATOR(pg_catalog.=) a.queue_id))', part)
+				INTO unknown;
+			IF unknown THEN
+				kept := kept + 1;
+				CONTINUE;
+			END IF;
+			EXECUTE pg_catalog.format('DROP TABLE throttle_jobs.%I', part);
+			dropped := dropped + 1;
+		EXCEPTION WHEN lock_not_available THEN
+			skipped := skipped + 1;
+		END;
+	END LOOP;
+
+	DELETE FROM throttle_jobs.job_archive a
+	USING throttle_jobs.queue q
+	WHERE q.id = a.queue_id
+	  AND a.finished_at < now - q.retain_completed - '1 day'::interval;
+	GET DIAGNOSTICS deleted = ROW_COUNT;
+
+	RETURN pg_catalog.jsonb_build_object('partitions_created', created,
+		'partitions_dropped', dropped, 'partitions_skipped', skipped,
+		'partitions_kept_unknown_queue', kept,
+		'rows_deleted', deleted);
+END
+$$;
+REVOKE ALL ON FUNCTION throttle_jobs._maintain_archive(timestamptz) FROM PUBLIC;
+
 
 ------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes

@@ -15,8 +15,15 @@
  *		   (tj_forget_idle_rate_state).
  *		6. Queue grants to roles that no longer exist are deleted.
  *
+ * While a dump is being restored into the database, a pass does nothing
+ * (tj_restore_pending): the schema is there before its rows are, and a pass
+ * would create the partitions that the restore creates next, count the
+ * depth gauges from half the rows and judge retention without the queues.
+ * The first pass after the restore recounts the gauges.
+ *
  * Safe to run concurrently: expired jobs are claimed with SKIP LOCKED, and
- * partition changes are serialised by an advisory lock and a lock_timeout.
+ * partition changes are serialised by the row lock of maintenance_lock (an
+ * advisory lock under 0.1.0) and a lock_timeout.
  *
  *-------------------------------------------------------------------------
  */
@@ -71,6 +78,44 @@ static TJStatement archive_stmt = {
 	1, {TIMESTAMPTZOID}
 };
 
+static TJStatement restore_stmt = {
+	"SELECT throttle_jobs._restore_state($1)",
+	1, {TIMESTAMPTZOID}
+};
+
+/*
+ * Whether a restore of a dump into this database is in progress (see
+ * throttle_jobs._restore_state); when one has just ended, the depth gauges
+ * are recounted at the next statistics step.  Connected to SPI by the caller.
+ */
+bool
+tj_restore_pending(TimestampTz now)
+{
+	Oid			nsp = get_namespace_oid("throttle_jobs", true);
+	bool		isnull;
+	Datum		state;
+	bool		pending = false;
+	Datum		values[1];
+
+	/* (restore_marker is new in 0.2.0: this library also serves 0.1.0) */
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("restore_marker", nsp)))
+		return false;
+	values[0] = TimestampTzGetDatum(now);
+	tj_execute(&restore_stmt, values, NULL, false, 1, SPI_OK_SELECT);
+	state = tj_get_datum(0, 1, &isnull);
+	if (!isnull)
+	{
+		char	   *s = TextDatumGetCString(state);
+
+		if (strcmp(s, "restoring") == 0)
+			pending = true;
+		else
+			tj_stats_force_recount();
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return pending;
+}
+
 /* maintain() returns jsonb: what the pass did */
 Datum
 throttle_jobs_maintain(PG_FUNCTION_ARGS)
@@ -93,6 +138,12 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 
 	SPI_connect();
+	if (tj_restore_pending(now))
+	{
+		SPI_finish();
+		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
+											CStringGetDatum("{\"restore_in_progress\": true}")));
+	}
 	for (int batch = 0; batch < REAP_MAX_BATCHES; batch++)
 	{
 		uint64		n = tj_execute(&expired_stmt, values, NULL, false, 0, SPI_OK_SELECT);

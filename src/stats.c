@@ -1436,6 +1436,18 @@ recount(TimestampTz now)
 				nids;
 
 	values[0] = TimestampTzGetDatum(now);
+
+	/*
+	 * The counts see this transaction's own changes (maintain() reaped
+	 * leases, the worker handed back orphaned jobs, dead letters were
+	 * purged): its gauge deltas must not be applied on top of them at commit,
+	 * or each such job counts twice (after a crash, every job that the
+	 * executors held).  The event counters stay.
+	 */
+	for (int i = 0; i < pending_queues.n; i++)
+		memset(PITEM(&pending_queues, PendingQueue, i)->gauges, 0, sizeof(int64) * G_COUNT);
+	pending_futures.n = 0;
+
 	nids = tj_execute_latest(&queue_ids_stmt, NULL, NULL, SPI_OK_SELECT);
 	ids = SPI_tuptable;
 	nlive = tj_execute_latest(&count_live_stmt, NULL, NULL, SPI_OK_SELECT);
@@ -1600,6 +1612,24 @@ rollup(TimestampTz now)
 		values[c] = PointerGetDatum(construct_array(cols[c], rows, INT8OID, 8,
 													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	return (int64) tj_execute(&rollup_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+}
+
+/*
+ * Marks the gauges of this database unknown, so that the next statistics
+ * step recounts them (after a restore loaded the rows behind them).
+ */
+void
+tj_stats_force_recount(void)
+{
+	TJQueueStats *e;
+
+	if (tj_stats == NULL)
+		return;
+	LWLockAcquire(tj_stats->lock, LW_EXCLUSIVE);
+	e = queue_entry(0, false);
+	if (e)
+		e->based_at = 0;
+	LWLockRelease(tj_stats->lock);
 }
 
 /*

@@ -308,5 +308,7 @@ extern void tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt);
 extern void tj_stats_dead_removed(int32 queue_id, int64 n);
 extern void tj_stats_dead_lettered_waiting(int32 queue_id, TimestampTz run_at, int32 attempt);
 extern char *tj_stats_maintain(TimestampTz now);
+extern void tj_stats_force_recount(void);
+extern bool tj_restore_pending(TimestampTz now);
 
 #endif							/* THROTTLE_JOBS_H */

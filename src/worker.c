@@ -561,12 +561,16 @@ maintenance_pass(MemoryContext cxt)
 		else
 		{
 			bool		isnull;
+			bool		restoring;
 
 			SPI_connect();
-			tj_sweep_orphans();
+			/* nothing but maintain() while a dump is restored (see maintain.c) */
+			restoring = tj_restore_pending(GetCurrentTimestamp());
+			if (!restoring)
+				tj_sweep_orphans();
 			tj_execute(&maintain_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
 			tj_execute(&handler_queues_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
-			if (DatumGetBool(tj_get_datum(0, 1, &isnull)))
+			if (DatumGetBool(tj_get_datum(0, 1, &isnull)) && !restoring)
 				result = PASS_HANDLERS;
 			SPI_finish();
 		}

@@ -4,7 +4,8 @@
 # member runs the handler jobs and says how many, and pg_cron, at its first
 # firing, runs the handler jobs with run_jobs(), calls maintain(), and
 # enqueues a periodic job from two schedules exactly once, thanks to a
-# unique_key derived from the minute.
+# unique_key derived from the minute; cron.schedule_in_database runs
+# maintain() in a database other than cron.database_name.
 use strict;
 use warnings;
 
@@ -72,6 +73,20 @@ is($node->safe_psql('postgres', q{
 		SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'throttle_jobs%'}),
 	'0', 'no throttle_jobs worker runs (not preloaded)');
 
+# Queues in another database than cron.database_name: pg_cron's tables live
+# in cron.database_name only, and cron.schedule_in_database (pg_cron 1.4)
+# runs a command in another database.
+$node->safe_psql('postgres', 'CREATE DATABASE cron_other');
+$node->safe_psql('cron_other', q{
+	SET client_min_messages = warning;
+	CREATE EXTENSION throttle_jobs;
+	SELECT throttle_jobs.create_queue('other_q');
+	SELECT throttle_jobs.enqueue('other_q', '{}');
+});
+is($node->safe_psql('cron_other', q{
+		SELECT depth_as_of IS NULL FROM throttle_jobs.queue_stats WHERE queue = 'other_q'}),
+	't', 'cron_other: no maintain() has counted its queue yet');
+
 # ---------------------------------------------------------------- run_jobs by hand
 $node->safe_psql('postgres', q{
 	SELECT throttle_jobs.enqueue('cron_q', jsonb_build_object('n', n))
@@ -104,13 +119,15 @@ $node->poll_query_until('postgres',
 	'SELECT extract(second FROM clock_timestamp()) < 45');
 my $enqueue_cmd =
   q{SELECT throttle_jobs.enqueue('reports', '{"kind": "report"}', unique_key => 'report:' || to_char(date_trunc('minute', now()), 'YYYY-MM-DD HH24:MI'))};
-my ($scheduled_at, $run_id, $maint_id, $rep_a, $rep_b) = split /\n/,
+my ($scheduled_at, $run_id, $maint_id, $rep_a, $rep_b, $other_id) = split /\n/,
   $node->safe_psql('postgres', qq{
 	SELECT clock_timestamp();
 	SELECT cron.schedule('run-jobs', '* * * * *', 'SELECT throttle_jobs.run_jobs()');
 	SELECT cron.schedule('maintain', '* * * * *', 'SELECT throttle_jobs.maintain()');
 	SELECT cron.schedule('report-a', '* * * * *', \$cmd\$$enqueue_cmd\$cmd\$);
 	SELECT cron.schedule('report-b', '* * * * *', \$cmd\$$enqueue_cmd\$cmd\$);
+	SELECT cron.schedule_in_database('maintain-other', '* * * * *',
+	                                 'SELECT throttle_jobs.maintain()', 'cron_other');
 });
 note("scheduled at $scheduled_at: cron jobs $run_id, $maint_id, $rep_a, $rep_b");
 my $ids = join(',', $run_id, $maint_id, $rep_a, $rep_b);
@@ -120,9 +137,9 @@ my $ids = join(',', $run_id, $maint_id, $rep_a, $rep_b);
 	local $PostgreSQL::Test::Utils::timeout_default = 130
 	  unless $ENV{PG_TEST_TIMEOUT_DEFAULT};
 	ok( $node->poll_query_until('postgres', qq{
-			SELECT count(DISTINCT jobid) = 4 FROM cron.job_run_details
-			WHERE jobid IN ($ids) AND status IN ('succeeded', 'failed')}),
-		'pg_cron fired all four jobs');
+			SELECT count(DISTINCT jobid) = 5 FROM cron.job_run_details
+			WHERE jobid IN ($ids, $other_id) AND status IN ('succeeded', 'failed')}),
+		'pg_cron fired all five jobs');
 }
 my $minute = $node->safe_psql('postgres', qq{
 	SELECT date_trunc('minute', min(start_time)) FROM cron.job_run_details
@@ -134,6 +151,15 @@ is($node->safe_psql('postgres', qq{
 		WHERE jobid IN ($ids) AND date_trunc('minute', d.start_time) = '$minute'}),
 	'maintain:succeeded,report-a:succeeded,report-b:succeeded,run-jobs:succeeded',
 	'in that minute each cron job ran once and succeeded (maintain() included)');
+
+is($node->safe_psql('postgres', qq{
+		SELECT string_agg(d.database || ':' || d.status, ',') FROM cron.job_run_details d
+		WHERE d.jobid = $other_id AND date_trunc('minute', d.start_time) = '$minute'}),
+	'cron_other:succeeded', 'cron.schedule_in_database ran maintain() in cron_other once');
+is($node->safe_psql('cron_other', q{
+		SELECT available || '/' || (depth_as_of IS NOT NULL)
+		FROM throttle_jobs.queue_stats WHERE queue = 'other_q'}),
+	'1/true', 'and that maintain() counted cron_other\'s queue');
 
 my $cron_pid = $node->safe_psql('postgres', qq{
 	SELECT job_pid FROM cron.job_run_details
@@ -176,6 +202,6 @@ my ($rc, $stdout, $stderr) = $node->psql('postgres',
 	"SELECT throttle_jobs.reset_stats('reports')", extra_params => ['-v', 'VERBOSITY=verbose']);
 like($stderr, qr/55000/, 'reset_stats() without preloading fails with SQLSTATE 55000');
 
-$node->safe_psql('postgres', qq{SELECT cron.unschedule(jobid) FROM cron.job WHERE jobid IN ($ids)});
+$node->safe_psql('postgres', qq{SELECT cron.unschedule(jobid) FROM cron.job WHERE jobid IN ($ids, $other_id)});
 $node->stop;
 done_testing();
