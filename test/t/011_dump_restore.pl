@@ -302,8 +302,10 @@ is($dst->safe_psql($db, q{
 	"new,wait,avail\nt", 'new, released (its cap freed) and available jobs reserve, best first, and complete');
 is($dst->safe_psql($db, q{SELECT count(*) FROM throttle_jobs.reserve('q_paused', 'w2')}),
 	'0', 'the paused queue stays paused');
-# The handler queue runs its jobs as its owner, the dumped ones and a new one.
+# The handler queue runs its jobs as its owner, the dumped ones and a new one
+# (no executors here: run_jobs() runs them, as pg_cron would).
 $dst->safe_psql($db, q{SELECT throttle_jobs.enqueue('q_h', '{"k": "h3"}')});
+$dst->safe_psql($db, q{SELECT throttle_jobs.run_jobs('q_h')});
 ok($dst->poll_query_until($db, q{
 		SELECT string_agg(payload->>'k' || ':' || who, ',' ORDER BY payload->>'k') FROM public.seen},
 		'h1:app_owner,h2:app_owner,h3:app_owner'),
