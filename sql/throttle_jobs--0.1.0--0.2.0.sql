@@ -1803,6 +1803,275 @@ REVOKE ALL ON FUNCTION throttle_jobs._maintain_archive(timestamptz) FROM PUBLIC;
 
 
 ------------------------------------------------------------------------------
+-- SQL API for workers and admins (issue 14)
+------------------------------------------------------------------------------
+
+-- enqueue_ex: enqueue() that tells a new job from the live job of the same
+-- unique_key (inserted), and lets the caller choose what a live key means.
+CREATE FUNCTION throttle_jobs.enqueue_ex(
+	queue				text,
+	payload				jsonb DEFAULT '{}',
+	run_at				timestamptz DEFAULT NULL,
+	priority			integer DEFAULT 0,
+	max_attempts		integer DEFAULT NULL,
+	concurrency_key		text DEFAULT NULL,
+	rate_limit_key		text DEFAULT NULL,
+	unique_key			text DEFAULT NULL,
+	cost				integer DEFAULT 1,
+	on_conflict			text DEFAULT 'return',
+	OUT id				bigint,
+	OUT inserted		boolean)
+RETURNS record
+AS 'MODULE_PATHNAME', 'throttle_jobs_enqueue_ex'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.enqueue_ex(text, jsonb, timestamptz, integer, integer, text, text, text, integer, text) IS 'enqueue() returning (id, inserted): inserted is false for a live job of the same unique_key, whose id on_conflict ''return'' gives, ''skip'' omits and ''error'' refuses (23505); id NULL for a job a full queue dropped.';
+REVOKE ALL ON FUNCTION throttle_jobs.enqueue_ex(text, jsonb, timestamptz, integer, integer, text, text, text, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.enqueue_ex(text, jsonb, timestamptz, integer, integer, text, text, text, integer, text)
+	TO throttle_jobs_producer, throttle_jobs_user;
+
+
+-- complete_and_reserve_ex: complete_and_reserve() with a result per
+-- completed job, telling the worker which completions were refused.
+CREATE TYPE throttle_jobs.work_item AS (
+	outcome				text,
+	id					bigint,
+	queue				text,
+	payload				jsonb,
+	attempt				integer,
+	max_attempts		integer,
+	lease_token			uuid,
+	lease_until			timestamptz,
+	priority			integer,
+	concurrency_key		text,
+	rate_limit_key		text,
+	enqueued_at			timestamptz
+);
+COMMENT ON TYPE throttle_jobs.work_item IS 'A row of complete_and_reserve_ex(): outcome ''reserved'' with a reserved_job''s columns, or ''stale'' or ''cancelled'' with the id of a job whose completion was refused.';
+
+CREATE FUNCTION throttle_jobs.complete_and_reserve_ex(
+	queue				text,
+	worker				text,
+	done				bigint[] DEFAULT '{}',
+	lease_tokens		uuid[] DEFAULT '{}',
+	results				jsonb[] DEFAULT NULL,
+	max_jobs			integer DEFAULT 1,
+	lease				interval DEFAULT NULL)
+RETURNS SETOF throttle_jobs.work_item
+AS 'MODULE_PATHNAME', 'throttle_jobs_complete_and_reserve_ex'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.complete_and_reserve_ex(text, text, bigint[], uuid[], jsonb[], integer, interval) IS 'Completes the finished jobs with their results (NULL: none) and reserves up to max_jobs more, in one transaction; returns a ''stale'' or ''cancelled'' row for each refused completion, then a ''reserved'' row for each job reserved.';
+REVOKE ALL ON FUNCTION throttle_jobs.complete_and_reserve_ex(text, text, bigint[], uuid[], jsonb[], integer, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.complete_and_reserve_ex(text, text, bigint[], uuid[], jsonb[], integer, interval)
+	TO throttle_jobs_worker, throttle_jobs_user;
+
+
+-- Admin operations on jobs and dead letters: manage on the job's queue.
+-- cancel(id, running) (no default: cancel(id) stays 0.1.0's, which leaves
+-- running jobs alone) and retry_now(id) are C (src/admin.c): they free a
+-- running job's slot and keep the statistics.
+CREATE FUNCTION throttle_jobs.cancel(id bigint, running boolean)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_cancel_job'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.cancel(bigint, boolean) IS 'Cancels a job that waits or, with running => true, one that runs (its worker''s lease token stops matching: heartbeat returns NULL, complete false, fail ''cancelled''); true if it was cancelled.';
+
+CREATE FUNCTION throttle_jobs.retry_now(id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_retry_now'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.retry_now(bigint) IS 'Makes a job that waits for its run_at (scheduled, or in backoff after a failure) due now; true if it did.  A job held back by a limit keeps waiting for its key.';
+
+-- delete_dead(id), retry_dead_matching, purge_dead_matching: SQL-written,
+-- through the call_as_caller wrapper as retry_dead and purge_dead are.
+CREATE FUNCTION throttle_jobs._delete_dead(caller oid, id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer;
+BEGIN
+	IF id IS NULL THEN
+		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT d.queue_id INTO qid FROM throttle_jobs.job_dead d WHERE d.id OPERATOR(pg_catalog.=) _delete_dead.id;
+	IF qid IS NULL THEN
+		RETURN false;
+	END IF;
+	PERFORM throttle_jobs._require_job_queue(caller, qid, id, 'manage');
+	DELETE FROM throttle_jobs.job_dead d WHERE d.id OPERATOR(pg_catalog.=) _delete_dead.id;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	PERFORM throttle_jobs._stats_note(qid, 'dead_purged', 1);
+	RETURN true;
+END
+$$;
+
+-- The dead letters of a queue that a filter selects: the last error's text
+-- contains error_contains (NULL: any), died after died_after and before
+-- died_before (NULL: unbounded).
+CREATE FUNCTION throttle_jobs._check_dead_filter(error_contains text, died_after timestamptz,
+	died_before timestamptz, max_jobs integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF error_contains OPERATOR(pg_catalog.=) '' THEN
+		RAISE EXCEPTION 'error_contains must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass NULL to match any error.';
+	END IF;
+	IF died_after IS NOT NULL AND died_before IS NOT NULL
+	   AND died_after OPERATOR(pg_catalog.>=) died_before THEN
+		RAISE EXCEPTION 'died_after (%) must be earlier than died_before (%)', died_after, died_before
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF max_jobs IS NOT NULL AND max_jobs OPERATOR(pg_catalog.<) 1 THEN
+		RAISE EXCEPTION 'max_jobs must be at least 1, not %', max_jobs
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION throttle_jobs._check_dead_filter(text, timestamptz, timestamptz, integer) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._check_dead_filter(text, timestamptz, timestamptz, integer) IS 'Internal: refuses an empty error text, an empty time range or a max_jobs below 1.';
+
+CREATE FUNCTION throttle_jobs._retry_dead_matching(
+	caller				oid,
+	queue				text,
+	error_contains		text,
+	died_after			timestamptz,
+	died_before			timestamptz,
+	max_jobs			integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
+	n bigint;
+BEGIN
+	PERFORM throttle_jobs._check_dead_filter(error_contains, died_after, died_before, max_jobs);
+	-- Dead jobs whose unique_key is live again stay dead.
+	WITH pick AS (
+		SELECT d.id FROM throttle_jobs.job_dead d
+		WHERE d.queue_id OPERATOR(pg_catalog.=) qid
+		  AND (died_after IS NULL OR d.died_at OPERATOR(pg_catalog.>) died_after)
+		  AND (died_before IS NULL OR d.died_at OPERATOR(pg_catalog.<) died_before)
+		  AND (error_contains IS NULL
+			   OR pg_catalog.strpos((d.errors OPERATOR(pg_catalog.->) (-1)) OPERATOR(pg_catalog.->>) 'error'::pg_catalog.text,
+									error_contains) OPERATOR(pg_catalog.>) 0)
+		  AND (d.unique_key IS NULL OR NOT EXISTS (
+				SELECT FROM throttle_jobs.job j
+				WHERE j.queue_id OPERATOR(pg_catalog.=) qid
+				  AND j.unique_key OPERATOR(pg_catalog.=) d.unique_key))
+		ORDER BY d.died_at, d.id
+		LIMIT max_jobs
+		FOR UPDATE SKIP LOCKED
+	), d AS (
+		DELETE FROM throttle_jobs.job_dead d USING pick WHERE d.id OPERATOR(pg_catalog.=) pick.id RETURNING d.*
+	)
+	INSERT INTO throttle_jobs.job (id, queue_id, state, priority, run_at, attempt,
+		max_attempts, cost, enqueued_at, concurrency_key, rate_limit_key,
+		unique_key, errors, payload)
+	SELECT d.id, d.queue_id, 'available', d.priority, pg_catalog.now(), 0,
+		d.max_attempts, d.cost, d.enqueued_at, d.concurrency_key, d.rate_limit_key,
+		d.unique_key, d.errors, d.payload
+	FROM d;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM throttle_jobs._stats_note(qid, 'dead_retried', n);
+	RETURN n;
+END
+$$;
+
+CREATE FUNCTION throttle_jobs._purge_dead_matching(
+	caller				oid,
+	queue				text,
+	error_contains		text,
+	died_after			timestamptz,
+	died_before			timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
+	n bigint;
+BEGIN
+	PERFORM throttle_jobs._check_dead_filter(error_contains, died_after, died_before, NULL);
+	DELETE FROM throttle_jobs.job_dead d
+	WHERE d.queue_id OPERATOR(pg_catalog.=) qid
+	  AND (died_after IS NULL OR d.died_at OPERATOR(pg_catalog.>) died_after)
+	  AND (died_before IS NULL OR d.died_at OPERATOR(pg_catalog.<) died_before)
+	  AND (error_contains IS NULL
+		   OR pg_catalog.strpos((d.errors OPERATOR(pg_catalog.->) (-1)) OPERATOR(pg_catalog.->>) 'error'::pg_catalog.text,
+								error_contains) OPERATOR(pg_catalog.>) 0);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM throttle_jobs._stats_note(qid, 'dead_purged', n);
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION throttle_jobs._delete_dead(oid, bigint),
+	throttle_jobs._retry_dead_matching(oid, text, text, timestamptz, timestamptz, integer),
+	throttle_jobs._purge_dead_matching(oid, text, text, timestamptz, timestamptz)
+	FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._delete_dead(oid, bigint) IS 'Internal: delete_dead on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._retry_dead_matching(oid, text, text, timestamptz, timestamptz, integer) IS 'Internal: retry_dead_matching on behalf of a given role.';
+COMMENT ON FUNCTION throttle_jobs._purge_dead_matching(oid, text, text, timestamptz, timestamptz) IS 'Internal: purge_dead_matching on behalf of a given role.';
+
+CREATE FUNCTION throttle_jobs.delete_dead(id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.delete_dead(bigint) IS 'Deletes one dead job; true if there was one.';
+
+CREATE FUNCTION throttle_jobs.retry_dead_matching(
+	queue				text,
+	error_contains		text DEFAULT NULL,
+	died_after			timestamptz DEFAULT NULL,
+	died_before			timestamptz DEFAULT NULL,
+	max_jobs			integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.retry_dead_matching(text, text, timestamptz, timestamptz, integer) IS 'Moves a queue''s dead jobs that the filter selects (last error containing error_contains, died between died_after and died_before, at most max_jobs, oldest first) back with their attempts reset; returns how many.';
+
+CREATE FUNCTION throttle_jobs.purge_dead_matching(
+	queue				text,
+	error_contains		text DEFAULT NULL,
+	died_after			timestamptz DEFAULT NULL,
+	died_before			timestamptz DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.purge_dead_matching(text, text, timestamptz, timestamptz) IS 'Deletes a queue''s dead jobs that the filter selects (last error containing error_contains, died between died_after and died_before); returns how many.';
+
+REVOKE ALL ON FUNCTION throttle_jobs.cancel(bigint, boolean),
+	throttle_jobs.retry_now(bigint),
+	throttle_jobs.delete_dead(bigint),
+	throttle_jobs.retry_dead_matching(text, text, timestamptz, timestamptz, integer),
+	throttle_jobs.purge_dead_matching(text, text, timestamptz, timestamptz)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.cancel(bigint, boolean),
+	throttle_jobs.retry_now(bigint),
+	throttle_jobs.delete_dead(bigint),
+	throttle_jobs.retry_dead_matching(text, text, timestamptz, timestamptz, integer),
+	throttle_jobs.purge_dead_matching(text, text, timestamptz, timestamptz)
+	TO throttle_jobs_admin, throttle_jobs_user;
+
+
+------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes
 ------------------------------------------------------------------------------
 

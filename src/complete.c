@@ -53,7 +53,7 @@ PG_FUNCTION_INFO_V1(throttle_jobs_heartbeat);
 	"   d.reserved_at, $3, 'completed', d.errors, d.payload, " result \
 	"    FROM done d JOIN throttle_jobs.queue q ON q.id = d.queue_id" \
 	"   WHERE q.retain_completed > '0'::pg_catalog.interval)" \
-	" SELECT d.concurrency_key, d.rate_limit_key, d.queue_id, d.reserved_at FROM done d"
+	" SELECT d.concurrency_key, d.rate_limit_key, d.queue_id, d.reserved_at, d.id FROM done d"
 
 static TJStatement complete_stmt = {
 	"WITH done AS ("
@@ -75,6 +75,26 @@ static TJStatement complete_many_stmt = {
 	"  RETURNING j.*),"
 	ARCHIVE_DONE_SQL("NULL"),
 	3, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
+};
+
+/* complete_many_stmt with $4 results (jsonb[], NULL elements: none), paired */
+static TJStatement complete_results_stmt = {
+	"WITH done AS ("
+	"  DELETE FROM throttle_jobs.job j"
+	"   USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($4))"
+	"         AS f(id, token, result)"
+	"   WHERE j.id = f.id AND j.lease_token = f.token"
+	"     AND coalesce(j.state = 'running', false)"
+	"  RETURNING j.*, f.result AS done_result),"
+	ARCHIVE_DONE_SQL("d.done_result"),
+	4, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID, JSONBARRAYOID}, NULL, TJ_GENERIC
+};
+
+/* Whether job $1, no longer live, was cancelled (cancel(id, running => true)) */
+static TJStatement cancelled_stmt = {
+	"SELECT 1 FROM throttle_jobs.job_archive a"
+	" WHERE a.id = $1 AND a.state = 'cancelled' LIMIT 1",
+	1, {INT8OID}, NULL, TJ_GENERIC
 };
 
 /* Locks a running job under a given lease, with its queue's retry policy. */
@@ -217,15 +237,35 @@ tj_complete_job(Datum *values, const char *nulls)
 }
 
 /*
- * Completes, with no result, each running job ids[i] under lease token
- * tokens[i] (one-dimensional bigint[] and uuid[] of equal length, without
- * NULLs); stale pairs change nothing.  Returns how many were completed.
- * The caller must be connected to SPI.
+ * Whether a job whose lease token no longer matches was cancelled (rather
+ * than reaped, reserved again or finished): what a worker is told in place
+ * of 'stale'.  The caller must be connected to SPI.
+ */
+bool
+tj_job_was_cancelled(int64 id)
+{
+	Datum		values[1];
+	bool		found;
+
+	values[0] = Int64GetDatum(id);
+	/* not read-only: a fresh snapshot sees a cancel that a lock wait just saw commit */
+	found = tj_execute(&cancelled_stmt, values, NULL, false, 1, SPI_OK_SELECT) > 0;
+	SPI_freetuptable(SPI_tuptable);
+	return found;
+}
+
+/*
+ * Completes each running job ids[i] under lease token tokens[i] with
+ * result results[i] (one-dimensional bigint[], uuid[] and, unless results
+ * is (Datum) 0, jsonb[] of equal length; ids and tokens without NULLs);
+ * stale pairs change nothing.  Returns how many were completed and, if
+ * done_ids is not NULL, their ids (palloc'd, in no order).  The caller
+ * must be connected to SPI.
  */
 uint64
-tj_complete_many(Datum ids, Datum tokens)
+tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids)
 {
-	Datum		values[3];
+	Datum		values[4];
 	uint64		n;
 	char	  **ckeys;
 	char	  **rkeys;
@@ -234,7 +274,13 @@ tj_complete_many(Datum ids, Datum tokens)
 	values[0] = ids;
 	values[1] = tokens;
 	values[2] = TimestampTzGetDatum(now);
-	n = tj_execute(&complete_many_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	values[3] = results;
+	if (results != (Datum) 0)
+		n = tj_execute(&complete_results_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	else
+		n = tj_execute(&complete_many_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	if (done_ids)
+		*done_ids = palloc(sizeof(int64) * (n + 1));
 	if (n == 0)
 		return 0;
 	/* the keys, read before unparking runs statements of its own */
@@ -248,6 +294,8 @@ tj_complete_many(Datum ids, Datum tokens)
 		rkeys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		tj_stats_completed(DatumGetInt32(tj_get_datum(i, 3, &isnull)),
 						   DatumGetTimestampTz(tj_get_datum(i, 4, &isnull)), now);
+		if (done_ids)
+			(*done_ids)[i] = DatumGetInt64(tj_get_datum(i, 5, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
 	for (uint64 i = 0; i < n; i++)
@@ -258,6 +306,18 @@ tj_complete_many(Datum ids, Datum tokens)
 			tj_record_outcome(rkeys[i], false, now);
 	}
 	return n;
+}
+
+/*
+ * Completes, with no result, each running job ids[i] under lease token
+ * tokens[i] (one-dimensional bigint[] and uuid[] of equal length, without
+ * NULLs); stale pairs change nothing.  Returns how many were completed.
+ * The caller must be connected to SPI.
+ */
+uint64
+tj_complete_many(Datum ids, Datum tokens)
+{
+	return tj_complete_results(ids, tokens, (Datum) 0, NULL);
 }
 
 /* complete(id, lease_token, result) returns boolean: false when stale */
@@ -348,9 +408,11 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
 	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
 	{
+		bool		cancelled = tj_job_was_cancelled(PG_GETARG_INT64(0));
+
 		SPI_finish();
 		tj_caller_leave(&caller);
-		PG_RETURN_TEXT_P(cstring_to_text("stale"));
+		PG_RETURN_TEXT_P(cstring_to_text(cancelled ? "cancelled" : "stale"));
 	}
 	tj_read_failed_job(0, &job);
 	dead = tj_fail_locked(&job, error, retry_in, PG_GETARG_BOOL(4),

@@ -11,6 +11,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -27,6 +28,15 @@
 
 PG_FUNCTION_INFO_V1(throttle_jobs_enqueue);
 PG_FUNCTION_INFO_V1(throttle_jobs_enqueue_batch);
+PG_FUNCTION_INFO_V1(throttle_jobs_enqueue_ex);
+
+/* enqueue_ex's on_conflict: what a live unique_key makes of the call */
+typedef enum OnConflict
+{
+	ON_CONFLICT_RETURN,			/* the live job's id, inserted false */
+	ON_CONFLICT_ERROR,			/* unique_violation */
+	ON_CONFLICT_SKIP			/* no id, inserted false */
+} OnConflict;
 
 /* One job to add, as given by the caller. */
 typedef struct JobArgs
@@ -236,11 +246,13 @@ round_robin_rank(const TJQueue *queue, text *ckey)
 
 /*
  * Adds one validated job; returns false (a dropped job) only for a full
- * queue with on_full = 'drop'.  The caller must be connected to SPI.
+ * queue with on_full = 'drop'.  *inserted tells a new job (true) from the
+ * live job of the same unique_key, whose id *id then is (false).  The
+ * caller must be connected to SPI.
  */
 static bool
 enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
-			bool limits_exist, int64 *id)
+			bool limits_exist, int64 *id, bool *inserted)
 {
 	Datum		values[14];
 	char		nulls[14];
@@ -249,6 +261,7 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 	TimestampTz blocked_until = 0;
 
 	/* a cost that the rate key's limit never admits would wait forever */
+	*inserted = false;
 	if (limits_exist && job->rate_limit_key && job->cost > 1)
 		tj_check_cost(limits, text_to_cstring(job->rate_limit_key), job->cost);
 
@@ -320,6 +333,7 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 	{
 		tj_execute(&insert_plain_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
 		*id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+		*inserted = true;
 		tj_stats_enqueued(queue->id, job->run_at, blocked_key, blocked_until);
 		return true;
 	}
@@ -328,6 +342,7 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 		if (tj_execute(&insert_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
 		{
 			*id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+			*inserted = true;
 			tj_stats_enqueued(queue->id, job->run_at, blocked_key, blocked_until);
 			return true;
 		}
@@ -345,16 +360,18 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 	return false;				/* keep compiler quiet */
 }
 
-/* enqueue(queue, payload, run_at, priority, max_attempts, concurrency_key,
- *		   rate_limit_key, unique_key, cost) returns bigint */
-Datum
-throttle_jobs_enqueue(PG_FUNCTION_ARGS)
+/*
+ * enqueue()'s arguments (the first nine of fcinfo): adds the job, or finds
+ * the live job of its unique_key (*inserted false).  Returns false for a
+ * job dropped by a full queue.
+ */
+static bool
+enqueue_call(FunctionCallInfo fcinfo, int64 *id, bool *inserted)
 {
 	JobArgs		job;
 	TJQueue		queue;
 	TJLimitCache limits = {0};
 	TJCaller	caller;
-	int64		id;
 	bool		added;
 
 	tj_require_not_null(fcinfo, 0, "queue name");
@@ -379,6 +396,7 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 	SPI_connect();
 	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_PRODUCE);
 	added = false;
+	*inserted = false;
 	if (!job.concurrency_key && !job.rate_limit_key && !job.unique_key)
 	{
 		Datum		values[7];
@@ -395,11 +413,12 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 		values[6] = JsonbPGetDatum(job.payload);
 		if (tj_execute(&insert_simple_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
 		{
-			id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
+			*id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
 			tj_stats_enqueued(DatumGetInt32(tj_get_datum(0, 2, &isnull)), job.run_at, NULL, 0);
 			if (DatumGetBool(tj_get_datum(0, 3, &isnull)))
 				tj_wake_executors_at_commit();
 			added = true;
+			*inserted = true;
 		}
 	}
 	if (!added)
@@ -408,14 +427,75 @@ throttle_jobs_enqueue(PG_FUNCTION_ARGS)
 		if (queue.has_handler)
 			tj_wake_executors_at_commit();
 		added = enqueue_one(&queue, &job, &limits,
-							(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(), &id);
+							(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(),
+							id, inserted);
 	}
 	SPI_finish();
 	tj_caller_leave(&caller);
+	return added;
+}
 
-	if (!added)
+/* enqueue(queue, payload, run_at, priority, max_attempts, concurrency_key,
+ *		   rate_limit_key, unique_key, cost) returns bigint */
+Datum
+throttle_jobs_enqueue(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	bool		inserted;
+
+	if (!enqueue_call(fcinfo, &id, &inserted))
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(id);
+}
+
+/*
+ * enqueue_ex(enqueue's arguments, on_conflict) returns (id bigint,
+ * inserted boolean): enqueue() that tells a new job from a live one of the
+ * same unique_key.  on_conflict 'return' gives the live job's id, 'skip'
+ * no id, 'error' raises unique_violation; a job dropped by a full queue
+ * has no id either.
+ */
+Datum
+throttle_jobs_enqueue_ex(PG_FUNCTION_ARGS)
+{
+	OnConflict	on_conflict;
+	char	   *mode;
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	int64		id = 0;
+	bool		inserted = false;
+	bool		added;
+
+	tj_require_not_null(fcinfo, 9, "on_conflict");
+	mode = text_to_cstring(PG_GETARG_TEXT_PP(9));
+	if (strcmp(mode, "return") == 0)
+		on_conflict = ON_CONFLICT_RETURN;
+	else if (strcmp(mode, "error") == 0)
+		on_conflict = ON_CONFLICT_ERROR;
+	else if (strcmp(mode, "skip") == 0)
+		on_conflict = ON_CONFLICT_SKIP;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid on_conflict \"%s\"", mode),
+				 errhint("on_conflict is 'return', 'error' or 'skip'.")));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "throttle_jobs: enqueue_ex must return a record");
+
+	added = enqueue_call(fcinfo, &id, &inserted);
+	if (added && !inserted && on_conflict == ON_CONFLICT_ERROR)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("queue \"%s\" already holds a live job with unique_key \"%s\"",
+						text_to_cstring(PG_GETARG_TEXT_PP(0)),
+						text_to_cstring(PG_GETARG_TEXT_PP(7))),
+				 errdetail("Job " INT64_FORMAT " holds it.", id),
+				 errhint("Pass on_conflict => 'return' to get its id, or 'skip'.")));
+	values[0] = Int64GetDatum(id);
+	nulls[0] = !added || (!inserted && on_conflict == ON_CONFLICT_SKIP);
+	values[1] = BoolGetDatum(inserted);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
 /* ---- enqueue_batch ---- */
@@ -735,9 +815,10 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 		int64		id;
 		Datum		value;
 		bool		isnull = false;
+		bool		inserted;
 
 		ctx.index = i + 1;
-		if (enqueue_one(&queue, &args[i], &limits, limits_exist, &id))
+		if (enqueue_one(&queue, &args[i], &limits, limits_exist, &id, &inserted))
 			value = Int64GetDatum(id);
 		else
 		{

@@ -491,6 +491,7 @@ tj_check_worker_name(text *worker)
 void
 tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease)
 {
+	tj_refuse_xact_snapshot();	/* work.c */
 	tj_check_key(worker, "worker");
 	tj_check_worker_name(worker);
 	if (max_jobs < 1 || max_jobs > tj_max_batch_size)

@@ -581,6 +581,34 @@ tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt)
 	pending_future(queue_id, run_at, attempt > 0 ? F_RETRYING : F_SCHEDULED, 1);
 }
 
+/* A job was cancelled (admin.c): a running one, or a waiting one due at run_at */
+void
+tj_stats_cancelled(int32 queue_id, bool running, TimestampTz run_at, int32 attempt)
+{
+	PendingQueue *p;
+
+	if (tj_stats == NULL)
+		return;
+	p = pending_queue(queue_id);
+	p->events[TJ_EV_CANCELLED]++;
+	if (running)
+		p->gauges[G_RUNNING]--;
+	else
+	{
+		p->gauges[G_WAITING]--;
+		pending_future(queue_id, run_at, attempt > 0 ? F_RETRYING : F_SCHEDULED, -1);
+	}
+}
+
+/* A waiting job due at old_run_at was made due now (retry_now, admin.c) */
+void
+tj_stats_run_now(int32 queue_id, TimestampTz old_run_at, int32 attempt)
+{
+	if (tj_stats == NULL)
+		return;
+	pending_future(queue_id, old_run_at, attempt > 0 ? F_RETRYING : F_SCHEDULED, -1);
+}
+
 /* A waiting job (not running) went to the dead letters without an attempt */
 void
 tj_stats_dead_lettered_waiting(int32 queue_id, TimestampTz run_at, int32 attempt)

@@ -150,6 +150,11 @@ extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 
 extern bool tj_complete_job(Datum *values, const char *nulls);
 extern uint64 tj_complete_many(Datum ids, Datum tokens);
+extern uint64 tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids);
+extern bool tj_job_was_cancelled(int64 id);
+
+/* work.c */
+extern void tj_refuse_xact_snapshot(void);
 
 /* reserve.c */
 extern void tj_check_worker_name(text *worker);
@@ -306,6 +311,8 @@ extern void tj_stats_completed(int32 queue_id, TimestampTz reserved_at, Timestam
 extern void tj_stats_failed(int32 queue_id, bool dead, TimestampTz run_at);
 extern void tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt);
 extern void tj_stats_dead_removed(int32 queue_id, int64 n);
+extern void tj_stats_cancelled(int32 queue_id, bool running, TimestampTz run_at, int32 attempt);
+extern void tj_stats_run_now(int32 queue_id, TimestampTz old_run_at, int32 attempt);
 extern void tj_stats_dead_lettered_waiting(int32 queue_id, TimestampTz run_at, int32 attempt);
 extern char *tj_stats_maintain(TimestampTz now);
 extern void tj_stats_force_recount(void);
