@@ -188,7 +188,7 @@ SELECT throttle_jobs.enqueue('api_c', '{"n": 1}', concurrency_key => 'api_ck') A
 SELECT throttle_jobs.enqueue('api_c', '{"n": 2}', concurrency_key => 'api_ck') AS c2 \gset
 SELECT id AS r1, lease_token AS t1 FROM throttle_jobs.reserve('api_c', 'wc') \gset
 SELECT :r1 = :c1 AS first_reserved;
-SELECT id, state FROM throttle_jobs.jobs WHERE queue = 'api_c' ORDER BY id;
+SELECT id = :c1 AS is_c1, state FROM throttle_jobs.jobs WHERE queue = 'api_c' ORDER BY id;
 
 -- cancel(id) of 0.1.0 leaves a running job alone; so does running => false.
 SELECT throttle_jobs.cancel(:c1) AS cancelled, throttle_jobs.cancel(:c1, false) AS cancelled_not_running;
@@ -330,6 +330,46 @@ RESET ROLE;
 SELECT throttle_jobs.revoke_queue('api_r', 'api_grantee', 'manage');
 DROP ROLE api_worker;
 DROP ROLE api_grantee;
+
+------------------------------------------------------------------------------
+-- Wake-ups: set_queue_notify and notify_channel (delivery: isolation/notify)
+------------------------------------------------------------------------------
+
+-- The channel: 'tj:' and the name; the name's md5 past 60 bytes.
+SELECT throttle_jobs.notify_channel('emails') AS plain,
+       throttle_jobs.notify_channel('tenant-a:emails') AS quoted,
+       throttle_jobs.notify_channel(repeat('q', 60)) = 'tj:' || repeat('q', 60) AS sixty_kept,
+       throttle_jobs.notify_channel(repeat('q', 61)) = 'tj:' || md5(repeat('q', 61)) AS longer_hashed,
+       octet_length(throttle_jobs.notify_channel(repeat('q', 63))) AS hashed_length,
+       throttle_jobs.notify_channel(NULL) AS null_name;
+
+-- On, on again (no change), off, off again; the queue's channel is kept.
+SELECT throttle_jobs.create_queue('api_n:tenant-a');
+SELECT throttle_jobs.set_queue_notify('api_n:tenant-a', true);
+SELECT throttle_jobs.set_queue_notify('api_n:tenant-a', true);
+SELECT q.name, n.channel FROM throttle_jobs.queue_notify n JOIN throttle_jobs.queue q ON q.id = n.queue_id;
+-- (enqueueing into it works, and so does a batch)
+SELECT throttle_jobs.enqueue('api_n:tenant-a') IS NOT NULL AS enqueued;
+SELECT count(*) AS batch FROM throttle_jobs.enqueue_batch('api_n:tenant-a', '[{}, {}]');
+SELECT throttle_jobs.set_queue_notify('api_n:tenant-a', false);
+SELECT throttle_jobs.set_queue_notify('api_n:tenant-a', false);
+SELECT count(*) AS notifying FROM throttle_jobs.queue_notify;
+-- dropping a queue forgets its setting
+SELECT throttle_jobs.set_queue_notify('api_n:tenant-a', true);
+SELECT throttle_jobs.drop_queue('api_n:tenant-a', force => true);
+SELECT count(*) AS notifying FROM throttle_jobs.queue_notify;
+
+-- Bad input: unknown queue, NULLs; manage needed.
+SELECT throttle_jobs.set_queue_notify('api_nope', true);
+SELECT throttle_jobs.set_queue_notify(NULL, true);
+SELECT throttle_jobs.set_queue_notify('api_q', NULL);
+CREATE ROLE api_producer;
+GRANT throttle_jobs_producer TO api_producer;
+SET ROLE api_producer;
+SELECT throttle_jobs.set_queue_notify('api_q', true);
+SELECT throttle_jobs.notify_channel('api_q') AS producers_may_compute_it;
+RESET ROLE;
+DROP ROLE api_producer;
 
 SELECT count(throttle_jobs.drop_queue(name, force => true))
 FROM throttle_jobs.queue WHERE name LIKE 'api\_%';

@@ -2071,6 +2071,45 @@ GRANT EXECUTE ON FUNCTION throttle_jobs.cancel(bigint, boolean),
 	TO throttle_jobs_admin, throttle_jobs_user;
 
 
+-- Wake-ups: a queue with notify on NOTIFYs its channel at the commit of
+-- every transaction that enqueued a new job into it (one notification per
+-- transaction and queue, empty payload).  The channel is 'tj:' and the
+-- queue's name, or 'tj:' and the name's md5 when the name is longer than 60
+-- bytes (a channel holds at most 63); listeners quote it as an identifier:
+-- LISTEN "tj:tenant-a:emails".
+CREATE FUNCTION throttle_jobs.notify_channel(queue text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN pg_catalog.octet_length(queue) OPERATOR(pg_catalog.<=) 60
+			THEN 'tj:'::pg_catalog.text OPERATOR(pg_catalog.||) queue
+			ELSE 'tj:'::pg_catalog.text OPERATOR(pg_catalog.||) pg_catalog.md5(queue) END;
+COMMENT ON FUNCTION throttle_jobs.notify_channel(text) IS 'The channel that enqueues into a queue with notify on NOTIFY: ''tj:'' and the queue''s name (its md5 past 60 bytes).';
+REVOKE ALL ON FUNCTION throttle_jobs.notify_channel(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.notify_channel(text)
+	TO throttle_jobs_producer, throttle_jobs_worker, throttle_jobs_admin, throttle_jobs_user;
+
+CREATE TABLE throttle_jobs.queue_notify (
+	queue_id			integer NOT NULL
+		CONSTRAINT queue_notify_pkey PRIMARY KEY
+		CONSTRAINT queue_notify_queue_id_fkey REFERENCES throttle_jobs.queue (id) ON DELETE CASCADE,
+	channel				text NOT NULL
+);
+COMMENT ON TABLE throttle_jobs.queue_notify IS 'The queues whose enqueues NOTIFY their channel at commit (set_queue_notify).';
+SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.queue_notify', '');
+REVOKE ALL ON throttle_jobs.queue_notify FROM PUBLIC;
+
+CREATE FUNCTION throttle_jobs.set_queue_notify(queue text, enabled boolean)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_set_queue_notify'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.set_queue_notify(text, boolean) IS 'Turns on or off the queue''s wake-ups: every transaction that enqueues a new job into it NOTIFYs notify_channel(queue) at commit.';
+REVOKE ALL ON FUNCTION throttle_jobs.set_queue_notify(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.set_queue_notify(text, boolean)
+	TO throttle_jobs_admin, throttle_jobs_user;
+
+
 ------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes
 ------------------------------------------------------------------------------

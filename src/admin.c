@@ -13,19 +13,63 @@
  * for its run_at (scheduled, or in backoff after a failure) due at once;
  * a job held back by a limit keeps waiting for its key.
  *
+ * Wake-ups: set_queue_notify(queue, true) makes every enqueue of a new job
+ * into the queue NOTIFY the queue's channel (notify_channel(queue), kept in
+ * queue_notify) at commit, with an empty payload, so a transaction sends
+ * one notification per queue however many jobs it adds.  Each backend
+ * keeps the list of such queues (a few ids) and forgets it when
+ * queue_notify changes (a relcache invalidation that set_queue_notify
+ * sends), so that enqueues into other queues pay nothing.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "throttle_jobs.h"
 
 PG_FUNCTION_INFO_V1(throttle_jobs_cancel_job);
 PG_FUNCTION_INFO_V1(throttle_jobs_retry_now);
+PG_FUNCTION_INFO_V1(throttle_jobs_set_queue_notify);
+
+/* The queues that notify, as this backend last read them */
+typedef struct NotifyQueue
+{
+	int32		queue_id;
+	char	   *channel;
+} NotifyQueue;
+
+static bool notify_loaded = false;
+static bool notify_callbacks_set = false;
+static int	notify_n = 0;
+static NotifyQueue *notify_queues = NULL;	/* in TopMemoryContext */
+static Oid	notify_relid = InvalidOid;
+
+static TJStatement notify_list_stmt = {
+	"SELECT n.queue_id, n.channel FROM throttle_jobs.queue_notify n", 0, {0}
+};
+
+static TJStatement notify_on_stmt = {
+	"INSERT INTO throttle_jobs.queue_notify (queue_id, channel)"
+	" VALUES ($1, throttle_jobs.notify_channel($2))"
+	" ON CONFLICT (queue_id) DO NOTHING",
+	2, {INT4OID, TEXTOID}
+};
+
+static TJStatement notify_off_stmt = {
+	"DELETE FROM throttle_jobs.queue_notify n WHERE n.queue_id = $1",
+	1, {INT4OID}
+};
 
 /*
  * Cancels job $1 if it waits (or, with $2, runs) and archives it as
@@ -134,4 +178,120 @@ throttle_jobs_retry_now(PG_FUNCTION_ARGS)
 	SPI_finish();
 	tj_caller_leave(&caller);
 	PG_RETURN_BOOL(moved);
+}
+
+/* ---- wake-ups ---- */
+
+/* throttle_jobs.queue_notify, or InvalidOid before the 0.2.0 schema */
+static Oid
+queue_notify_relid(void)
+{
+	Oid			nsp;
+
+	if (OidIsValid(notify_relid))
+		return notify_relid;
+	nsp = get_namespace_oid("throttle_jobs", true);
+	notify_relid = OidIsValid(nsp) ? get_relname_relid("queue_notify", nsp) : InvalidOid;
+	return notify_relid;
+}
+
+static void
+forget_notify(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == notify_relid)
+	{
+		notify_loaded = false;
+		if (relid == InvalidOid)
+			notify_relid = InvalidOid;	/* the extension may have been made anew */
+	}
+}
+
+static void
+forget_notify_at_abort(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		forget_notify((Datum) 0, InvalidOid);
+}
+
+/* Reads the queues that notify, unless known.  Connected to SPI. */
+static void
+load_notify(void)
+{
+	uint64		n;
+
+	if (!notify_callbacks_set)
+	{
+		CacheRegisterRelcacheCallback(forget_notify, (Datum) 0);
+		RegisterXactCallback(forget_notify_at_abort, NULL);
+		notify_callbacks_set = true;
+	}
+	if (notify_loaded)
+		return;
+	for (int i = 0; i < notify_n; i++)
+		pfree(notify_queues[i].channel);
+	notify_n = 0;
+	if (!OidIsValid(queue_notify_relid()))
+		return;					/* a 0.1.0 schema: nothing notifies; look again next time */
+	n = tj_execute(&notify_list_stmt, NULL, NULL, true, 0, SPI_OK_SELECT);
+	if (notify_queues != NULL)
+		pfree(notify_queues);
+	notify_queues = MemoryContextAlloc(TopMemoryContext, sizeof(NotifyQueue) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		notify_queues[i].queue_id = DatumGetInt32(tj_get_datum(i, 1, &isnull));
+		notify_queues[i].channel =
+			MemoryContextStrdup(TopMemoryContext,
+								SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+	}
+	notify_n = (int) n;
+	SPI_freetuptable(SPI_tuptable);
+	notify_loaded = true;
+}
+
+/*
+ * A new job went into queue queue_id in this transaction: if the queue
+ * notifies, its channel is notified at commit (NOTIFY folds repeats within
+ * a transaction into one).  Connected to SPI.
+ */
+void
+tj_notify_enqueued(int32 queue_id)
+{
+	load_notify();
+	for (int i = 0; i < notify_n; i++)
+		if (notify_queues[i].queue_id == queue_id)
+		{
+			Async_Notify(notify_queues[i].channel, "");
+			return;
+		}
+}
+
+/* set_queue_notify(queue, enabled) returns void */
+Datum
+throttle_jobs_set_queue_notify(PG_FUNCTION_ARGS)
+{
+	Datum		values[2];
+	TJCaller	caller;
+	TJQueue		queue;
+
+	tj_require_not_null(fcinfo, 0, "queue name");
+	tj_require_not_null(fcinfo, 1, "enabled");
+
+	tj_caller_enter(fcinfo, &caller);
+	SPI_connect();
+	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_MANAGE);
+	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	values[0] = Int32GetDatum(queue.id);
+	values[1] = PG_GETARG_DATUM(0);
+	if (PG_GETARG_BOOL(1))
+		tj_execute(&notify_on_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+	else
+		tj_execute(&notify_off_stmt, values, NULL, false, 0, SPI_OK_DELETE);
+	/* every backend (this one at once) reads the list again */
+	forget_notify((Datum) 0, queue_notify_relid());
+	CacheInvalidateRelcacheByRelid(queue_notify_relid());
+	SPI_finish();
+	tj_caller_leave(&caller);
+	PG_RETURN_VOID();
 }

@@ -413,10 +413,13 @@ enqueue_call(FunctionCallInfo fcinfo, int64 *id, bool *inserted)
 		values[6] = JsonbPGetDatum(job.payload);
 		if (tj_execute(&insert_simple_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
 		{
+			int32		queue_id = DatumGetInt32(tj_get_datum(0, 2, &isnull));
+
 			*id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
-			tj_stats_enqueued(DatumGetInt32(tj_get_datum(0, 2, &isnull)), job.run_at, NULL, 0);
+			tj_stats_enqueued(queue_id, job.run_at, NULL, 0);
 			if (DatumGetBool(tj_get_datum(0, 3, &isnull)))
 				tj_wake_executors_at_commit();
+			tj_notify_enqueued(queue_id);
 			added = true;
 			*inserted = true;
 		}
@@ -429,6 +432,8 @@ enqueue_call(FunctionCallInfo fcinfo, int64 *id, bool *inserted)
 		added = enqueue_one(&queue, &job, &limits,
 							(job.concurrency_key || job.rate_limit_key) && tj_limits_exist(),
 							id, inserted);
+		if (added && *inserted)
+			tj_notify_enqueued(queue.id);
 	}
 	SPI_finish();
 	tj_caller_leave(&caller);
@@ -808,6 +813,7 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 	if (bulk_allowed(&queue, args, njobs, limits_exist))
 	{
 		enqueue_bulk(rsinfo, &queue, args, njobs);
+		tj_notify_enqueued(queue.id);
 		njobs = 0;
 	}
 	for (i = 0; i < njobs; i++)
@@ -819,7 +825,11 @@ throttle_jobs_enqueue_batch(PG_FUNCTION_ARGS)
 
 		ctx.index = i + 1;
 		if (enqueue_one(&queue, &args[i], &limits, limits_exist, &id, &inserted))
+		{
 			value = Int64GetDatum(id);
+			if (inserted)
+				tj_notify_enqueued(queue.id);
+		}
 		else
 		{
 			value = (Datum) 0;

@@ -153,6 +153,9 @@ extern uint64 tj_complete_many(Datum ids, Datum tokens);
 extern uint64 tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids);
 extern bool tj_job_was_cancelled(int64 id);
 
+/* admin.c */
+extern void tj_notify_enqueued(int32 queue_id);
+
 /* work.c */
 extern void tj_refuse_xact_snapshot(void);
 
