@@ -286,6 +286,33 @@ const cases = {
     }
     check(peak === 2, `at most ${peak} jobs of the capped key ran at once, not 2`);
   },
+
+  // examples/node_worker.js: its producer enqueues, its worker completes the
+  // job with the handler's result, dead-letters a bad recipient without
+  // retry, and stops with status 0 on SIGTERM.
+  async example() {
+    const ex = path.join(HERE, '..', '..', '..', 'examples', 'node_worker.js');
+    const env = { ...process.env, PGDATABASE: DB, EXAMPLE_QUEUE: 'ex-node' };
+    const out = fs.openSync(path.join(LOGDIR, 'example.out'), 'w');
+    const w = spawn(process.execPath, [ex], { stdio: ['ignore', out, out], env });
+    w.exited = new Promise((r) => w.on('exit', (code, sig) => r(code ?? sig)));
+    PROCS.push(w);
+    await waitFor(async () => Number(await q1(`SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE query = 'LISTEN "ex-node-reports"'`)) === 1,
+      20, 'the example worker to listen on its queues');
+    const run = (to) => new Promise((resolve, reject) => {
+      const p = spawn(process.execPath, [ex, 'enqueue', to], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      let s = '';
+      p.stdout.on('data', (d) => { s += d; });
+      p.on('exit', (code) => (code === 0 ? resolve(s.trim()) : reject(new Error(`enqueue exited ${code}`))));
+    });
+    const ok = await run('a@example.com');
+    const bad = await run('nobody');
+    await waitFor(async () => await archived('ex-node') === 1 &&
+      Number(await q1("SELECT count(*) FROM throttle_jobs.dead_letters WHERE queue = 'ex-node'")) === 1, 20, 'both jobs done');
+    check(JSON.stringify(await q1('SELECT result FROM throttle_jobs.archived_jobs WHERE id = $1', [ok])) === '{"sent":true}', 'result');
+    check(await q1('SELECT reason FROM throttle_jobs.dead_letters WHERE id = $1', [bad]) === 'failed without retry', 'the bad recipient');
+    check(await stop(w) === 0, 'example exit status');
+  },
 };
 
 async function main() {

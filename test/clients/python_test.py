@@ -311,8 +311,30 @@ def test_throttled():
     check(peak == 2, "at most %d jobs of the capped key ran at once, not 2" % peak)
 
 
+def test_example():
+    """examples/python_worker.py: its producer enqueues, its worker completes
+    the job with the handler's result, dead-letters a bad recipient without
+    retry, and stops with status 0 on SIGTERM."""
+    ex = os.path.join(HERE, "..", "..", "examples", "python_worker.py")
+    env = dict(os.environ, PGDATABASE=DB, EXAMPLE_QUEUE="ex-py")
+    out = open(os.path.join(LOGDIR, "example.out"), "w")
+    w = subprocess.Popen([sys.executable, ex], stdout=out, stderr=subprocess.STDOUT, env=env)
+    PROCS.append(w)
+    wait_for(lambda: q1("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE query = 'LISTEN \"ex-py-reports\"'") == 1,
+             20, "the example worker to listen on its queues")
+    ok = subprocess.run([sys.executable, ex, "enqueue", "a@example.com"], env=env, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run([sys.executable, ex, "enqueue", "nobody"], env=env, capture_output=True, text=True, timeout=30)
+    check(ok.returncode == 0 and bad.returncode == 0, "enqueue: %s %s" % (ok.stderr, bad.stderr))
+    wait_for(lambda: archived("ex-py") == 1 and
+             q1("SELECT count(*) FROM throttle_jobs.dead_letters WHERE queue = 'ex-py'") == 1, 20, "both jobs done")
+    check(q1("SELECT result FROM throttle_jobs.archived_jobs WHERE id = %s", [int(ok.stdout)]) == {"sent": True}, "result")
+    check(q1("SELECT reason FROM throttle_jobs.dead_letters WHERE id = %s", [int(bad.stdout)]) == "failed without retry",
+          "the bad recipient")
+    check(stop(w) == 0, "example exit status")
+
+
 CASES = [test_producer, test_once, test_sigkill, test_sigterm, test_errors,
-         test_heartbeat, test_reconnect, test_throttled]
+         test_heartbeat, test_reconnect, test_throttled, test_example]
 
 
 def main():

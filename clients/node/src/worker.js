@@ -156,6 +156,7 @@ export class Worker {
     this.hurry = false;
     this.closing = false;
     this.nextQueue = 0;
+    this.stopAt = 0;
     this.wakeFlag = false;
     /** @type {(() => void)[]} */
     this.waiters = [];
@@ -166,6 +167,7 @@ export class Worker {
    * @param {{ hurry?: boolean }} [opts] */
   stop(opts = {}) {
     if (this.stopping || opts.hurry) this.hurry = true;
+    if (!this.stopping) this.stopAt = Date.now();
     this.stopping = true;
     for (const j of this.running.values()) j.abort.abort();
     this.wake();
@@ -234,7 +236,7 @@ export class Worker {
   newClient() {
     const cfg = typeof this.connection === 'string'
       ? { connectionString: this.connection } : { ...(this.connection || {}) };
-    return new pg.Client({ application_name: this.applicationName, ...cfg });
+    return new pg.Client({ application_name: this.applicationName, connectionTimeoutMillis: 10000, ...cfg });
   }
 
   /** @returns {Promise<pg.Client>} */
@@ -277,7 +279,8 @@ export class Worker {
         this.clientBroken = true;
         err = e;
       }
-      if (!retry || this.hurry) throw new ConnectionLost(String(err));
+      const graceOver = this.stopping && Date.now() > this.stopAt + this.graceMs;
+      if (!retry || this.hurry || graceOver) throw new ConnectionLost(String(err));
       this.log.warn(`worker connection lost (${err}); reconnecting in ${delay} ms`);
       await sleep(delay);
       delay = Math.min(delay * 2, this.reconnectMs[1]);

@@ -162,6 +162,7 @@ class Worker:
         self.reconnect_delay = reconnect_delay
         self.connect_kwargs = dict(connect_kwargs or {})
         self.connect_kwargs.setdefault("application_name", "throttle_jobs worker")
+        self.connect_kwargs.setdefault("connect_timeout", 10)
 
         self._lock = threading.Lock()          # the worker connection
         self._conn: Optional[psycopg.Connection] = None
@@ -173,6 +174,7 @@ class Worker:
         self._hurry = threading.Event()        # skip the rest of the grace period
         self._closing = threading.Event()      # helper threads exit
         self._next_queue = 0
+        self._stop_at = 0.0
         self.stats = {"completed": 0, "failed": 0, "snoozed": 0, "handed_back": 0,
                       "reconnects": 0}
 
@@ -182,6 +184,8 @@ class Worker:
         grace period ends (hurry: hand the running jobs back now)."""
         if self._stopping.is_set() or hurry:
             self._hurry.set()
+        if not self._stopping.is_set():
+            self._stop_at = time.monotonic()
         self._stopping.set()
         self._wake.set()
 
@@ -217,6 +221,10 @@ class Worker:
                 signal.signal(s, h)
 
     # ------------------------------------------------------------ database
+    def _grace_over(self) -> bool:
+        return (self._stopping.is_set()
+                and time.monotonic() > self._stop_at + (self.grace_period or 0))
+
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(self.conninfo, autocommit=True, **self.connect_kwargs)
 
@@ -243,7 +251,7 @@ class Worker:
                         self.stats["reconnects"] += 1
                     self._conn = None
                     err = e
-            if not retry or self._hurry.is_set():
+            if not retry or self._hurry.is_set() or self._grace_over():
                 raise ConnectionLost(str(err)) from err
             log.warning("worker connection lost (%s); reconnecting in %.1f s",
                         str(err).strip(), delay)
