@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import traceback
+from datetime import timedelta
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
@@ -116,12 +117,16 @@ def test_producer():
             enqueue(c, queue, {"n": 0})
             c.rollback()
         check(live(queue) == 0, "a rolled-back enqueue left a job")
-        # committed: a job and one notification on the queue's channel
-        with psycopg.connect(dbname=DB) as c:
-            jid = enqueue(c, queue, {"n": 1}, priority=5, concurrency_key="k1",
-                          run_at=__import__("datetime").timedelta(seconds=0))
+        # committed: a job and one notification on the queue's channel, sent
+        # at commit
         got = []
         listener.add_notify_handler(lambda n: got.append(n.channel))
+        with psycopg.connect(dbname=DB) as c:
+            jid = enqueue(c, queue, {"n": 1}, priority=5, concurrency_key="k1",
+                          run_at=timedelta(seconds=0))
+            time.sleep(0.2)
+            listener.execute("SELECT 1")
+            check(got == [], "notified before commit")
         wait_for(lambda: listener.execute("SELECT 1") and got, 5, "the notification")
         check(got[0] == queue, "notified on %r, not %r" % (got, queue))
         row = q("SELECT priority, concurrency_key, payload FROM throttle_jobs.jobs WHERE id = %s", [jid])

@@ -403,7 +403,8 @@ export class Worker {
         let text = err && err.stack ? String(err.stack) : String(e);
         const head = `${err && err.name ? err.name : 'Error'}: ${err && err.message !== undefined ? err.message : e}\n`;
         if (!text.startsWith(head.trim())) text = head + text;
-        if (text.length > MAX_ERROR) text = head + text.slice(-(MAX_ERROR - head.length - 5));
+        // A V8 stack lists the innermost frame first: keep the beginning.
+        if (text.length > MAX_ERROR) text = text.slice(0, MAX_ERROR);
         outcome = ['fail', [text, null, true]];
       }
     }
