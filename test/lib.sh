@@ -26,7 +26,7 @@ TJ_PG_MAJOR=${TJ_PG_MAJOR:-15}
 # Debian packages needed to build and test (checked with dpkg-query).
 TJ_APT_PACKAGES=("postgresql-$TJ_PG_MAJOR" "postgresql-server-dev-$TJ_PG_MAJOR"
                  "postgresql-$TJ_PG_MAJOR-cron" libipc-run-perl perl
-                 build-essential make gcc)
+                 build-essential make gcc python3-psycopg)
 # Data directories of the clusters started by tj_start_cluster.
 TJ_CLUSTERS=()
 
@@ -48,6 +48,9 @@ tj_install_deps() {
     done
     # promtool (test/run checks metrics() with it) ships in Debian's prometheus.
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    # test/clients: node and npm (NodeSource's nodejs bundles npm and conflicts with Debian's).
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     if [ ${#missing[@]} -eq 0 ]; then
         return 0
     fi
