@@ -19,6 +19,7 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
+	tj_define_build_stamp_guc();
 	tj_define_gucs();
 	tj_privilege_define_gucs();
 	if (process_shared_preload_libraries_in_progress)

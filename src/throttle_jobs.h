@@ -34,6 +34,9 @@
 
 #define TJ_MAX_EXECUTORS		32		/* executor_workers per database */
 
+/* build_stamp.c */
+extern void tj_define_build_stamp_guc(void);
+
 /* guc.c */
 extern int	tj_max_payload_size;
 extern int	tj_max_batch_size;

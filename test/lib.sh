@@ -188,6 +188,32 @@ tj_build_install() {
     tj_give "$dir"
 }
 
+# tj_built_stamp [DIR]: print the build stamp of the library just built in DIR (default $TJ_ROOT), read from src/build_stamp.h; fails unless the library file holds that stamp.
+tj_built_stamp() {
+    local dir=${1:-$TJ_ROOT} stamp
+    stamp=$(sed -n 's/^#define TJ_BUILD_STAMP "\(.*\)"$/\1/p' "$dir/src/build_stamp.h" 2>/dev/null)
+    if [ -z "$stamp" ] || ! grep -qaF "$stamp" "$dir/throttle_jobs.so" 2>/dev/null; then
+        echo "no build stamp in $dir/src/build_stamp.h, or not the one in $dir/throttle_jobs.so" >&2
+        return 1
+    fi
+    echo "$stamp"
+}
+
+# tj_check_stamp STAMP [PSQL-ARGS...]: succeed if the current cluster's throttle_jobs.build_stamp is STAMP (the library just built); else say which library was loaded instead and fail.
+tj_check_stamp() {
+    local want=$1 got
+    shift
+    got=$(tj_psql -Atq -d postgres "$@" -c 'SHOW throttle_jobs.build_stamp' 2>&1)
+    if [ "$got" = "$want" ]; then
+        return 0
+    fi
+    echo "the server loaded a throttle_jobs library other than the one just built:" >&2
+    echo "  expected build stamp: $want" >&2
+    echo "  the server shows:     $got" >&2
+    echo "  (servers started from $TJ_BINDIR)" >&2
+    return 1
+}
+
 # tj_port_free PORT: succeed if nothing listens on (and nothing has bound) 127.0.0.1:PORT.
 tj_port_free() {
     perl -MIO::Socket::INET -e '
