@@ -17,6 +17,8 @@ REGRESS = install queues enqueue reserve complete work backoff dead_letters \
           handler_security search_path queue_grants hardening maintenance
 REGRESS_OPTS = --inputdir=. --temp-config=test/throttle_jobs.conf
 
+# compat.h names the module and its version in the magic block (18)
+PG_CPPFLAGS = -DTJ_EXTVERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
             -Wno-sign-compare -Wno-cast-function-type
 

@@ -342,9 +342,9 @@ note_key(const char *key)
 {
 	Datum		values[1];
 
-	if (noted_lxid != MyProc->lxid || noted_subxid != GetCurrentSubTransactionId())
+	if (noted_lxid != TJ_MY_LXID || noted_subxid != GetCurrentSubTransactionId())
 	{
-		noted_lxid = MyProc->lxid;
+		noted_lxid = TJ_MY_LXID;
 		noted_subxid = GetCurrentSubTransactionId();
 		noted_n = 0;
 	}
@@ -402,9 +402,9 @@ static struct
 static int
 memo_find(const char *key)
 {
-	if (memo_lxid != MyProc->lxid)
+	if (memo_lxid != TJ_MY_LXID)
 	{
-		memo_lxid = MyProc->lxid;
+		memo_lxid = TJ_MY_LXID;
 		memo_n = 0;
 	}
 	for (int i = 0; i < memo_n; i++)

@@ -12,7 +12,7 @@
 
 #include "throttle_jobs.h"
 
-PG_MODULE_MAGIC;
+TJ_MODULE_MAGIC;
 
 void		_PG_init(void);
 

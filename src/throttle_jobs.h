@@ -23,6 +23,8 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
+
 /* Limits that are not settings */
 #define TJ_MAX_KEY_LEN			255		/* bytes in a key, worker name */
 #define TJ_MAX_ERROR_LEN		8192	/* bytes of an error text kept */
