@@ -202,6 +202,10 @@ tj_pg_build() {
         grep -E '^(E|W|Err):' "$log" | head -n 5 >&2
         rm -rf "$tmp"
         exec 9>&-
+        if [ -n "$dir" ]; then   # TJ_PG_REFRESH=1 without the archive: keep the build we have
+            echo "$dir/bin/pg_config"
+            return 0
+        fi
         return 2
     fi
     dsc=$(find "$tmp/src" -maxdepth 1 -name "postgresql-${major}_*.dsc" | head -n 1)
