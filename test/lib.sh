@@ -196,7 +196,7 @@ tj_pg_build() {
     rm -rf "$tmp"
     mkdir -p "$tmp/src" || { exec 9>&-; return 1; }
     log=$cache/build-$major.log
-    tj_log "building PostgreSQL $major from Debian's source package into $cache (log: $log)" >&2
+    tj_log "PostgreSQL $major: fetching Debian's source package postgresql-$major, to build into $cache (log: $log)" >&2
     if ! tj_apt_source "postgresql-$major" "$tmp/src" >"$log" 2>&1; then
         echo "PostgreSQL $major: the archive did not give the source package postgresql-$major:" >&2
         grep -E '^(E|W|Err):' "$log" | head -n 5 >&2
@@ -216,7 +216,7 @@ tj_pg_build() {
         echo "PostgreSQL $major: no .dsc or upstream tarball in the download" >&2
         rc=1
     elif [ -e "$pfx/.complete" ]; then
-        :   # TJ_PG_REFRESH found no newer version
+        tj_log "PostgreSQL $major: $key is the newest, already built" >&2
     else
         rm -rf "$pfx"
         (
@@ -244,6 +244,7 @@ tj_pg_build() {
             tj_warn "PostgreSQL $major: no pg_cron (the archive did not give pg-cron, or it did not build; see $log)"
         fi
         if [ "$rc" -eq 0 ]; then
+            cp "$log" "$pfx/build.log"
             chmod -R a+rX "$pfx"
             echo "$key $(date -u +%FT%TZ)" >"$pfx/.complete"
         fi
