@@ -133,8 +133,10 @@ tj_pg_select() {
 # at the addresses of this machine's own apt configuration (its Debian and Debian-Security archives).
 tj_apt_archives() {
     local main sec s
+    # shellcheck disable=SC2016  # apt-get's own $(FIELD) syntax
     main=$(apt-get indextargets --format '$(REPO_URI) $(LABEL) $(RELEASE)' 2>/dev/null |
            awk '$2 == "Debian" && $3 !~ /-/ { print $1; exit }')
+    # shellcheck disable=SC2016
     sec=$(apt-get indextargets --format '$(REPO_URI) $(LABEL)' 2>/dev/null |
           awk '$2 == "Debian-Security" { print $1; exit }')
     [ -n "$main" ] || { echo "no Debian archive in this machine's apt configuration" >&2; return 1; }
