@@ -322,6 +322,10 @@ RESET ROLE;
 SELECT throttle_jobs.grant_queue('api_r', 'api_grantee', 'manage');
 SET ROLE api_grantee;
 SELECT throttle_jobs.retry_now(:p1) AS retried_now;
+-- nor is it told that a job of a queue it may not consume was cancelled
+SELECT throttle_jobs.fail(:c1, :'t1', 'x') AS fail_elsewhere;
+SELECT outcome FROM throttle_jobs.complete_and_reserve_ex('api_r', 'g1', ARRAY[:c1]::bigint[],
+       ARRAY[:'t1']::uuid[], max_jobs => 1) WHERE outcome <> 'reserved';
 SELECT throttle_jobs.retry_dead_matching('api_r') AS retried;
 SELECT throttle_jobs.retry_dead_matching('api_d');
 SELECT throttle_jobs.cancel(:held_back, true);

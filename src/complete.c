@@ -90,11 +90,15 @@ static TJStatement complete_results_stmt = {
 	4, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID, JSONBARRAYOID}, NULL, TJ_GENERIC
 };
 
-/* Whether job $1, no longer live, was cancelled (cancel(id, running => true)) */
+/*
+ * Whether job $1, no longer live, was cancelled (cancel(id, running =>
+ * true)), in a queue that role $2 may consume
+ */
 static TJStatement cancelled_stmt = {
 	"SELECT 1 FROM throttle_jobs.job_archive a"
-	" WHERE a.id = $1 AND a.state = 'cancelled' LIMIT 1",
-	1, {INT8OID}, NULL, TJ_GENERIC
+	" WHERE a.id = $1 AND a.state = 'cancelled'"
+	"   AND throttle_jobs._may_queue($2, a.queue_id, 'consume') LIMIT 1",
+	2, {INT8OID, OIDOID}, NULL, TJ_GENERIC
 };
 
 /* Locks a running job under a given lease, with its queue's retry policy. */
@@ -239,15 +243,20 @@ tj_complete_job(Datum *values, const char *nulls)
 /*
  * Whether a job whose lease token no longer matches was cancelled (rather
  * than reaped, reserved again or finished): what a worker is told in place
- * of 'stale'.  The caller must be connected to SPI.
+ * of 'stale'.  Only a role that may consume the job's queue learns it.
+ * The caller must be connected to SPI.
  */
 bool
-tj_job_was_cancelled(int64 id)
+tj_job_was_cancelled(int64 id, Oid role)
 {
-	Datum		values[1];
+	Datum		values[2];
 	bool		found;
 
+	/* a 0.1.0 schema (the library before ALTER EXTENSION UPDATE) cancels no running job */
+	if (!tj_schema_has_released_at())
+		return false;
 	values[0] = Int64GetDatum(id);
+	values[1] = ObjectIdGetDatum(role);
 	/* not read-only: a fresh snapshot sees a cancel that a lock wait just saw commit */
 	found = tj_execute(&cancelled_stmt, values, NULL, false, 1, SPI_OK_SELECT) > 0;
 	SPI_freetuptable(SPI_tuptable);
@@ -408,7 +417,7 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
 	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
 	{
-		bool		cancelled = tj_job_was_cancelled(PG_GETARG_INT64(0));
+		bool		cancelled = tj_job_was_cancelled(PG_GETARG_INT64(0), caller.role);
 
 		SPI_finish();
 		tj_caller_leave(&caller);

@@ -156,7 +156,7 @@ extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 extern bool tj_complete_job(Datum *values, const char *nulls);
 extern uint64 tj_complete_many(Datum ids, Datum tokens);
 extern uint64 tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids);
-extern bool tj_job_was_cancelled(int64 id);
+extern bool tj_job_was_cancelled(int64 id, Oid role);
 
 /* admin.c */
 extern void tj_notify_enqueued(int32 queue_id);

@@ -265,7 +265,7 @@ throttle_jobs_complete_and_reserve_ex(PG_FUNCTION_ARGS)
 			dup = DatumGetInt64(ids[k]) == id;
 		if (dup)
 			continue;
-		values[0] = CStringGetTextDatum(tj_job_was_cancelled(id) ? "cancelled" : "stale");
+		values[0] = CStringGetTextDatum(tj_job_was_cancelled(id, caller.role) ? "cancelled" : "stale");
 		values[1] = Int64GetDatum(id);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
