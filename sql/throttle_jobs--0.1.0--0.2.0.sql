@@ -120,6 +120,10 @@ INSERT INTO throttle_jobs.maintenance_lock (id) VALUES (1);
 REVOKE ALL ON throttle_jobs.maintenance_lock FROM PUBLIC;
 COMMENT ON TABLE throttle_jobs.maintenance_lock IS 'One row, locked by a maintenance pass so that passes do not overlap (not dumped: the install script makes it).';
 
+-- Retention keeps what it cannot prove is past every queue's retention:
+-- no queue (none yet, or a restore that has not loaded them) drops nothing,
+-- and a day partition holding a row of a queue that does not exist is kept.
+-- Partitions are made only once a queue exists, each with its own indexes.
 CREATE OR REPLACE FUNCTION throttle_jobs._maintain_archive(now timestamptz)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -141,6 +145,8 @@ DECLARE
 	skipped integer := 0;
 	deleted bigint := 0;
 	grantee text;
+	unknown boolean;
+	kept integer := 0;
 BEGIN
 	-- One pass at a time: the row lock of our own row, which no other role
 	-- can take (an advisory lock's key anyone can compute and hold).
@@ -150,7 +156,10 @@ BEGIN
 		RETURN pg_catalog.jsonb_build_object('busy', true);
 	END IF;
 
+	-- No queue, nothing to archive: make no partition (a restore that has
+	-- not loaded its queues yet is about to create its own).
 	FOR i IN 0..2 LOOP
+		EXIT WHEN NOT EXISTS (SELECT FROM throttle_jobs.queue);
 		day := (now AT TIME ZONE 'UTC')::date + i;
 		part := 'job_archive_p' || pg_catalog.to_char(day, 'YYYYMMDD');
 		lo := day::timestamp AT TIME ZONE 'UTC';
@@ -167,6 +176,11 @@ BEGIN
 				part,
 				pg_catalog.to_char(lo AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'),
 				pg_catalog.to_char(hi AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'));
+			-- the partition's own indexes (job_archive has none: see above)
+			EXECUTE pg_catalog.format('CREATE INDEX %I ON throttle_jobs.%I (queue_id, finished_at)',
+									  part OPERATOR(pg_catalog.||) '_queue_idx', part);
+			EXECUTE pg_catalog.format('CREATE INDEX %I ON throttle_jobs.%I (id)',
+									  part OPERATOR(pg_catalog.||) '_id_idx', part);
 			EXECUTE pg_catalog.format('REVOKE ALL ON throttle_jobs.%I FROM PUBLIC', part);
 			-- and from whomever default privileges granted rights on it
 			FOR grantee IN
@@ -201,6 +215,17 @@ BEGIN
 	LOOP
 		CONTINUE WHEN longest IS NULL OR hi > now - longest;
 		BEGIN
+			-- and a row of a queue that does not exist (yet) has no known
+			-- retention: keep its partition (one scan, of a partition
+			-- that is otherwise dropped now)
+			EXECUTE pg_catalog.format(
+				'SELECT EXISTS (SELECT FROM throttle_jobs.%I a WHERE NOT EXISTS '
+				'(SELECT FROM throttle_jobs.queue q WHERE q.id OPERATOR(pg_catalog.=) a.queue_id))', part)
+				INTO unknown;
+			IF unknown THEN
+				kept := kept + 1;
+				CONTINUE;
+			END IF;
 			EXECUTE pg_catalog.format('DROP TABLE throttle_jobs.%I', part);
 			dropped := dropped + 1;
 		EXCEPTION WHEN lock_not_available THEN
@@ -216,9 +241,11 @@ BEGIN
 
 	RETURN pg_catalog.jsonb_build_object('partitions_created', created,
 		'partitions_dropped', dropped, 'partitions_skipped', skipped,
+		'partitions_kept_unknown_queue', kept,
 		'rows_deleted', deleted);
 END
 $$;
+REVOKE ALL ON FUNCTION throttle_jobs._maintain_archive(timestamptz) FROM PUBLIC;
 
 
 ------------------------------------------------------------------------------
@@ -1674,132 +1701,8 @@ COMMENT ON FUNCTION throttle_jobs._restore_state(timestamptz) IS 'Internal: whet
 SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.key_rate_state', '');
 COMMENT ON TABLE throttle_jobs.key_rate_state IS 'Rate limiter state per concrete key: bucket level, window count or admission log (dumped, so that a restore does not refill spent limits).';
 
--- Retention keeps what it cannot prove is past every queue's retention:
--- no queue (none yet, or a restore that has not loaded them) drops nothing,
--- and a day partition holding a row of a queue that does not exist is kept.
--- Partitions are made only once a queue exists, each with its own indexes.
-CREATE OR REPLACE FUNCTION throttle_jobs._maintain_archive(now timestamptz)
-RETURNS jsonb
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '200ms'
--- the day partitions go where the archive is, however the database's
--- settings point default_tablespace (pg_global made every pass fail)
-SET default_tablespace = ''
-SET default_table_access_method = 'heap'
-AS $$
-DECLARE
-	day date;
-	part text;
-	lo timestamptz;
-	hi timestamptz;
-	longest interval;
-	created integer := 0;
-	dropped integer := 0;
-	skipped integer := 0;
-	deleted bigint := 0;
-	grantee text;
-	unknown boolean;
-	kept integer := 0;
-BEGIN
-	-- One pass at a time: the row lock of our own row, which no other role
-	-- can take (an advisory lock's key anyone can compute and hold).
-	PERFORM FROM throttle_jobs.maintenance_lock l WHERE l.id OPERATOR(pg_catalog.=) 1
-		FOR UPDATE SKIP LOCKED;
-	IF NOT FOUND THEN
-		RETURN pg_catalog.jsonb_build_object('busy', true);
-	END IF;
-
-	-- No queue, nothing to archive: make no partition (a restore that has
-	-- not loaded its queues yet is about to create its own).
-	FOR i IN 0..2 LOOP
-		EXIT WHEN NOT EXISTS (SELECT FROM throttle_jobs.queue);
-		day := (now AT TIME ZONE 'UTC')::date + i;
-		part := 'job_archive_p' || pg_catalog.to_char(day, 'YYYYMMDD');
-		lo := day::timestamp AT TIME ZONE 'UTC';
-		hi := (day + 1)::timestamp AT TIME ZONE 'UTC';
-		CONTINUE WHEN pg_catalog.to_regclass('throttle_jobs.' || part) IS NOT NULL;
-		-- rows of that day already in the default partition would block it
-		CONTINUE WHEN EXISTS (SELECT 1 FROM throttle_jobs.job_archive_default a
-							  WHERE a.finished_at >= lo AND a.finished_at < hi);
-		BEGIN
-			-- the bounds in ISO form with their offset, read the same way
-			-- whatever DateStyle and TimeZone the session has
-			EXECUTE pg_catalog.format(
-				'CREATE TABLE throttle_jobs.%I PARTITION OF throttle_jobs.job_archive FOR VALUES FROM (%L) TO (%L)',
-				part,
-				pg_catalog.to_char(lo AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'),
-				pg_catalog.to_char(hi AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'));
-			-- the partition's own indexes (job_archive has none: see above)
-			EXECUTE pg_catalog.format('CREATE INDEX %I ON throttle_jobs.%I (queue_id, finished_at)',
-									  part OPERATOR(pg_catalog.||) '_queue_idx', part);
-			EXECUTE pg_catalog.format('CREATE INDEX %I ON throttle_jobs.%I (id)',
-									  part OPERATOR(pg_catalog.||) '_id_idx', part);
-			EXECUTE pg_catalog.format('REVOKE ALL ON throttle_jobs.%I FROM PUBLIC', part);
-			-- and from whomever default privileges granted rights on it
-			FOR grantee IN
-				SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text
-				FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
-				WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('throttle_jobs.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(part))
-				  AND a.grantee OPERATOR(pg_catalog.<>) c.relowner AND a.grantee OPERATOR(pg_catalog.<>) 0
-			LOOP
-				EXECUTE pg_catalog.format('REVOKE ALL ON throttle_jobs.%I FROM %s', part, grantee);
-			END LOOP;
-			EXECUTE pg_catalog.format('COMMENT ON TABLE throttle_jobs.%I IS %L', part,
-				'Archive rows finished on ' OPERATOR(pg_catalog.||) pg_catalog.to_char(day, 'YYYY-MM-DD')
-				OPERATOR(pg_catalog.||) ' (UTC); dropped whole by maintain().');
-			created := created + 1;
-		EXCEPTION WHEN lock_not_available OR check_violation THEN
-			-- busy, or rows of that day reached the default partition meanwhile
-			skipped := skipped + 1;
-		END;
-	END LOOP;
-
-	-- Unknown means keep: with no queue (none made yet, or a restore that
-	-- has not loaded them yet) nothing proves a partition past retention.
-	SELECT pg_catalog.max(q.retain_completed) INTO longest FROM throttle_jobs.queue q;
-	FOR part, hi IN
-		SELECT c.relname,
-			   (pg_catalog.to_date(pg_catalog.substr(c.relname, 14), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC'
-		FROM pg_catalog.pg_inherits i
-		JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-		WHERE i.inhparent = 'throttle_jobs.job_archive'::pg_catalog.regclass
-		  AND c.relname OPERATOR(pg_catalog.~) '^job_archive_p[0-9]{8}$'
-		ORDER BY c.relname
-	LOOP
-		CONTINUE WHEN longest IS NULL OR hi > now - longest;
-		BEGIN
-			-- and a row of a queue that does not exist (yet) has no known
-			-- retention: keep its partition (one scan, of a partition
-			-- that is otherwise dropped now)
-			EXECUTE pg_catalog.format(
-				'SELECT EXISTS (SELECT FROM throttle_jobs.%I a WHERE NOT EXISTS '
-				'(SELECT FROM throttle_jobs.queue q WHERE q.id OPERATOR(pg_catalog.=) a.queue_id))', part)
-				INTO unknown;
-			IF unknown THEN
-				kept := kept + 1;
-				CONTINUE;
-			END IF;
-			EXECUTE pg_catalog.format('DROP TABLE throttle_jobs.%I', part);
-			dropped := dropped + 1;
-		EXCEPTION WHEN lock_not_available THEN
-			skipped := skipped + 1;
-		END;
-	END LOOP;
-
-	DELETE FROM throttle_jobs.job_archive a
-	USING throttle_jobs.queue q
-	WHERE q.id = a.queue_id
-	  AND a.finished_at < now - q.retain_completed - '1 day'::interval;
-	GET DIAGNOSTICS deleted = ROW_COUNT;
-
-	RETURN pg_catalog.jsonb_build_object('partitions_created', created,
-		'partitions_dropped', dropped, 'partitions_skipped', skipped,
-		'partitions_kept_unknown_queue', kept,
-		'rows_deleted', deleted);
-END
-$$;
-REVOKE ALL ON FUNCTION throttle_jobs._maintain_archive(timestamptz) FROM PUBLIC;
+-- (_maintain_archive, in the maintenance section above, makes each day
+-- partition with its own indexes.)
 
 
 ------------------------------------------------------------------------------
