@@ -1,0 +1,57 @@
+\set VERBOSITY terse
+SET client_min_messages = warning;
+
+-- attack3: hostile roles against the 0.2.0 surface (see also TAP 012).
+-- No temporary objects here: run_jobs refuses a session that has them.
+
+CREATE ROLE a3_owner;
+CREATE ROLE a3_worker;
+GRANT throttle_jobs_admin TO a3_owner;
+GRANT throttle_jobs_user TO a3_worker;
+CREATE SCHEMA a3 AUTHORIZATION a3_owner;
+
+------------------------------------------------------------------------------
+-- run_jobs by a per-queue consumer must not hand it the queue owner's
+-- cursors.  The handler opens a cursor over a table that only its owner may
+-- read and returns without closing it (a common shape: fetch one row,
+-- return).  Under run_jobs the job runs in the caller's transaction, and the
+-- portal outlived the handler: the caller, who may only consume the queue,
+-- fetched the rest of the owner's table through it.  Executors drop every
+-- portal after a job (PortalHashTableDeleteAll); run_jobs must drop those
+-- the handler left.
+------------------------------------------------------------------------------
+SET ROLE a3_owner;
+CREATE TABLE a3.secret (v text);
+INSERT INTO a3.secret VALUES ('owner-only 1'), ('owner-only 2'), ('owner-only 3');
+CREATE FUNCTION a3.first_secret(payload jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = a3, pg_temp AS $$
+DECLARE
+	named refcursor := 'a3_named';
+	unnamed refcursor;
+	r record;
+BEGIN
+	OPEN named FOR SELECT v FROM a3.secret ORDER BY v;
+	OPEN unnamed FOR SELECT v FROM a3.secret ORDER BY v DESC;
+	FETCH named INTO r;
+	RETURN jsonb_build_object('first', r.v);
+END $$;
+SELECT throttle_jobs.create_queue('a3_cursor', handler => 'a3.first_secret(jsonb)');
+SELECT throttle_jobs.grant_queue('a3_cursor', 'a3_worker', 'consume');
+SELECT throttle_jobs.enqueue('a3_cursor', '{}') IS NOT NULL AS enqueued;
+RESET ROLE;
+
+-- The consumer may not read the table itself.
+SET ROLE a3_worker;
+SELECT has_schema_privilege('a3', 'USAGE') AS may_use_schema;
+BEGIN;
+SELECT throttle_jobs.run_jobs('a3_cursor') AS ran;
+-- No cursor of the handler's is left in the caller's transaction (expect
+-- no rows, and no such cursor).
+SELECT name FROM pg_cursors ORDER BY name;
+SAVEPOINT s;
+FETCH ALL FROM a3_named;
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+-- The job itself completed.
+SELECT state, result FROM throttle_jobs.archived_jobs WHERE queue = 'a3_cursor';
+RESET ROLE;
