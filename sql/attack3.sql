@@ -55,3 +55,38 @@ COMMIT;
 -- The job itself completed.
 SELECT state, result FROM throttle_jobs.archived_jobs WHERE queue = 'a3_cursor';
 RESET ROLE;
+
+------------------------------------------------------------------------------
+-- Large object descriptors: the same for a descriptor that the handler
+-- opened (with the owner's rights, checked at lo_open) and did not close.
+-- Under run_jobs it outlived the job in the caller's transaction: the
+-- consumer read (or, opened for writing, wrote) the owner's large object
+-- through it with loread/lowrite, which check nothing more.
+------------------------------------------------------------------------------
+SET ROLE a3_owner;
+SELECT lo_from_bytea(4242001, 'owner-only large object') AS lo \gset
+CREATE FUNCTION a3.peek_lo(payload jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	fd integer := lo_open((payload->>'lo')::oid, x'60000'::integer);	-- INV_READ | INV_WRITE
+BEGIN
+	RETURN jsonb_build_object('first', convert_from(loread(fd, 5), 'UTF8'));
+END $$;
+SELECT throttle_jobs.create_queue('a3_lo', handler => 'a3.peek_lo(jsonb)');
+SELECT throttle_jobs.grant_queue('a3_lo', 'a3_worker', 'consume');
+SELECT throttle_jobs.enqueue('a3_lo', jsonb_build_object('lo', :lo)) IS NOT NULL AS enqueued;
+RESET ROLE;
+
+SET ROLE a3_worker;
+-- The consumer may not open it itself.
+SELECT lo_open(:lo, x'40000'::integer);
+BEGIN;
+SELECT throttle_jobs.run_jobs('a3_lo') AS ran;
+-- No descriptor of the handler's is left: expect an error, not the rest of
+-- the object.
+SAVEPOINT s;
+SELECT convert_from(loread(0, 100), 'UTF8') AS rest;
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT state, result FROM throttle_jobs.archived_jobs WHERE queue = 'a3_lo';
+RESET ROLE;
