@@ -31,7 +31,8 @@
  * (tj_discard_session_state).  run_jobs() runs in its caller's
  * transaction, each job in a subtransaction, and refuses a session that has
  * temporary objects or dblink connections; after each job it closes the
- * cursors the handler left (drop_handler_portals).  After every job, both
+ * cursors and large object descriptors the handler left
+ * (close_handler_leftovers).  After every job, both
  * close the dblink connections the handler left and re-seed random()
  * (clear_extension_state).
  *
@@ -66,6 +67,7 @@
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
+#include "libpq/be-fsstubs.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -561,18 +563,20 @@ constraints_immediate(void)
 
 /*
  * Under run_jobs: drops the cursors (portals) that the handler left open,
- * those created in the job's subtransaction `subid` or later.  They were
- * opened with the owner's privileges, and the caller's transaction goes on:
- * the caller, who may only consume the queue, could otherwise FETCH the
- * rest of a table that only the owner may read.  The caller's own cursors
- * (created before the job) stay.  Runs in the job's subtransaction.
+ * those created in the job's subtransaction `subid` or later, and closes
+ * its large object descriptors (as the abort of that subtransaction would).
+ * Both were opened with the owner's privileges, and the caller's
+ * transaction goes on: the caller, who may only consume the queue, could
+ * otherwise FETCH the rest of a table, or loread/lowrite a large object,
+ * that only the owner may read.  The caller's own cursors and descriptors
+ * (opened before the job) stay.  Runs in the job's subtransaction.
  */
 static TJStatement cursors_stmt = {
 	"SELECT c.name FROM pg_catalog.pg_cursor() c", 0, {InvalidOid}
 };
 
 static void
-drop_handler_portals(SubTransactionId subid)
+close_handler_leftovers(SubTransactionId subid)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	List	   *names = NIL;
@@ -604,6 +608,7 @@ drop_handler_portals(SubTransactionId subid)
 			!portal->portalPinned)
 			PortalDrop(portal, false);
 	}
+	AtEOSubXact_LargeObject(false, subid, InvalidSubTransactionId);
 }
 
 /*
@@ -651,7 +656,7 @@ call_handler(const HandlerJob *job, bool own_transactions, bool *isnull)
 	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	if (!own_transactions)
-		drop_handler_portals(subid);
+		close_handler_leftovers(subid);
 	return result;
 }
 
