@@ -90,3 +90,19 @@ ROLLBACK TO SAVEPOINT s;
 COMMIT;
 SELECT state, result FROM throttle_jobs.archived_jobs WHERE queue = 'a3_lo';
 RESET ROLE;
+
+------------------------------------------------------------------------------
+-- The caller's own cursors, opened before run_jobs, stay open.
+------------------------------------------------------------------------------
+SET ROLE a3_owner;
+SELECT throttle_jobs.enqueue('a3_cursor', '{}') IS NOT NULL AS enqueued;
+RESET ROLE;
+SET ROLE a3_worker;
+BEGIN;
+DECLARE mine CURSOR FOR SELECT n FROM generate_series(1, 3) n;
+FETCH 1 FROM mine;
+SELECT throttle_jobs.run_jobs('a3_cursor') AS ran;
+SELECT name FROM pg_cursors ORDER BY name;
+FETCH ALL FROM mine;
+COMMIT;
+RESET ROLE;
