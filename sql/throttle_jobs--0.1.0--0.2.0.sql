@@ -1634,7 +1634,7 @@ $tj_archive_idx$;
 -- "pg_restore"; the extension's script cannot see check_function_bodies
 -- (CREATE EXTENSION turns it off for every script).  Such an install leaves
 -- one row here naming its session; maintain() does nothing while that
--- session, or any session of this database named pg_restore (the parallel
+-- session, or any superuser's session of this database named pg_restore (the parallel
 -- workers of pg_restore -j), is connected, nor for 10 seconds after it last
 -- saw one (pg_restore -j closes its first session before its workers
 -- connect); then it deletes the row and recounts the depth gauges.  Not
@@ -1678,7 +1678,12 @@ BEGIN
 	   OR EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
 				  WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
 					AND a.application_name OPERATOR(pg_catalog.=) 'pg_restore'
-					AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()) THEN
+					AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+					-- anyone may name a session pg_restore: only a superuser's
+					-- counts (the restore's CREATE EXTENSION needed one, and
+					-- pg_restore -j's workers log in as the same role)
+					AND EXISTS (SELECT FROM pg_catalog.pg_authid u
+								WHERE u.oid OPERATOR(pg_catalog.=) a.usesysid AND u.rolsuper)) THEN
 		UPDATE throttle_jobs.restore_marker SET seen_at = now;
 		RETURN 'restoring';
 	END IF;

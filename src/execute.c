@@ -30,8 +30,10 @@
  * executor drops what a handler may leave in the session
  * (tj_discard_session_state).  run_jobs() runs in its caller's
  * transaction, each job in a subtransaction, and refuses a session that has
- * temporary objects or dblink connections.  After every job, both close
- * the dblink connections the handler left and re-seed random()
+ * temporary objects or dblink connections; after each job it closes the
+ * cursors and large object descriptors the handler left
+ * (close_handler_leftovers).  After every job, both
+ * close the dblink connections the handler left and re-seed random()
  * (clear_extension_state).
  *
  * Time limits: while a job is in hand, a 100 ms timer checks the handler's
@@ -65,6 +67,7 @@
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
+#include "libpq/be-fsstubs.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -559,6 +562,56 @@ constraints_immediate(void)
 }
 
 /*
+ * Under run_jobs: drops the cursors (portals) that the handler left open,
+ * those created in the job's subtransaction `subid` or later, and closes
+ * its large object descriptors (as the abort of that subtransaction would).
+ * Both were opened with the owner's privileges, and the caller's
+ * transaction goes on: the caller, who may only consume the queue, could
+ * otherwise FETCH the rest of a table, or loread/lowrite a large object,
+ * that only the owner may read.  The caller's own cursors and descriptors
+ * (opened before the job) stay.  Runs in the job's subtransaction.
+ */
+static TJStatement cursors_stmt = {
+	"SELECT c.name FROM pg_catalog.pg_cursor() c", 0, {InvalidOid}
+};
+
+static void
+close_handler_leftovers(SubTransactionId subid)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *names = NIL;
+	ListCell   *lc;
+	uint64		n;
+
+	SPI_connect();
+	n = tj_execute(&cursors_stmt, NULL, NULL, true, 0, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		name = tj_get_datum(i, 1, &isnull);
+		MemoryContext old;
+
+		if (isnull)
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		names = lappend(names, TextDatumGetCString(name));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	MemoryContextSwitchTo(cxt);
+	foreach(lc, names)
+	{
+		Portal		portal = GetPortalByName((const char *) lfirst(lc));
+
+		if (PortalIsValid(portal) && portal->createSubid != InvalidSubTransactionId &&
+			portal->createSubid >= subid && portal->status != PORTAL_ACTIVE &&
+			!portal->portalPinned)
+			PortalDrop(portal, false);
+	}
+	AtEOSubXact_LargeObject(false, subid, InvalidSubTransactionId);
+}
+
+/*
  * Calls the handler as the queue's owner inside a security-restricted
  * operation (see the file header), with every setting reset to its session
  * default (RESET ALL) and search_path pinned to pg_catalog, pg_temp, in a
@@ -578,6 +631,7 @@ call_handler(const HandlerJob *job, bool own_transactions, bool *isnull)
 	int			save_nestlevel;
 	FmgrInfo	flinfo;
 	Datum		result;
+	SubTransactionId subid = GetCurrentSubTransactionId();
 	LOCAL_FCINFO(call, 1);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
@@ -601,6 +655,8 @@ call_handler(const HandlerJob *job, bool own_transactions, bool *isnull)
 		PortalHashTableDeleteAll();
 	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (!own_transactions)
+		close_handler_leftovers(subid);
 	return result;
 }
 
