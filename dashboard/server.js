@@ -190,6 +190,12 @@ function qs(params) {
     return s ? `?${s}` : '';
 }
 
+// p50 / p95 / p99, or a dash when none is known (nothing measured yet, or
+// statistics not preloaded).
+function pcts(a, b, c) {
+    return [a, b, c].every((x) => x === null || x === undefined) ? '—' : [a, b, c].map(secs).join(' / ');
+}
+
 function secs(v) {
     if (v === null || v === undefined) return '';
     const n = Number(v);
@@ -201,7 +207,9 @@ function secs(v) {
 
 // data-action button: app.js asks to confirm, posts, and shows the result.
 function actionButton(label, action, args, confirmText, extra) {
-    return `<button type="button" class="act" data-action="${esc(action)}" data-args="${esc(JSON.stringify(args || {}))}"` +
+    const danger = /danger/.test(extra || '');
+    extra = (extra || '').replace(/ class="[^"]*"/, '');
+    return `<button type="button" class="act${danger ? ' danger' : ''}" data-action="${esc(action)}" data-args="${esc(JSON.stringify(args || {}))}"` +
         ` data-confirm="${esc(confirmText)}"${extra || ''}>${esc(label)}</button>`;
 }
 
@@ -245,7 +253,7 @@ async function section(fn) {
 // One queue's last hour of throughput: completed (bars) and failed (red),
 // per minute, as inline SVG.
 function throughputSvg(rows, now) {
-    const W = 360, H = 60, N = 60;
+    const W = 240, H = 48, N = 60;
     const end = Math.floor(now / 60000) * 60000;
     const start = end - (N - 1) * 60000;
     const done = new Array(N).fill(0), failed = new Array(N).fill(0), enq = new Array(N).fill(0);
@@ -299,7 +307,7 @@ async function pageOverview(db, c, url) {
         if (s.rows.length === 0) return '<p class="empty">No queues.</p>';
         let html = `<table class="grid" id="queues"><thead><tr><th>queue</th><th>state</th>
 <th>available</th><th>scheduled</th><th>running</th><th>retrying</th><th>dead</th><th>lag</th>
-<th>wait p50 / p95 / p99</th><th>run p50 / p95 / p99</th><th>completed 1m / 15m</th><th>failed 15m</th><th>throttled 15m</th>
+<th>wait p50/p95/p99</th><th>run p50/p95/p99</th><th>completed 1m / 15m</th><th>failed 15m</th><th>throttled 15m</th>
 <th>throughput, last hour</th><th></th></tr></thead><tbody>`;
         for (const r of s.rows) {
             let act = '';
@@ -313,8 +321,8 @@ async function pageOverview(db, c, url) {
                 td(r.available, 'num') + td(r.scheduled, 'num') + td(r.running, 'num') + td(r.retrying, 'num') +
                 `<td class="num"><a href="/dead${qs({ queue: r.queue })}">${esc(fmt(r.dead))}</a></td>` +
                 `<td class="num${Number(r.lag) > 300 ? ' warn' : ''}">${esc(secs(r.lag))}</td>` +
-                `<td class="num">${esc([r.wait_p50, r.wait_p95, r.wait_p99].map(secs).join(' / '))}</td>` +
-                `<td class="num">${esc([r.run_p50, r.run_p95, r.run_p99].map(secs).join(' / '))}</td>` +
+                `<td class="num">${esc(pcts(r.wait_p50, r.wait_p95, r.wait_p99))}</td>` +
+                `<td class="num">${esc(pcts(r.run_p50, r.run_p95, r.run_p99))}</td>` +
                 `<td class="num">${esc(fmt(r.completed_1m))} / ${esc(fmt(r.completed_15m))}</td>` +
                 td(r.failed_15m, 'num') + td(r.throttled_15m, 'num') +
                 `<td>${throughputSvg(byQueue.get(r.queue) || [], now)}</td><td>${act}</td></tr>`;
@@ -786,6 +794,10 @@ function makeServer(pool, opts) {
             if (req.method === 'GET' && STATIC[url.pathname]) {
                 const [file, type] = STATIC[url.pathname];
                 send(res, 200, type, fs.readFileSync(path.join(staticDir, file)), { 'Cache-Control': 'no-cache' });
+                return;
+            }
+            if (req.method === 'GET' && url.pathname === '/favicon.ico') {
+                send(res, 204, 'image/x-icon', '');
                 return;
             }
             if (req.method === 'GET' && url.pathname === '/healthz') {

@@ -5,14 +5,19 @@
 \set ON_ERROR_STOP 1
 CREATE EXTENSION throttle_jobs;
 
--- An admin (may act) and a viewer (reads everything, may act on nothing).
+-- An admin (may act) and a viewer: it reaches the functions and views
+-- (throttle_jobs_user), reads the statistics (pg_monitor) and may consume
+-- every queue (below), so it sees everything, but manages none: it may act
+-- on nothing.
 GRANT throttle_jobs_admin, pg_monitor TO :"admin_role";
-GRANT throttle_jobs_worker, pg_monitor TO :"viewer_role";
+GRANT throttle_jobs_user, pg_monitor TO :"viewer_role";
 
 SELECT throttle_jobs.create_queue('emails', lease => '10 min');
 SELECT throttle_jobs.create_queue('webhooks', max_attempts => 2, backoff_base => '1 s', backoff_max => '1 s');
 SELECT throttle_jobs.create_queue('reports');
 SELECT throttle_jobs.create_queue('big');
+SELECT throttle_jobs.grant_queue(q, :'viewer_role', 'consume')
+FROM unnest(ARRAY['emails', 'webhooks', 'reports', 'big']) q;
 SELECT throttle_jobs.set_concurrency_limit('tenant:*', 2);
 SELECT throttle_jobs.set_rate_limit('api:stripe', 10, '1 s');
 
@@ -26,6 +31,9 @@ SELECT count(*) FROM throttle_jobs.enqueue_batch('emails',
 -- Workers take some (a short lease for two of them: about to expire).
 SELECT count(*) FROM throttle_jobs.reserve('emails', 'worker-a', 5);
 SELECT count(*) FROM throttle_jobs.reserve('emails', 'worker-b', 2, lease => '20 s');
+-- The four tenants now hold 7 of their 8 slots: this takes the last one and
+-- parks the rest of their jobs (throttled).
+SELECT count(*) FROM throttle_jobs.reserve('emails', 'worker-a', 5);
 -- A finished job and a scheduled one.
 SELECT count(*) FROM (SELECT throttle_jobs.complete(r.id, r.lease_token)
                       FROM throttle_jobs.reserve('emails', 'worker-c', 1) r) c;
