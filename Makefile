@@ -17,13 +17,26 @@ REGRESS = install queues enqueue reserve complete work backoff dead_letters \
           handler_security search_path queue_grants hardening maintenance options
 REGRESS_OPTS = --inputdir=. --temp-config=test/throttle_jobs.conf
 
+# compat.h names the module and its version in the magic block (18)
+PG_CPPFLAGS = -DTJ_EXTVERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
             -Wno-sign-compare -Wno-cast-function-type
+
+# src/build_stamp.h: see the build stamp below
+EXTRA_CLEAN = src/build_stamp.h
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 $(OBJS): src/throttle_jobs.h
+
+# The build stamp (SHOW throttle_jobs.build_stamp, src/build_stamp.c): a new
+# one, UTC time and random digits, whenever any other object of the library
+# was rebuilt; test/run reads it back from src/build_stamp.h.
+src/build_stamp.h: $(filter-out src/build_stamp.o,$(OBJS))
+	printf '#define TJ_BUILD_STAMP "%s-%s"\n' "$$(date -u +%Y%m%dT%H%M%SZ)" \
+	  "$$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" > $@
+src/build_stamp.o: src/build_stamp.h
 
 # The install script of the current version: the upgrade script's install
 # guard first (it refuses a schema that someone prepared), then the released

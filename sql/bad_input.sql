@@ -594,8 +594,11 @@ SELECT throttle_jobs.enqueue('bad_q', '{"small": true}') IS NOT NULL;
 ROLLBACK;
 RESET throttle_jobs.max_payload_size;
 SELECT pg_temp.unchanged();
--- Settings out of their range are refused by SET: 22023
+-- Settings out of their range are refused by SET: 22023 (only the SQLSTATE
+-- is shown for the first: the message writes the range's unit from 18 on)
+\set VERBOSITY sqlstate
 SET throttle_jobs.max_payload_size = 10;
+\set VERBOSITY terse
 \echo :LAST_ERROR_SQLSTATE
 SET throttle_jobs.max_batch_size = 0;
 \echo :LAST_ERROR_SQLSTATE

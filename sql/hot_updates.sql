@@ -5,7 +5,7 @@
 
 -- No index of the hot table covers lease_until.
 SELECT i.indexrelid::regclass AS index, pg_get_indexdef(i.indexrelid) ~ 'lease_until' AS covers_lease_until
-FROM pg_index i WHERE i.indrelid = 'throttle_jobs.job'::regclass ORDER BY 1::text;
+FROM pg_index i WHERE i.indrelid = 'throttle_jobs.job'::regclass ORDER BY i.indexrelid::regclass::text;
 
 -- The table keeps room for HOT updates.
 SELECT reloptions FROM pg_class WHERE oid = 'throttle_jobs.job'::regclass;

@@ -9,12 +9,18 @@ SELECT e.extnamespace::regnamespace AS schema, e.extrelocatable,
 FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname
 WHERE e.extname = 'throttle_jobs';
 
--- Every member object of the extension, in a stable order.
+-- Every member object of the extension, in a stable order.  From
+-- PostgreSQL 17 on, the row types of tables and views and the array types
+-- are members too; they are left out, so that the list is the same on
+-- every supported version.
 SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS object
 FROM pg_depend d
 WHERE d.refclassid = 'pg_extension'::regclass
   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'throttle_jobs')
   AND d.deptype = 'e'
+  AND NOT EXISTS (SELECT 1 FROM pg_type t LEFT JOIN pg_class c ON c.oid = t.typrelid
+                  WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                    AND (t.typcategory = 'A' OR c.relkind <> 'c'))
 ORDER BY 1;
 
 -- Nothing of the schema is left outside the extension (except the indexes,

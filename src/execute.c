@@ -535,7 +535,7 @@ handler_refusal(HandlerJob *job)
 	if (superuser_arg(job->owner) && !tj_allow_superuser_handlers)
 		return psprintf("queue \"%s\" is owned by superuser \"%s\", and throttle_jobs.allow_superuser_handlers is off",
 						job->queue, GetUserNameFromId(job->owner, false));
-	if (pg_proc_aclcheck(job->handler, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
+	if (tj_proc_aclcheck(job->handler, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
 		return psprintf("role \"%s\" may not execute handler %s of queue \"%s\"",
 						GetUserNameFromId(job->owner, false),
 						format_procedure(job->handler), job->queue);

@@ -1354,7 +1354,7 @@ transaction_horizon(TimestampTz now)
 
 	for (int i = 1; i <= n; i++)
 	{
-		LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(i);
+		LocalPgBackendStatus *l = tj_local_beentry(i);
 		PgBackendStatus *b = l ? &l->backendStatus : NULL;
 
 		if (b == NULL || b->st_databaseid != MyDatabaseId)

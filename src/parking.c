@@ -370,7 +370,7 @@ memo_get(const char *key)
 
 	if (strlen(key) > TJ_MAX_KEY_LEN)
 		return NULL;
-	if (memo_htab == NULL || memo_lxid != MyProc->lxid)
+	if (memo_htab == NULL || memo_lxid != TJ_MY_LXID)
 	{
 		HASHCTL		ctl;
 
@@ -379,7 +379,7 @@ memo_get(const char *key)
 		ctl.hcxt = TopTransactionContext;
 		memo_htab = hash_create("throttle_jobs enqueue memo", 16, &ctl,
 								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		memo_lxid = MyProc->lxid;
+		memo_lxid = TJ_MY_LXID;
 	}
 	m = hash_search(memo_htab, key, HASH_ENTER, &found);
 	if (!found)

@@ -472,7 +472,7 @@ tj_check_worker_name(text *worker)
 
 	if (strncmp(name, TJ_WORKER_PREFIX, strlen(TJ_WORKER_PREFIX)) != 0)
 		return;
-	if (IsBackgroundWorker &&
+	if (TJ_AM_BGWORKER &&
 		(strcmp(name, psprintf(TJ_WORKER_PREFIX "executor/%d", MyProcPid)) == 0 ||
 		 strcmp(name, psprintf(TJ_WORKER_PREFIX "maintenance/%d", MyProcPid)) == 0))
 		return;

@@ -12,13 +12,14 @@
 
 #include "throttle_jobs.h"
 
-PG_MODULE_MAGIC;
+TJ_MODULE_MAGIC;
 
 void		_PG_init(void);
 
 void
 _PG_init(void)
 {
+	tj_define_build_stamp_guc();
 	tj_define_gucs();
 	tj_privilege_define_gucs();
 	if (process_shared_preload_libraries_in_progress)

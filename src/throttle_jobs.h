@@ -23,6 +23,8 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
+
 /* Limits that are not settings */
 #define TJ_MAX_KEY_LEN			255		/* bytes in a key, worker name */
 #define TJ_MAX_ERROR_LEN		8192	/* bytes of an error text kept */
@@ -33,6 +35,9 @@
 #define TJ_MAX_DELAY_USECS		((int64) 365 * USECS_PER_DAY)	/* snooze's delay, fail's retry_in */
 
 #define TJ_MAX_EXECUTORS		32		/* executor_workers per database */
+
+/* build_stamp.c */
+extern void tj_define_build_stamp_guc(void);
 
 /* guc.c */
 extern int	tj_max_payload_size;

@@ -23,10 +23,25 @@
 TJ_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Major PostgreSQL version this extension targets.
 TJ_PG_MAJOR=${TJ_PG_MAJOR:-15}
-# Debian packages needed to build and test (checked with dpkg-query).
+# Debian packages needed to build and test (checked with dpkg-query); bison,
+# flex and zlib1g-dev build the servers of other majors (tj_pg_build).
 TJ_APT_PACKAGES=("postgresql-$TJ_PG_MAJOR" "postgresql-server-dev-$TJ_PG_MAJOR"
                  "postgresql-$TJ_PG_MAJOR-cron" libipc-run-perl perl
-                 build-essential make gcc)
+                 build-essential make gcc bison flex zlib1g-dev python3-psycopg)
+# Where tj_pg_build keeps the PostgreSQL servers it builds, outside the
+# checkout, one directory per Debian source version (README, "Two commands").
+# As root it must be readable by the server user, so not under /root.
+if [ -z "${TJ_PG_CACHE:-}" ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        TJ_PG_CACHE=/var/cache/throttle_jobs/postgresql
+    else
+        TJ_PG_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/throttle_jobs/postgresql
+    fi
+fi
+# Debian suites searched for the source packages postgresql-MAJOR and pg-cron
+# (the archive's address is this machine's own, from its apt configuration).
+TJ_PG_SUITES=${TJ_PG_SUITES:-"trixie trixie-updates forky"}
+TJ_PG_SECURITY_SUITES=${TJ_PG_SECURITY_SUITES:-"trixie-security"}
 # Data directories of the clusters started by tj_start_cluster.
 TJ_CLUSTERS=()
 
@@ -48,9 +63,9 @@ tj_install_deps() {
     done
     # promtool (test/run checks metrics() with it) ships in Debian's prometheus.
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-    # The dashboard's browser tests: Debian's chromium, node and npm (a node
-    # installed otherwise, e.g. with its own npm, is used as it is).
+    # The dashboard's browser tests: Debian's chromium.
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    # test/clients and the dashboard: node and npm (NodeSource's nodejs bundles npm and conflicts with Debian's).
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
     if [ ${#missing[@]} -eq 0 ]; then
@@ -91,6 +106,160 @@ tj_pg_env() {
         *) PATH=$TJ_BINDIR:$PATH ;;
     esac
     export PATH
+}
+
+# tj_pg_select MAJOR: choose the PostgreSQL MAJOR server tree (then tj_pg_env): the caller's
+# PG_CONFIG when it is of that major (TJ_CALLER_PG_CONFIG), Debian's package when installed,
+# else a build from Debian's source package in $TJ_PG_CACHE (tj_pg_build, made when missing).
+# Sets TJ_PG_CRON=1 when the tree has pg_cron.  Status 2: MAJOR cannot be had here.
+tj_pg_select() {
+    local major=$1 pgc rc
+    TJ_PG_MAJOR=$major
+    pgc=${TJ_CALLER_PG_CONFIG:-}
+    if [ -n "$pgc" ] && [ "$("$pgc" --version 2>/dev/null | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')" = "$major" ]; then
+        PG_CONFIG=$pgc
+    elif [ -x "/usr/lib/postgresql/$major/bin/pg_config" ] &&
+        [ -d "/usr/lib/postgresql/$major/lib/pgxs/src/test/regress" ]; then
+        PG_CONFIG=/usr/lib/postgresql/$major/bin/pg_config
+    else
+        pgc=$(tj_pg_build "$major")
+        rc=$?
+        [ "$rc" -eq 0 ] || return "$rc"
+        PG_CONFIG=$pgc
+    fi
+    export PG_CONFIG
+    tj_pg_env || return 1
+    TJ_PG_CRON=0
+    [ -e "$TJ_PKGLIBDIR/pg_cron.so" ] && TJ_PG_CRON=1
+    return 0
+}
+
+# tj_apt_archives: print "URI SUITE" for each Debian suite of TJ_PG_SUITES and TJ_PG_SECURITY_SUITES,
+# at the addresses of this machine's own apt configuration (its Debian and Debian-Security archives).
+tj_apt_archives() {
+    local main sec s
+    # shellcheck disable=SC2016  # apt-get's own $(FIELD) syntax
+    main=$(apt-get indextargets --format '$(REPO_URI) $(LABEL) $(RELEASE)' 2>/dev/null |
+           awk '$2 == "Debian" && $3 !~ /-/ { print $1; exit }')
+    # shellcheck disable=SC2016
+    sec=$(apt-get indextargets --format '$(REPO_URI) $(LABEL)' 2>/dev/null |
+          awk '$2 == "Debian-Security" { print $1; exit }')
+    [ -n "$main" ] || { echo "no Debian archive in this machine's apt configuration" >&2; return 1; }
+    for s in $TJ_PG_SUITES; do echo "$main $s"; done
+    if [ -n "$sec" ]; then
+        for s in $TJ_PG_SECURITY_SUITES; do echo "$sec $s"; done
+    fi
+}
+
+# tj_apt_source PKG DIR: download Debian's source package PKG (its newest version in the suites of
+# tj_apt_archives, checked against the signed indexes) into DIR, with a private apt state under
+# $TJ_PG_CACHE/apt that leaves the machine's own sources and lists alone.
+tj_apt_source() {
+    local pkg=$1 dir=$2 apt=$TJ_PG_CACHE/apt uri suite opts
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$dir" || return 1
+    if [ ! -s "$apt/sources.list" ] || [ -z "$(find "$apt/sources.list" -mmin -60 2>/dev/null)" ]; then
+        tj_apt_archives | while read -r uri suite; do
+            echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $suite main"
+        done >"$apt/sources.list.new" || return 1
+        [ -s "$apt/sources.list.new" ] || return 1
+        mv "$apt/sources.list.new" "$apt/sources.list"
+        rm -f "$apt/updated"
+    fi
+    opts=(-q -o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+          -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
+          -o "APT::Sandbox::User=$(id -un)")
+    (
+        flock 8 || exit 1
+        if [ ! -e "$apt/updated" ]; then
+            apt-get "${opts[@]}" update </dev/null || exit 1
+            : >"$apt/updated"
+        fi
+        cd "$dir" && apt-get "${opts[@]}" source --download-only "$pkg" </dev/null
+    ) 8>"$apt/.lock"
+}
+
+# tj_pg_build MAJOR: print the pg_config of a build of PostgreSQL MAJOR in $TJ_PG_CACHE, building it
+# when there is none: the newest complete build is reused without asking the archive unless
+# TJ_PG_REFRESH=1.  The build: the upstream tarball of Debian's source package postgresql-MAJOR
+# (without Debian's packaging patches), configured with the TAP tests and without docs, ICU or
+# readline, make -j2 under nice; installed with pg_regress, the isolation tester, the TAP modules,
+# dblink and pgstattuple, and pg_cron from Debian's source package pg-cron when the archive has
+# it.  Status 2: the archive does not have the source; 1: the build failed (log in the cache).
+tj_pg_build() {
+    local major=$1 cache=$TJ_PG_CACHE dir key tmp pfx log dsc orig rc=0
+    mkdir -p "$cache" || return 1
+    chmod a+rx "$cache" 2>/dev/null
+    exec 9>"$cache/.lock-$major"
+    flock 9 || return 1
+    dir=$(find "$cache" -mindepth 2 -maxdepth 2 -path "$cache/postgresql-${major}_*/.complete" \
+          2>/dev/null | LC_ALL=C sort -V | tail -n 1)
+    dir=${dir%/.complete}
+    if [ -n "$dir" ] && [ "${TJ_PG_REFRESH:-0}" != 1 ]; then
+        exec 9>&-
+        echo "$dir/bin/pg_config"
+        return 0
+    fi
+    tmp=$cache/tmp-$major
+    rm -rf "$tmp"
+    mkdir -p "$tmp/src" || { exec 9>&-; return 1; }
+    log=$cache/build-$major.log
+    tj_log "PostgreSQL $major: fetching Debian's source package postgresql-$major, to build into $cache (log: $log)" >&2
+    if ! tj_apt_source "postgresql-$major" "$tmp/src" >"$log" 2>&1; then
+        echo "PostgreSQL $major: the archive did not give the source package postgresql-$major:" >&2
+        grep -E '^(E|W|Err):' "$log" | head -n 5 >&2
+        rm -rf "$tmp"
+        exec 9>&-
+        if [ -n "$dir" ]; then   # TJ_PG_REFRESH=1 without the archive: keep the build we have
+            echo "$dir/bin/pg_config"
+            return 0
+        fi
+        return 2
+    fi
+    dsc=$(find "$tmp/src" -maxdepth 1 -name "postgresql-${major}_*.dsc" | head -n 1)
+    orig=$(find "$tmp/src" -maxdepth 1 -name "postgresql-${major}_*.orig.tar.*" | head -n 1)
+    key=$(basename "$dsc" .dsc)
+    pfx=$cache/$key
+    if [ -z "$dsc" ] || [ -z "$orig" ]; then
+        echo "PostgreSQL $major: no .dsc or upstream tarball in the download" >&2
+        rc=1
+    elif [ -e "$pfx/.complete" ]; then
+        tj_log "PostgreSQL $major: $key is the newest, already built" >&2
+    else
+        rm -rf "$pfx"
+        (
+            mkdir -p "$tmp/build" && tar -C "$tmp/build" -xf "$orig" &&
+            cd "$tmp/build"/postgresql-* &&
+            nice -n 15 ./configure --prefix="$pfx" --enable-tap-tests --without-icu \
+                --without-readline --without-llvm &&
+            nice -n 15 make -j2 &&
+            make install &&
+            for d in src/test/isolation src/test/perl contrib/dblink contrib/pgstattuple; do
+                nice -n 15 make -C "$d" install || exit 1
+            done
+        ) >>"$log" 2>&1 </dev/null || rc=1
+        if [ "$rc" -ne 0 ]; then
+            echo "PostgreSQL $major: the build failed; last lines of $log:" >&2
+            tail -n 30 "$log" >&2
+            rm -rf "$pfx"
+        elif tj_apt_source pg-cron "$tmp/cron" >>"$log" 2>&1 &&
+            orig=$(find "$tmp/cron" -maxdepth 1 -name 'pg-cron_*.orig.tar.*' | head -n 1) &&
+            [ -n "$orig" ] && mkdir -p "$tmp/cron/build" && tar -C "$tmp/cron/build" -xf "$orig" &&
+            (cd "$tmp/cron/build"/* && nice -n 15 make PG_CONFIG="$pfx/bin/pg_config" install) \
+                >>"$log" 2>&1 </dev/null; then
+            tj_log "PostgreSQL $major: pg_cron built from $(basename "$orig")" >&2
+        else
+            tj_warn "PostgreSQL $major: no pg_cron (the archive did not give pg-cron, or it did not build; see $log)"
+        fi
+        if [ "$rc" -eq 0 ]; then
+            cp "$log" "$pfx/build.log"
+            chmod -R a+rX "$pfx"
+            echo "$key $(date -u +%FT%TZ)" >"$pfx/.complete"
+        fi
+    fi
+    rm -rf "$tmp"
+    exec 9>&-
+    [ "$rc" -eq 0 ] || return "$rc"
+    echo "$pfx/bin/pg_config"
 }
 
 # tj_pick_user: set TJ_PGUSER, the account that runs servers ("postgres" when root, else the current user).
@@ -191,6 +360,43 @@ tj_build_install() {
     fi
     "${sudo[@]}" make -C "$dir" PG_CONFIG="$PG_CONFIG" install </dev/null || return 1
     tj_give "$dir"
+}
+
+# tj_built_stamp [DIR]: print the build stamp of the library just built in DIR (default $TJ_ROOT), read from src/build_stamp.h; fails unless the library file holds that stamp.
+tj_built_stamp() {
+    local dir=${1:-$TJ_ROOT} stamp
+    stamp=$(sed -n 's/^#define TJ_BUILD_STAMP "\(.*\)"$/\1/p' "$dir/src/build_stamp.h" 2>/dev/null)
+    if [ -z "$stamp" ] || ! grep -qaF "$stamp" "$dir/throttle_jobs.so" 2>/dev/null; then
+        echo "no build stamp in $dir/src/build_stamp.h, or not the one in $dir/throttle_jobs.so" >&2
+        return 1
+    fi
+    echo "$stamp"
+}
+
+# tj_check_stamp STAMP [PSQL-ARGS...]: succeed if the current cluster's throttle_jobs.build_stamp is STAMP (the library just built); else say which library was loaded instead and fail.
+tj_check_stamp() {
+    local want=$1 got
+    shift
+    got=$(tj_psql -Atq -d postgres "$@" -c 'SHOW throttle_jobs.build_stamp' 2>&1)
+    if [ "$got" = "$want" ]; then
+        return 0
+    fi
+    echo "the server loaded a throttle_jobs library other than the one just built:" >&2
+    echo "  expected build stamp: $want" >&2
+    echo "  the server shows:     $got" >&2
+    echo "  (servers started from $TJ_BINDIR)" >&2
+    return 1
+}
+
+# tj_test_conf DEST: write test/throttle_jobs.conf (of $TJ_ROOT) to DEST, without pg_cron when the server tree has none (TJ_PG_CRON=0); print DEST.
+tj_test_conf() {
+    if [ "${TJ_PG_CRON:-1}" = 1 ]; then
+        cp "$TJ_ROOT/test/throttle_jobs.conf" "$1" || return 1
+    else
+        sed -e '/^shared_preload_libraries/s/, *pg_cron//' -e '/^cron\./d' \
+            "$TJ_ROOT/test/throttle_jobs.conf" >"$1" || return 1
+    fi
+    echo "$1"
 }
 
 # tj_port_free PORT: succeed if nothing listens on (and nothing has bound) 127.0.0.1:PORT.

@@ -1,0 +1,36 @@
+/*-------------------------------------------------------------------------
+ *
+ * build_stamp.c
+ *		The build stamp of the library: SHOW throttle_jobs.build_stamp.
+ *
+ * make writes src/build_stamp.h (the UTC time and random hex digits)
+ * whenever any other object of the library was rebuilt, so each build has
+ * its own stamp.  test/run and test/bench/run compare the stamp a server
+ * shows with the one of the build they just made: a server that loaded some
+ * other copy of the library (a stale one in the system tree, say) fails the
+ * suite.  The stamp is not a version: two builds of the same source differ.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/guc.h"
+
+#include "throttle_jobs.h"
+#include "build_stamp.h"
+
+static char *tj_build_stamp = NULL;
+
+/* Define throttle_jobs.build_stamp; call from _PG_init before MarkGUCPrefixReserved. */
+void
+tj_define_build_stamp_guc(void)
+{
+	DefineCustomStringVariable("throttle_jobs.build_stamp",
+							   "Build stamp of the loaded throttle_jobs library.",
+							   "Set when the library was compiled; it cannot be changed.",
+							   &tj_build_stamp,
+							   TJ_BUILD_STAMP,
+							   PGC_INTERNAL,
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
+							   NULL, NULL, NULL);
+}
