@@ -25,13 +25,14 @@ function usage(code) {
         '  --database URL  connection string (libpq PG* variables fill in what it leaves out)\n' +
         '  --port N        TCP port to listen on (default 8181; 0 = any free port)\n' +
         '  --host ADDR     address to bind (default 127.0.0.1: this machine only)\n' +
-        '  --refresh SECS  how often pages refresh their live part (default 5)\n';
+        '  --refresh SECS  how often pages refresh their live part (default 5)\n' +
+        '  --allow-host H  also accept requests for host name H (a reverse proxy\'s public name; repeatable)\n';
     (code ? process.stderr : process.stdout).write(text);
     process.exit(code);
 }
 
 function parseArgs(argv) {
-    const opts = { database: process.env.DATABASE_URL || null, port: 8181, host: '127.0.0.1', refresh: 5 };
+    const opts = { database: process.env.DATABASE_URL || null, port: 8181, host: '127.0.0.1', refresh: 5, allowHosts: [] };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const eq = a.indexOf('=');
@@ -42,6 +43,7 @@ function parseArgs(argv) {
         case '--port': case '-p': opts.port = Number(value()); break;
         case '--host': opts.host = value(); break;
         case '--refresh': opts.refresh = Number(value()); break;
+        case '--allow-host': opts.allowHosts.push(...String(value()).split(',').map((h) => h.trim().toLowerCase()).filter(Boolean)); break;
         case '--help': case '-h': usage(0); break;
         default:
             process.stderr.write(`unknown option "${a}"\n`);
@@ -285,6 +287,16 @@ function throughputSvg(rows, now) {
 // ------------------------------------------------------------------ pages
 async function pageOverview(db, c, url) {
     const live = await section(async () => {
+        if (!(await db.query(`SELECT pg_catalog.has_table_privilege('throttle_jobs.queue_stats', 'SELECT') AS ok`)).rows[0].ok) {
+            // No statistics for this role (it needs pg_monitor or admin):
+            // list the queues it may see.
+            const q = await db.query('SELECT q.name, q.paused FROM throttle_jobs.queues q ORDER BY q.name');
+            return `<p class="note">Role ${esc(c.role)} may not read <code>queue_stats</code> (grant it <code>pg_monitor</code> for depth, lag and throughput).</p>` +
+                `<table class="grid" id="queues"><thead><tr><th>queue</th><th>state</th></tr></thead><tbody>` +
+                q.rows.map((r) => `<tr data-queue="${esc(r.name)}"><td><a href="/queue${qs({ name: r.name })}">${esc(r.name)}</a></td>` +
+                    `<td>${r.paused ? '<span class="badge paused">paused</span>' : '<span class="badge ok">active</span>'}</td></tr>`).join('') +
+                '</tbody></table>';
+        }
         const s = await db.query(
             `SELECT s.queue, s.paused, s.max_size, s.available, s.scheduled, s.running, s.retrying, s.dead,
                     s.depth_as_of, pg_catalog.date_part('epoch', s.lag) AS lag,
@@ -677,11 +689,14 @@ async function runAction(pool, c, action, args) {
             await q('BEGIN');
             try {
                 for (const id of list) {
+                    await q('SAVEPOINT one');
                     const back = (await q('SELECT throttle_jobs.retry_dead($1::pg_catalog.int8) AS ok', [id])).rows[0].ok;
                     // Discard: back in its queue, then cancelled in the same
-                    // transaction, so no worker can take it in between.
+                    // transaction, so no worker can take it in between; if
+                    // it cannot be cancelled it stays dead (not retried).
                     const ok = back && action === 'discard_dead'
                         ? (await q('SELECT throttle_jobs.cancel($1::pg_catalog.int8) AS ok', [id])).rows[0].ok : back;
+                    await q(ok ? 'RELEASE SAVEPOINT one' : 'ROLLBACK TO SAVEPOINT one');
                     (ok ? done : skipped).push(id);
                 }
                 await q('COMMIT');
@@ -776,6 +791,22 @@ function readBody(req, limit) {
     });
 }
 
+// hostAllowed(opts, header): whether a request's Host header names this
+// server.  Bound to loopback (the default), only loopback names and
+// --allow-host names are accepted, so a page of another site whose name
+// resolves to 127.0.0.1 (DNS rebinding) cannot read or drive the dashboard;
+// bound elsewhere, any name unless --allow-host lists them.
+function hostAllowed(opts, header) {
+    const m = /^(\[[0-9a-f:.]+\]|[^:]+)(?::\d+)?$/i.exec(String(header || ''));
+    if (!m) return false;
+    const name = m[1].toLowerCase();
+    if (opts.allowHosts.includes(name)) return true;
+    const loop = ['localhost', '127.0.0.1', '[::1]'];
+    const boundLoopback = /^(127\.|::1$|localhost$)/.test(opts.host);
+    if (boundLoopback) return loop.includes(name) || name === opts.host.toLowerCase();
+    return opts.allowHosts.length === 0 || loop.includes(name);
+}
+
 function makeServer(pool, opts) {
     const secret = crypto.randomBytes(32);
     const tokenFor = (sid) => crypto.createHmac('sha256', secret).update(sid).digest('hex');
@@ -791,6 +822,10 @@ function makeServer(pool, opts) {
             return;
         }
         try {
+            if (!hostAllowed(opts, req.headers.host)) {
+                send(res, 421, 'text/plain', `unexpected Host "${String(req.headers.host || '').slice(0, 100)}" (see --allow-host)\n`);
+                return;
+            }
             if (req.method === 'GET' && STATIC[url.pathname]) {
                 const [file, type] = STATIC[url.pathname];
                 send(res, 200, type, fs.readFileSync(path.join(staticDir, file)), { 'Cache-Control': 'no-cache' });

@@ -4,6 +4,7 @@
 // Run by test/dashboard/run with:
 //   ADMIN_URL   a dashboard connected as a throttle_jobs_admin member
 //   VIEWER_URL  a dashboard connected as a read-only role (consume grants + pg_monitor)
+//   NOSTATS_URL a dashboard connected as a role without pg_monitor
 //   DATABASE_URL the superuser, to check what the actions did
 //   SHOTS       where to write the screenshots
 //   CHROMIUM    the browser (default /usr/bin/chromium)
@@ -82,6 +83,11 @@ async function main() {
         const keys = await admin.$$eval('#jobs tr[data-id] td:nth-child(6)', (c) => c.map((x) => x.textContent));
         const t1 = (await one(`SELECT count(*)::int AS n FROM throttle_jobs.jobs WHERE queue = 'emails' AND concurrency_key = 'tenant:1'`)).n;
         check(keys.length === t1 && t1 > 5 && keys.every((k) => k === 'c: tenant:1'), 'queue: key filter', keys);
+        // Filter text is a parameter, and LIKE's wildcards in it are literal.
+        for (const q of ["x' OR 1=1 --", '%', '_']) {
+            const res = await admin.goto(`${ADMIN}/queue?name=emails&q=${encodeURIComponent(q)}`);
+            check(res.status() === 200 && (await admin.textContent('#live')).includes('No live jobs match'), `queue: filter text ${JSON.stringify(q)} matches nothing`);
+        }
         await admin.goto(`${ADMIN}/queue?name=emails`);
         await admin.screenshot({ path: path.join(SHOTS, 'queue.png'), fullPage: true });
     });
@@ -205,6 +211,20 @@ async function main() {
         check(!!(await one('SELECT 1 AS x FROM throttle_jobs.dead_letters WHERE id = $1', [id])), 'csrf: the job is still dead');
     });
 
+    // DNS rebinding: a request for another host name is refused.
+    await step('host check', async () => {
+        const http = require('http');
+        const get = (host) => new Promise((resolve, reject) => {
+            const u = new URL(`${ADMIN}/`);
+            http.get({ host: u.hostname, port: u.port, path: '/', headers: { Host: host } }, (res) => { res.resume(); resolve(res.statusCode); })
+                .on('error', reject);
+        });
+        const port = new URL(ADMIN).port;
+        const evil = await get(`evil.example:${port}`);
+        const local = await get(`localhost:${port}`);
+        check(evil === 421 && local === 200, 'host: a foreign Host is refused (421), localhost is served', { evil, local });
+    });
+
     // 4. A read-only role cannot act.
     await step('read-only role', async () => {
         const id = deadIds[3];
@@ -226,6 +246,15 @@ async function main() {
         check(r[0] === 403 && /read-only/.test(r[1].message) && r[2] === 403, 'read-only: the server refuses actions with a valid token', r);
         check(!!(await one('SELECT 1 AS x FROM throttle_jobs.dead_letters WHERE id = $1', [id])) &&
               (await one(`SELECT max_running FROM throttle_jobs.limits WHERE key = 'tenant:*'`)).max_running === 3, 'read-only: nothing changed');
+    });
+
+    // Without pg_monitor: no statistics, but the queues the role may see.
+    await step('no statistics', async () => {
+        const res = await viewer.goto(`${process.env.NOSTATS_URL}/`);
+        const queues = await viewer.$$eval('#queues tr[data-queue]', (rows) => rows.map((r) => r.dataset.queue));
+        const note = await viewer.textContent('#live');
+        check(res.status() === 200 && JSON.stringify(queues) === JSON.stringify(['emails', 'reports']) && note.includes('pg_monitor') &&
+              !(await viewer.$('#live .error')), 'no pg_monitor: the overview lists the queues the role may see', queues);
     });
 
     // 5. A queue of a million jobs: its page loads in under a second.
@@ -251,6 +280,15 @@ async function main() {
         ms = Date.now() - t0;
         const filtered = await admin.$$eval('#jobs tr[data-id]', (r) => r.length);
         check(filtered === 50 && ms < 1000, `big: a filtered page (state, priority, key) in ${ms} ms (< 1000)`, filtered);
+        // A rare payload (1 job in 1,000): the page fills from wider windows,
+        // or stops within its time budget and offers to search on.
+        t0 = Date.now();
+        await admin.goto(`${ADMIN}/queue?name=big&q=rare`, { waitUntil: 'load' });
+        ms = Date.now() - t0;
+        const rare = await admin.$$eval('#jobs tr[data-id] td:nth-child(9)', (c) => c.map((x) => x.textContent));
+        const more = await admin.$('#next');
+        check(rare.length > 0 && rare.every((p) => p.includes('"rare"')) && (rare.length === 50 || !!more) && ms < 2500,
+            `big: a rare payload filter in ${ms} ms (< 2500)`, rare.length);
     });
 
     check(errors.length === 0, 'no JavaScript error in the pages', errors);

@@ -1,6 +1,7 @@
 -- test/dashboard/setup.sql -- the data the browser tests look at.
 -- Run by test/dashboard/run as the superuser in a fresh database, with
--- psql variables admin_role and viewer_role (created by the caller) and
+-- psql variables admin_role, viewer_role and nostats_role (created by the
+-- caller) and
 -- big_jobs (how many jobs the big queue gets).
 \set ON_ERROR_STOP 1
 CREATE EXTENSION throttle_jobs;
@@ -11,6 +12,8 @@ CREATE EXTENSION throttle_jobs;
 -- on nothing.
 GRANT throttle_jobs_admin, pg_monitor TO :"admin_role";
 GRANT throttle_jobs_user, pg_monitor TO :"viewer_role";
+-- A role without pg_monitor: no statistics, the queues it may consume.
+GRANT throttle_jobs_user TO :"nostats_role";
 
 SELECT throttle_jobs.create_queue('emails', lease => '10 min');
 SELECT throttle_jobs.create_queue('webhooks', max_attempts => 2, backoff_base => '1 s', backoff_max => '1 s');
@@ -18,6 +21,8 @@ SELECT throttle_jobs.create_queue('reports');
 SELECT throttle_jobs.create_queue('big');
 SELECT throttle_jobs.grant_queue(q, :'viewer_role', 'consume')
 FROM unnest(ARRAY['emails', 'webhooks', 'reports', 'big']) q;
+SELECT throttle_jobs.grant_queue(q, :'nostats_role', 'consume')
+FROM unnest(ARRAY['emails', 'reports']) q;
 SELECT throttle_jobs.set_concurrency_limit('tenant:*', 2);
 SELECT throttle_jobs.set_rate_limit('api:stripe', 10, '1 s');
 
