@@ -54,7 +54,7 @@ tj_warn() { printf 'WARNING: %s\n' "$*" >&2; }
 # tj_is_root: succeed when running as uid 0.
 tj_is_root() { [ "$(id -u)" -eq 0 ]; }
 
-# tj_install_deps: as root, apt-get install whatever of TJ_APT_PACKAGES (and prometheus, for promtool) is missing (apt-get update once, only if needed); as non-root, only check.
+# tj_install_deps: as root, apt-get install whatever of TJ_APT_PACKAGES (and prometheus, for promtool; chromium, nodejs, npm, for the dashboard) is missing (apt-get update once, only if needed); as non-root, only check.
 tj_install_deps() {
     local p missing=()
     for p in "${TJ_APT_PACKAGES[@]}"; do
@@ -63,7 +63,9 @@ tj_install_deps() {
     done
     # promtool (test/run checks metrics() with it) ships in Debian's prometheus.
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-    # test/clients: node and npm (NodeSource's nodejs bundles npm and conflicts with Debian's).
+    # The dashboard's browser tests: Debian's chromium.
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    # test/clients and the dashboard: node and npm (NodeSource's nodejs bundles npm and conflicts with Debian's).
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
     if [ ${#missing[@]} -eq 0 ]; then
