@@ -81,7 +81,7 @@ function makePool(connectionString) {
 
 // The action functions the dashboard may call, for the privilege check.
 const ACTION_FUNCTIONS = ['pause_queue', 'resume_queue', 'retry_dead', 'cancel', 'purge_dead',
-    'set_concurrency_limit', 'set_rate_limit', 'drop_limit', 'explain_job'];
+    'delete_dead', 'set_concurrency_limit', 'set_rate_limit', 'drop_limit', 'explain_job'];
 
 // caps(db): what the connected role may do.  fn: function -> EXECUTE
 // privilege; manages: the queues it manages (admin, owner, or a 'manage'
@@ -115,7 +115,7 @@ async function caps(db) {
     c.can = (action, queue) => {
         switch (action) {
         case 'pause_queue': case 'resume_queue': case 'purge_dead': case 'cancel': case 'retry_dead': case 'discard_dead':
-            if (action === 'discard_dead') return !!(fn.retry_dead && fn.cancel) && (queue === undefined || c.manages.has(queue));
+            if (action === 'discard_dead') return !!(fn.delete_dead || (fn.retry_dead && fn.cancel)) && (queue === undefined || c.manages.has(queue));
             return !!fn[action] && (queue === undefined || c.manages.has(queue));
         case 'set_concurrency_limit': case 'set_rate_limit': case 'drop_limit':
             return !!fn[action];
@@ -468,7 +468,7 @@ async function pageJob(db, c, url) {
         const acts = [];
         if (where === 'dead' && c.can('retry_dead', j.queue)) {
             acts.push(actionButton('Retry', 'retry_dead', { ids: [j.id], queue: j.queue }, `Retry dead job ${j.id}? It goes back to queue "${j.queue}" with its attempts reset.`));
-            if (c.can('discard_dead', j.queue)) acts.push(actionButton('Discard', 'discard_dead', { ids: [j.id], queue: j.queue }, `Discard dead job ${j.id}? It leaves the dead letters (archived as cancelled).`, ' class="danger act"'));
+            if (c.can('discard_dead', j.queue)) acts.push(actionButton('Discard', 'discard_dead', { ids: [j.id], queue: j.queue }, `Discard dead job ${j.id}? It is deleted for good.`, ' class="danger act"'));
         }
         if (where === 'live' && j.state !== 'running' && c.can('cancel', j.queue)) {
             acts.push(actionButton('Cancel', 'cancel', { id: j.id, queue: j.queue }, `Cancel job ${j.id}?`));
@@ -525,7 +525,7 @@ async function pageDead(db, c, url) {
         let html = '';
         if (any) {
             html += `<p class="actions bulk">${actionButton('Retry selected', 'retry_dead', {}, 'Retry the selected dead jobs? They go back to their queues with attempts reset.', ' data-bulk="1" id="retry-selected"')} ` +
-                `${actionButton('Discard selected', 'discard_dead', {}, 'Discard the selected dead jobs? They leave the dead letters (archived as cancelled).', ' data-bulk="1" id="discard-selected" class="danger act"')}</p>`;
+                `${actionButton('Discard selected', 'discard_dead', {}, 'Discard the selected dead jobs? They are deleted for good.', ' data-bulk="1" id="discard-selected" class="danger act"')}</p>`;
         }
         html += `<table class="grid" id="dead"><thead><tr>${any ? '<th><input type="checkbox" class="select-all" aria-label="select all"></th>' : ''}<th>id</th><th>queue</th><th>reason</th><th>died at</th>
 <th>attempts</th><th>last error</th><th>payload</th><th></th></tr></thead><tbody>`;
@@ -690,12 +690,19 @@ async function runAction(pool, c, action, args) {
             try {
                 for (const id of list) {
                     await q('SAVEPOINT one');
-                    const back = (await q('SELECT throttle_jobs.retry_dead($1::pg_catalog.int8) AS ok', [id])).rows[0].ok;
-                    // Discard: back in its queue, then cancelled in the same
-                    // transaction, so no worker can take it in between; if
-                    // it cannot be cancelled it stays dead (not retried).
-                    const ok = back && action === 'discard_dead'
-                        ? (await q('SELECT throttle_jobs.cancel($1::pg_catalog.int8) AS ok', [id])).rows[0].ok : back;
+                    let ok;
+                    if (action === 'discard_dead' && c.fn.delete_dead) {
+                        // Discard: deleted for good (0.2.0's delete_dead).
+                        ok = (await q('SELECT throttle_jobs.delete_dead($1::pg_catalog.int8) AS ok', [id])).rows[0].ok;
+                    } else {
+                        const back = (await q('SELECT throttle_jobs.retry_dead($1::pg_catalog.int8) AS ok', [id])).rows[0].ok;
+                        // Discard without delete_dead (0.1.0): back in its
+                        // queue, then cancelled in the same transaction, so no
+                        // worker can take it in between; if it cannot be
+                        // cancelled it stays dead (not retried).
+                        ok = back && action === 'discard_dead'
+                            ? (await q('SELECT throttle_jobs.cancel($1::pg_catalog.int8) AS ok', [id])).rows[0].ok : back;
+                    }
                     await q(ok ? 'RELEASE SAVEPOINT one' : 'ROLLBACK TO SAVEPOINT one');
                     (ok ? done : skipped).push(id);
                 }

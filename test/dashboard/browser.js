@@ -158,8 +158,9 @@ async function main() {
         await admin.click('#confirm-ok');
         await admin.waitForFunction(() => document.getElementById('flash').textContent.includes('discarded'));
         const left = await one('SELECT count(*)::int AS n FROM throttle_jobs.dead_letters WHERE id = ANY ($1::bigint[])', [two]);
-        const arch = await one(`SELECT count(*)::int AS n FROM throttle_jobs.archived_jobs WHERE id = ANY ($1::bigint[]) AND state = 'cancelled'`, [two]);
-        check(left.n === 0 && arch.n === 2, 'discard: both left the dead letters (archived as cancelled)', { left, arch });
+        const arch = await one(`SELECT count(*)::int AS n FROM throttle_jobs.archived_jobs WHERE id = ANY ($1::bigint[])`, [two]);
+        const live = await one(`SELECT count(*)::int AS n FROM throttle_jobs.jobs WHERE id = ANY ($1::bigint[])`, [two]);
+        check(left.n === 0 && arch.n === 0 && live.n === 0, 'discard: both deleted for good (delete_dead: not live, not archived)', { left, arch, live });
     });
     await step('edit a limit', async () => {
         await admin.goto(`${ADMIN}/keys`);
