@@ -14,7 +14,7 @@ DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 # pg_regress inputs in sql/, outputs in expected/ (one topic per file, in order)
 REGRESS = install queues enqueue reserve complete work backoff dead_letters \
           maintain run_jobs views hot_updates limits fairness adaptive waiting stats privileges bad_input \
-          handler_security search_path queue_grants hardening maintenance options api handler_leftovers
+          handler_security search_path queue_grants hardening maintenance options api handler_leftovers max_running
 REGRESS_OPTS = --inputdir=. --temp-config=test/throttle_jobs.conf
 
 # compat.h names the module and its version in the magic block (18)

@@ -2019,6 +2019,35 @@ GRANT EXECUTE ON FUNCTION throttle_jobs.set_queue_notify(text, boolean)
 
 
 ------------------------------------------------------------------------------
+-- A queue-wide cap on running jobs (issue 14, SQL gap 4)
+------------------------------------------------------------------------------
+
+-- A reservation from a capped queue takes the queue's mutex without
+-- waiting (none: it reserves nothing), counts the queue's running jobs and
+-- reserves at most the cap minus that count (src/queue_cap.c).
+CREATE TABLE throttle_jobs.queue_max_running (
+	queue_id			integer NOT NULL
+		CONSTRAINT queue_max_running_pkey PRIMARY KEY
+		CONSTRAINT queue_max_running_queue_id_fkey REFERENCES throttle_jobs.queue (id) ON DELETE CASCADE,
+	max_running			integer NOT NULL
+		CONSTRAINT queue_max_running_check CHECK (max_running > 0)
+);
+COMMENT ON TABLE throttle_jobs.queue_max_running IS 'The queues whose running jobs are capped as a whole (set_queue_max_running).';
+SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.queue_max_running', '');
+REVOKE ALL ON throttle_jobs.queue_max_running FROM PUBLIC;
+
+CREATE FUNCTION throttle_jobs.set_queue_max_running(queue text, max_running integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_set_queue_max_running'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.set_queue_max_running(text, integer) IS 'Caps how many of the queue''s jobs run at once (NULL or 0: no cap).';
+REVOKE ALL ON FUNCTION throttle_jobs.set_queue_max_running(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.set_queue_max_running(text, integer)
+	TO throttle_jobs_admin, throttle_jobs_user;
+
+
+------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes
 ------------------------------------------------------------------------------
 

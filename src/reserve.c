@@ -518,6 +518,11 @@ tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 	bool		xact_snapshot = IsolationUsesXactSnapshot();
 	bool		tried_fast = false;
 
+	/* a queue-wide cap (queue_cap.c) may allow fewer, or none */
+	max_jobs = tj_queue_cap_room(queue_name_arg, max_jobs);
+	if (max_jobs == 0)
+		return;
+
 	/*
 	 * Under READ COMMITTED one statement does it all while no limits exist;
 	 * a backend that found limits last time looks for them first.  Under
