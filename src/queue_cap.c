@@ -11,7 +11,8 @@
  * and reserves at most the cap minus that count.  When another transaction
  * holds the mutex, the reservation reserves nothing, as for a busy key: the
  * holder's jobs count only once it has committed, and it holds the mutex
- * until then.  A completion needs nothing: the next reservation counts one
+ * until then (a reservation that finds the queue full gives its hold back
+ * at once).  A completion needs nothing: the next reservation counts one
  * running job fewer.
  *
  * Each backend keeps the names of the capped queues (a few) and forgets
@@ -188,7 +189,18 @@ tj_queue_cap_room(text *queue_name, int32 max_jobs)
 	cap = DatumGetInt32(tj_get_datum(0, 1, &isnull));
 	running = DatumGetInt64(tj_get_datum(0, 2, &isnull));
 	SPI_freetuptable(SPI_tuptable);
-	return (int32) Max(0, Min((int64) max_jobs, cap - running));
+	if (running >= cap)
+	{
+		/*
+		 * Full: this hold takes nothing, so it is given back at once and
+		 * other reservations need not wait for this transaction's end to
+		 * find a slot that frees up.  A hold taken earlier in the
+		 * transaction (by a reservation that took jobs) stays.
+		 */
+		UnlockDatabaseObject(queue_cap_relid(), (Oid) queue_id, 0, ExclusiveLock);
+		return 0;
+	}
+	return (int32) Min((int64) max_jobs, cap - running);
 }
 
 /* set_queue_max_running(queue, max_running) returns void: NULL or 0 clears */
