@@ -160,6 +160,7 @@ extern bool tj_job_was_cancelled(int64 id, Oid role);
 
 /* admin.c */
 extern void tj_notify_enqueued(int32 queue_id);
+extern int64 tj_notify_due(TimestampTz now);
 
 /* work.c */
 extern void tj_refuse_xact_snapshot(void);
