@@ -2046,6 +2046,26 @@ REVOKE ALL ON FUNCTION throttle_jobs.set_queue_max_running(text, integer) FROM P
 GRANT EXECUTE ON FUNCTION throttle_jobs.set_queue_max_running(text, integer)
 	TO throttle_jobs_admin, throttle_jobs_user;
 
+------------------------------------------------------------------------------
+-- Wake-ups for jobs that become ready later: maintain() notifies (issue 14)
+------------------------------------------------------------------------------
+
+-- Up to when maintain() has looked for jobs of the queue that became ready:
+-- each pass notifies a queue once if one became ready in (notified_until,
+-- the pass's time], and moves it on.
+ALTER TABLE throttle_jobs.queue_notify
+	ADD COLUMN notified_until timestamptz NOT NULL DEFAULT pg_catalog.now();
+COMMENT ON COLUMN throttle_jobs.queue_notify.notified_until IS 'maintain() has notified the jobs of the queue that became ready up to this time.';
+
+-- The ready jobs that did not become ready at their enqueue, by when they
+-- did: scheduled jobs and retries (run_at after enqueued_at) and jobs
+-- released from throttling (released_at).  Jobs enqueued ready (most) are
+-- not in it.
+CREATE INDEX job_became_ready_idx ON throttle_jobs.job
+	(queue_id, (GREATEST(run_at, released_at)))
+	WHERE state OPERATOR(pg_catalog.=) 'available'
+	  AND (run_at OPERATOR(pg_catalog.>) enqueued_at OR released_at IS NOT NULL);
+
 
 ------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes

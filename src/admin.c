@@ -19,7 +19,9 @@
  * one notification per queue however many jobs it adds.  Each backend
  * keeps the list of such queues (a few ids) and forgets it when
  * queue_notify changes (a relcache invalidation that set_queue_notify
- * sends), so that enqueues into other queues pay nothing.
+ * sends), so that enqueues into other queues pay nothing.  Jobs that become
+ * ready later (due at their run_at, or released from throttling) are
+ * notified by maintain(): tj_notify_due.
  *
  *-------------------------------------------------------------------------
  */
@@ -265,6 +267,59 @@ tj_notify_enqueued(int32 queue_id)
 			Async_Notify(notify_queues[i].channel, "");
 			return;
 		}
+}
+
+/*
+ * The queues that notify, locked for this pass (a concurrent pass skips
+ * them), with the channel and up to when they were notified; their
+ * notified_until moves on to $1; those with a job that became ready in
+ * (notified_until, $1] come back.  A job became ready at its run_at when
+ * that is after its enqueue (scheduled, retried, snoozed, or made due by
+ * retry_now), or at its release from throttling (released_at), whichever
+ * is later: job_became_ready_idx, one probe per queue.
+ */
+static TJStatement notify_due_stmt = {
+	"WITH l AS MATERIALIZED ("
+	"  SELECT n.queue_id, n.channel, n.notified_until FROM throttle_jobs.queue_notify n"
+	"   WHERE n.notified_until < $1 FOR UPDATE SKIP LOCKED),"
+	" u AS (UPDATE throttle_jobs.queue_notify n SET notified_until = $1"
+	"        FROM l WHERE n.queue_id = l.queue_id)"
+	" SELECT l.channel FROM l CROSS JOIN LATERAL ("
+	"  SELECT FROM throttle_jobs.job j"
+	"   WHERE j.queue_id = l.queue_id AND j.state = 'available'"
+	"     AND (j.run_at > j.enqueued_at OR j.released_at IS NOT NULL)"
+	"     AND GREATEST(j.run_at, j.released_at) > l.notified_until"
+	"     AND GREATEST(j.run_at, j.released_at) <= $1"
+	"   LIMIT 1) d",
+	1, {TIMESTAMPTZOID}
+};
+
+/*
+ * maintain(): notifies, at commit, each queue that notifies and has a ready
+ * job that became ready since the last pass (see notify_due_stmt); the
+ * pass itself has reaped leases and released throttled jobs by then.
+ * Returns how many queues it notified.  Connected to SPI.
+ */
+int64
+tj_notify_due(TimestampTz now)
+{
+	Datum		values[1];
+	uint64		n;
+
+	load_notify();
+	if (notify_n == 0)
+		return 0;
+	values[0] = TimestampTzGetDatum(now);
+	n = tj_execute(&notify_due_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		char	   *channel = TextDatumGetCString(tj_get_datum(i, 1, &isnull));
+
+		Async_Notify(channel, "");
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return (int64) n;
 }
 
 /* set_queue_notify(queue, enabled) returns void */

@@ -14,6 +14,9 @@
  *		   would decide the same is deleted, a bounded batch per pass
  *		   (tj_forget_idle_rate_state).
  *		6. Queue grants to roles that no longer exist are deleted.
+ *		7. Queues with notify on that have a job that became ready since the
+ *		   last pass (due at its run_at, or released) are notified at commit,
+ *		   once each (tj_notify_due).
  *
  * While a dump is being restored into the database, a pass does nothing
  * (tj_restore_pending): the schema is there before its rows are, and a pass
@@ -168,6 +171,8 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 	}
 
 	released = tj_release_throttled(now);
+	/* after the reaping and the releases, which make jobs ready */
+	tj_notify_due(now);
 	forgotten = tj_forget_idle_rate_state(now);
 
 	purged = 0;

@@ -160,6 +160,7 @@ extern bool tj_job_was_cancelled(int64 id, Oid role);
 
 /* admin.c */
 extern void tj_notify_enqueued(int32 queue_id);
+extern int64 tj_notify_due(TimestampTz now);
 
 /* queue_cap.c: a queue-wide cap on running jobs */
 extern int32 tj_queue_cap_room(text *queue_name, int32 max_jobs);
