@@ -90,7 +90,7 @@ export class Retry extends Error {
  * @property {(job: Job, reason: string) => void} [onLeaseLost]  called when the
  *   server refused the job's heartbeat ('heartbeat') or its completion
  *   ('stale': the lease was lost; 'cancelled': cancel(id, running => true);
- *   told apart against 0.2.0 only, 0.1.0 says 'stale')
+ *   against 0.1.0 only refusals of complete(), as 'stale')
  */
 
 /**

@@ -142,7 +142,7 @@ class Worker:
     on_lease_lost(job, reason): called (on a worker thread) when the
     server refused the job's heartbeat ('heartbeat') or its completion
     ('stale': the lease was lost; 'cancelled': cancel(id, running => true);
-    told apart against 0.2.0 only, 0.1.0 says 'stale'); the job's
+    against 0.1.0 only refusals of complete(), as 'stale'); the job's
     lease_lost is set and a warning logged either way.
     """
 
