@@ -313,6 +313,50 @@ const cases = {
     check(await q1('SELECT reason FROM throttle_jobs.dead_letters WHERE id = $1', [bad]) === 'failed without retry', 'the bad recipient');
     check(await stop(w) === 0, 'example exit status');
   },
+
+  // set_queue_notify (0.2.0): a worker that polls only every 60 s is woken by
+  // an enqueue with notify: false (no hand-made notification), through
+  // notify_channel(queue): 'tj:' + a short name, an md5 for a long one. A job
+  // enqueued while the queue's notify is off waits (the control).
+  async queueNotify() {
+    for (const queue of ['node-qn', 'node-qn-' + 'x'.repeat(54)]) {
+      await q('SELECT throttle_jobs.create_queue($1)', [queue]);
+      const log = logpath('qn');
+      const w = startWorker(queue, log, { poll: 60 });
+      // the worker LISTENs on notify_channel(queue) before the queue's name
+      await waitFor(async () => Number(await q1('SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE query = $1',
+        [`LISTEN "${queue}"`])) === 1, 20, 'the worker listening');
+      const first = await withDb((c) => enqueue(c, queue, { n: 1 }, { notify: false }));
+      await sleep(2000);
+      check(await live(queue) === 1 && readLog(log).length === 0, 'a job without any notification was taken before the poll');
+      await q('SELECT throttle_jobs.set_queue_notify($1, true)', [queue]);
+      const [second] = await withDb((c) => enqueueBatch(c, queue, [{ payload: { n: 2 } }], { notify: false }));
+      await waitFor(async () => await archived(queue) === 2, 10, 'the woken worker to run both jobs');
+      const ids = new Set(readLog(log).filter((e) => e.ev === 'end').map((e) => String(e.id)));
+      check(ids.size === 2 && ids.has(String(first)) && ids.has(String(second)), `the worker ran ${[...ids]}`);
+      check(await stop(w) === 0, 'worker exit status');
+    }
+  },
+
+  // A running job cancelled (cancel(id, running => true)): the handler's
+  // completion is refused, and complete_and_reserve_ex tells the worker,
+  // which calls onLeaseLost(job, 'cancelled'); nothing is completed.
+  async leaseLost() {
+    const queue = 'node_lost';
+    await q('SELECT throttle_jobs.create_queue($1)', [queue]);
+    const log = logpath('lost');
+    const w = startWorker(queue, log, { lease: 60, poll: 0.5 });
+    const jid = await withDb((c) => enqueue(c, queue, { sleep: 3 }));
+    await waitFor(() => readLog(log).some((e) => e.ev === 'start'), 20, 'the job to start');
+    check(await q1('SELECT throttle_jobs.cancel($1, running => true)', [jid]) === true, 'cancel refused');
+    await waitFor(() => readLog(log).some((e) => e.ev === 'lost'), 20, 'the lease-lost report');
+    const lost = readLog(log).filter((e) => e.ev === 'lost').map((e) => `${e.id}:${e.reason}`);
+    check(lost.length === 1 && lost[0] === `${jid}:cancelled`, `reported ${lost}`);
+    check(await archived(queue) === 0, 'the cancelled job was completed');
+    check(await q1('SELECT state FROM throttle_jobs.archived_jobs WHERE id = $1', [jid]) === 'cancelled',
+      'the job is not archived as cancelled');
+    check(await stop(w) === 0, 'worker exit status');
+  },
 };
 
 async function main() {

@@ -8,6 +8,8 @@
 //   {"snooze_once": S}    throw new Snooze(S s) the first time this process
 //                         runs the job (a snooze does not count an attempt)
 //   {"result": X}         return X (the job's result)
+// and a line {"ev": "lost", "reason": R} when the worker reports the job's
+// lease lost (onLeaseLost).
 // Run from a copy of clients/node holding node_modules (node.sh makes it).
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -23,8 +25,8 @@ const { values: a } = parseArgs({
 const secs = (/** @type {string | undefined} */ v) => (v === undefined ? undefined : Number(v) * 1000);
 const snoozed = new Set();
 
-function note(ev, job) {
-  fs.appendFileSync(a.log, JSON.stringify({ ev, id: Number(job.id), attempt: job.attempt, pid: process.pid, t: Date.now() / 1000 }) + '\n');
+function note(ev, job, extra = {}) {
+  fs.appendFileSync(a.log, JSON.stringify({ ev, id: Number(job.id), attempt: job.attempt, pid: process.pid, t: Date.now() / 1000, ...extra }) + '\n');
 }
 
 async function handler(job) {
@@ -50,6 +52,7 @@ const w = new Worker({
   queue: a.queue, handler, concurrency: Number(a.concurrency), leaseMs: secs(a.lease),
   heartbeatMs: secs(a.heartbeat), pollMs: secs(a.poll), graceMs: secs(a.grace),
   name: `node-${process.pid}`, applicationName: a.app,
+  onLeaseLost: (job, reason) => note('lost', job, { reason }),
 });
 await w.run();
 console.info(`stopped: ${JSON.stringify(w.stats)}`);

@@ -11,6 +11,8 @@ start and end to --log:
                              runs the job (a snooze does not count an
                              attempt, so the attempt cannot tell)
   {"result": X}              return X (the job's result)
+and a line {"ev": "lost", "reason": R} when the worker reports the job's
+lease lost (on_lease_lost).
 """
 import argparse
 import json
@@ -36,9 +38,9 @@ a = p.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s worker[%(process)d] %(message)s")
 
 
-def note(ev, job):
-    line = json.dumps({"ev": ev, "id": job.id, "attempt": job.attempt,
-                       "pid": os.getpid(), "t": time.time()}) + "\n"
+def note(ev, job, **extra):
+    line = json.dumps(dict({"ev": ev, "id": job.id, "attempt": job.attempt,
+                            "pid": os.getpid(), "t": time.time()}, **extra)) + "\n"
     fd = os.open(a.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
@@ -70,6 +72,7 @@ def handler(job):
 w = Worker("", a.queue, handler, concurrency=a.concurrency, lease=a.lease,
            heartbeat_interval=a.heartbeat, poll_interval=a.poll,
            grace_period=a.grace, name="py-%d" % os.getpid(),
-           connect_kwargs={"application_name": a.app})
+           connect_kwargs={"application_name": a.app},
+           on_lease_lost=lambda job, reason: note("lost", job, reason=reason))
 w.run()
 logging.info("stopped: %s", w.stats)

@@ -338,8 +338,56 @@ def test_example():
     check(stop(w) == 0, "example exit status")
 
 
+def test_queue_notify():
+    """set_queue_notify (0.2.0): a worker that polls only every 60 s is woken
+    by an enqueue with notify=False (no hand-made notification), through
+    notify_channel(queue): 'tj:' + a short name, an md5 for a long one (62 bytes).  A
+    job enqueued while the queue's notify is off waits (the control)."""
+    for queue in ["py-qn", "py-qn-" + "x" * 56]:
+        q("SELECT throttle_jobs.create_queue(%s)", [queue])
+        log = logpath("qn")
+        w = start_worker(queue, log, poll=60)
+        # the worker LISTENs on notify_channel(queue) before the queue's name
+        wait_for(lambda: q1("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE query = %s",
+                            ['LISTEN "%s"' % queue]) == 1, 20, "the worker listening")
+        with psycopg.connect(dbname=DB) as c:
+            first = enqueue(c, queue, {"n": 1}, notify=False)
+        time.sleep(2)
+        check(live(queue) == 1 and not read_log(log),
+              "a job without any notification was taken before the poll")
+        q("SELECT throttle_jobs.set_queue_notify(%s, true)", [queue])
+        with psycopg.connect(dbname=DB) as c:
+            second = enqueue_batch(c, queue, [{"payload": {"n": 2}}], notify=False)[0]
+        wait_for(lambda: archived(queue) == 2, 10, "the woken worker to run both jobs")
+        ids = {e["id"] for e in read_log(log) if e["ev"] == "end"}
+        check(ids == {first, second}, "the worker ran %s" % (ids,))
+        check(stop(w) == 0, "worker exit status")
+
+
+def test_lease_lost():
+    """A running job cancelled (cancel(id, running => true)): the handler's
+    completion is refused, and complete_and_reserve_ex tells the worker,
+    which calls on_lease_lost(job, 'cancelled'); nothing is completed."""
+    queue = "py_lost"
+    q("SELECT throttle_jobs.create_queue(%s)", [queue])
+    log = logpath("lost")
+    w = start_worker(queue, log, lease=60, poll=0.5)
+    with psycopg.connect(dbname=DB) as c:
+        jid = enqueue(c, queue, {"sleep": 3})
+    wait_for(lambda: any(e["ev"] == "start" for e in read_log(log)), 20, "the job to start")
+    check(q1("SELECT throttle_jobs.cancel(%s, running => true)", [jid]) is True, "cancel refused")
+    wait_for(lambda: any(e["ev"] == "lost" for e in read_log(log)), 20, "the lease-lost report")
+    lost = [(e["id"], e["reason"]) for e in read_log(log) if e["ev"] == "lost"]
+    check(lost == [(jid, "cancelled")], "reported %s" % (lost,))
+    check(archived(queue) == 0, "the cancelled job was completed")
+    check(q1("SELECT state FROM throttle_jobs.archived_jobs WHERE id = %s", [jid]) == "cancelled",
+          "the job is not archived as cancelled")
+    check(stop(w) == 0, "worker exit status")
+
+
 CASES = [test_producer, test_once, test_sigkill, test_sigterm, test_errors,
-         test_heartbeat, test_reconnect, test_throttled, test_example]
+         test_heartbeat, test_reconnect, test_throttled, test_example,
+         test_queue_notify, test_lease_lost]
 
 
 def main():

@@ -30,8 +30,10 @@ const ARGS = {
 };
 
 /**
- * The LISTEN channel of a queue: its name, as the README documents
- * (`LISTEN "tenant-a:emails"`; pg_notify takes the name unquoted).
+ * The channel enqueue() notifies by hand: the queue's name
+ * (`LISTEN "tenant-a:emails"`; pg_notify takes the name unquoted). A queue
+ * with set_queue_notify on (0.2.0) notifies the server's
+ * throttle_jobs.notify_channel(queue) by itself; the Worker listens on both.
  * @param {string} queue
  * @returns {string}
  */
@@ -61,6 +63,8 @@ function toDate(v) {
  * job's id for a repeated uniqueKey; null when a full 'drop' queue dropped
  * it). Unless `notify: false`, notifies the queue's channel, which
  * PostgreSQL delivers at commit: a woken worker always finds the job.
+ * Pass `notify: false` for a queue with set_queue_notify on (0.2.0): the
+ * enqueue itself then notifies at commit.
  * @param {Queryable} client
  * @param {string} queue
  * @param {unknown} [payload]
@@ -101,7 +105,7 @@ export async function enqueue(client, queue, payload = {}, opts = {}) {
 
 /**
  * Enqueue many jobs in one statement, in the caller's transaction; returns
- * the ids in input order.
+ * the ids in input order. `notify`: as enqueue().
  * @param {Queryable} client
  * @param {string} queue
  * @param {BatchJob[]} jobs

@@ -2,8 +2,12 @@
 //
 // One pg.Client (the worker connection) records outcomes, reserves and
 // heartbeats; node-postgres runs its queries one at a time in call order.
-// A second client LISTENs on each queue's channel and wakes the loop; the
-// fallback poll covers scheduled and retried jobs, which nobody notifies.
+// A second client LISTENs on each queue's channels and wakes the loop: the
+// queue's name (producers notify it by hand) and, against 0.2.0,
+// notify_channel(queue), which set_queue_notify makes every enqueue notify
+// at commit. The fallback poll covers scheduled and retried jobs, which
+// nobody notifies. Against 0.2.0 the loop calls complete_and_reserve_ex,
+// which says which completions were refused ('stale' or 'cancelled').
 // Handlers run concurrently as promises, up to `concurrency` at once.
 
 import os from 'node:os';
@@ -60,7 +64,8 @@ export class Retry extends Error {
  * @property {string | null} rateLimitKey
  * @property {Date} enqueuedAt
  * @property {AbortSignal} signal  aborted when the worker shuts down
- * @property {boolean} leaseLost  a heartbeat was refused: the job may run elsewhere
+ * @property {boolean} leaseLost  a heartbeat or the completion was refused:
+ *   the job may run elsewhere, or was cancelled
  * @property {boolean} handedBack
  */
 
@@ -82,6 +87,10 @@ export class Retry extends Error {
  * @property {[number, number]} [reconnectMs]  first and longest reconnect delay
  * @property {string} [applicationName]
  * @property {Pick<Console, 'info' | 'warn'>} [logger]
+ * @property {(job: Job, reason: string) => void} [onLeaseLost]  called when the
+ *   server refused the job's heartbeat ('heartbeat') or its completion
+ *   ('stale': the lease was lost; 'cancelled': cancel(id, running => true);
+ *   against 0.1.0 only refusals of complete(), as 'stale')
  */
 
 /**
@@ -108,6 +117,7 @@ const RESERVE_COLS =
   'r.id, r.queue, r.payload, r.attempt, r.max_attempts, r.lease_token, r.lease_until, r.priority, ' +
   'r.concurrency_key, r.rate_limit_key, r.enqueued_at, ' +
   "pg_catalog.date_part('epoch', r.lease_until OPERATOR(pg_catalog.-) pg_catalog.now()) AS lease_left";
+const EX_SIG = 'throttle_jobs.complete_and_reserve_ex(text, text, bigint[], uuid[], jsonb[], integer, interval)';
 const PAIRS = 'ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::uuid[])) AS t(id, tok)';
 
 /** @param {number} ms */
@@ -142,11 +152,14 @@ export class Worker {
     this.reconnectMs = opts.reconnectMs ?? [100, 5000];
     this.applicationName = opts.applicationName ?? 'throttle_jobs worker';
     this.log = opts.logger ?? console;
+    this.onLeaseLost = opts.onLeaseLost;
+    /** @type {boolean | null} complete_and_reserve_ex exists (per connection) */
+    this.hasEx = null;
     /** @type {Map<string, Job & InternalJob>} */
     this.running = new Map();
     /** @type {[Job & InternalJob, string, any][]} */
     this.outcomes = [];
-    this.stats = { completed: 0, failed: 0, snoozed: 0, handedBack: 0, reconnects: 0 };
+    this.stats = { completed: 0, failed: 0, snoozed: 0, handedBack: 0, reconnects: 0, leaseLost: 0 };
     /** @type {pg.Client | null} */
     this.client = null;
     this.clientBroken = false;
@@ -255,6 +268,7 @@ export class Worker {
         await c.connect();
         this.client = c;
         this.clientBroken = false;
+        this.hasEx = null;
         return c;
       })().finally(() => { this.connecting = null; });
     }
@@ -288,14 +302,39 @@ export class Worker {
   }
 
   // ------------------------------------------------------------ the loop
+  /** The server refused the job's heartbeat or completion.
+   * @param {Job & InternalJob} job @param {string} reason */
+  lost(job, reason) {
+    job.leaseLost = true;
+    this.stats.leaseLost++;
+    this.log.warn(`job ${job.id}: lease lost (${reason})`);
+    if (this.onLeaseLost) {
+      try {
+        this.onLeaseLost(job, reason);
+      } catch (e) {
+        this.log.warn(`onLeaseLost failed for job ${job.id}: ${e}`);
+      }
+    }
+  }
+
+  /** Count the completions of done; report the refused ones.
+   * @param {(Job & InternalJob)[]} done @param {Map<string, string>} refused */
+  completed(done, refused) {
+    for (const j of done) {
+      const reason = refused.get(j.id);
+      if (reason === undefined) this.stats.completed++;
+      else this.lost(j, reason);
+    }
+  }
+
   /** @param {Job & InternalJob} job @param {string} kind @param {any} arg */
   async record(job, kind, arg) {
     if (kind === 'complete') {
       try {
         const rows = await this.db('SELECT throttle_jobs.complete($1, $2, $3::jsonb) AS ok',
           [job.id, job.leaseToken, JSON.stringify(arg)]);
-        if (!rows[0].ok) this.log.warn(`job ${job.id}: lease lost before completion`);
-        this.stats.completed++;
+        if (rows[0].ok) this.stats.completed++;
+        else this.lost(job, 'stale');
         return;
       } catch (e) {
         if (e instanceof ConnectionLost) throw e;
@@ -349,25 +388,31 @@ export class Worker {
       free = this.concurrency - (this.running.size - done.length);
       if (!reserve || free <= 0) {
         if (done.length > 0) {
-          await this.db(`SELECT throttle_jobs.complete(t.id, t.tok) FROM ${PAIRS}`,
+          const rows = await this.db(`SELECT t.id, throttle_jobs.complete(t.id, t.tok) AS ok FROM ${PAIRS}`,
             [done.map((j) => j.id), done.map((j) => j.leaseToken)]);
-          this.stats.completed += done.length;
           for (const j of done) this.running.delete(j.id);
+          this.completed(done, new Map(rows.filter((r) => !r.ok).map((r) => [r.id, 'stale'])));
         }
         return false;
       }
       const nq = this.queues.length;
       for (let i = 0; i < nq && got.length < free; i++) {
         const queue = this.queues[(this.nextQueue + i) % nq];
-        const rows = await this.db(
-          `SELECT ${RESERVE_COLS} FROM throttle_jobs.complete_and_reserve($1, $2, $3::bigint[], $4::uuid[], $5, $6::interval) AS r`,
+        if (this.hasEx === null) {
+          const r = await this.db('SELECT pg_catalog.to_regprocedure($1) IS NOT NULL AS ok', [EX_SIG]);
+          this.hasEx = r[0].ok;
+        }
+        const fn = this.hasEx
+          ? `SELECT r.outcome, ${RESERVE_COLS} FROM throttle_jobs.complete_and_reserve_ex($1, $2, $3::bigint[], $4::uuid[], NULL, $5, $6::interval) AS r`
+          : `SELECT 'reserved' AS outcome, ${RESERVE_COLS} FROM throttle_jobs.complete_and_reserve($1, $2, $3::bigint[], $4::uuid[], $5, $6::interval) AS r`;
+        const rows = await this.db(fn,
           [queue, this.name, done.map((j) => j.id), done.map((j) => j.leaseToken), free - got.length, this.lease]);
         if (done.length > 0) {
-          this.stats.completed += done.length;
           for (const j of done) this.running.delete(j.id);
+          this.completed(done, new Map(rows.filter((r) => r.outcome !== 'reserved').map((r) => [r.id, r.outcome])));
           done = [];
         }
-        got.push(...this.jobsFrom(rows));
+        got.push(...this.jobsFrom(rows.filter((r) => r.outcome === 'reserved')));
       }
       this.nextQueue = (this.nextQueue + 1) % nq;
     } catch (e) {
@@ -461,8 +506,7 @@ export class Worker {
       for (const j of due) {
         const l = left.get(j.id);
         if (l === null || l === undefined) {
-          j.leaseLost = true;
-          this.log.warn(`job ${j.id}: lease lost (heartbeat refused)`);
+          this.lost(j, 'heartbeat');
         } else {
           j.hbDue = t + (this.heartbeatMs ?? Math.max(Number(l) * 1000, 300) / 3);
         }
@@ -491,6 +535,15 @@ export class Worker {
       try {
         await c.connect();
         this.listenClient = c;
+        // 0.2.0: the channel set_queue_notify notifies; then the queue's
+        // own name, which producers notify by hand.
+        const has = await c.query("SELECT pg_catalog.to_regprocedure('throttle_jobs.notify_channel(text)') IS NOT NULL AS ok");
+        if (has.rows[0].ok) {
+          for (const q of this.queues) {
+            const ch = await c.query('SELECT throttle_jobs.notify_channel($1) AS ch', [q]);
+            await c.query(`LISTEN ${quoteIdent(ch.rows[0].ch)}`);
+          }
+        }
         for (const q of this.queues) await c.query(`LISTEN ${quoteIdent(notifyChannel(q))}`);
         delay = this.reconnectMs[0];
         this.wake();   // notifications may have been missed

@@ -19,8 +19,11 @@ _ENQUEUE_ARGS = {
 
 
 def notify_channel(queue: str) -> str:
-    """The LISTEN channel of a queue: its name, as the README documents
-    (``LISTEN "tenant-a:emails"``; pg_notify takes the name unquoted)."""
+    """The channel enqueue() notifies by hand: the queue's name
+    (``LISTEN "tenant-a:emails"``; pg_notify takes the name unquoted).
+    A queue with set_queue_notify on (0.2.0) notifies the server's
+    throttle_jobs.notify_channel(queue) by itself; the Worker listens on
+    both."""
     return queue
 
 
@@ -45,6 +48,9 @@ def enqueue(conn, queue: str, payload: Any = None, *,
     job's id for a repeated unique_key; None when a full 'drop' queue dropped
     it).  With notify (the default) the queue's channel is notified, which
     PostgreSQL delivers at commit: a woken worker always finds the job.
+    Pass notify=False for a queue with set_queue_notify on (0.2.0): the
+    enqueue itself then notifies at commit, and the hand-made notification
+    would only wake the workers twice.
     run_at may be a datetime, or a timedelta from now."""
     given = {"run_at": run_at, "priority": priority,
              "max_attempts": max_attempts, "concurrency_key": concurrency_key,
@@ -86,7 +92,7 @@ def enqueue_batch(conn, queue: str, jobs: Iterable[Mapping[str, Any]], *,
     """Enqueue many jobs in one statement, in the caller's transaction.
     Each job is a mapping with the keys payload, run_at, priority,
     max_attempts, concurrency_key, rate_limit_key, unique_key, cost.
-    Returns the ids in input order."""
+    Returns the ids in input order.  notify: as enqueue()."""
     objs = [_job_object(j) for j in jobs]
     if not objs:
         return []

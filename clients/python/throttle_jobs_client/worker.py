@@ -6,9 +6,14 @@ Threads and what they own:
 - one thread per running job runs its handler and queues its outcome;
 - the heartbeat thread extends the leases of running jobs (on the worker
   connection, under self._lock);
-- the listener thread LISTENs on each queue's channel on a connection of its
-  own and sets self._wake on a notification (the fallback poll covers
-  scheduled and retried jobs, which nobody notifies).
+- the listener thread LISTENs on each queue's channels on a connection of
+  its own (the queue's name, and notify_channel(queue) of 0.2.0, which
+  set_queue_notify makes every enqueue notify at commit) and sets
+  self._wake on a notification (the fallback poll covers scheduled and
+  retried jobs, which nobody notifies).
+Against 0.2.0 the loop calls complete_and_reserve_ex, which says which
+completions were refused ('stale' or 'cancelled'); against 0.1.0,
+complete_and_reserve.
 self._state (a lock) protects self._running and self._outcomes.
 """
 
@@ -97,13 +102,17 @@ class Job:
     enqueued_at: datetime
     # Set when the worker shuts down: a long handler should return soon.
     stopping: threading.Event = field(default_factory=threading.Event, repr=False)
-    # True once a heartbeat was refused: the job may be running elsewhere.
+    # True once a heartbeat or the completion was refused: the job may be
+    # running elsewhere, or was cancelled.
     lease_lost: bool = False
     handed_back: bool = False
     _hb_due: float = field(default=0.0, repr=False)
 
 
 Handler = Callable[[Job], Any]
+
+_EX_SIG = ("throttle_jobs.complete_and_reserve_ex(text, text, bigint[], uuid[], "
+           "jsonb[], integer, interval)")
 
 _RESERVE_COLS = ("r.id, r.queue, r.payload, r.attempt, r.max_attempts, r.lease_token, "
                  "r.lease_until, r.priority, r.concurrency_key, r.rate_limit_key, "
@@ -130,6 +139,11 @@ class Worker:
     fallback poll when no notification comes.  grace_period: on stop(),
     SIGTERM or SIGINT, how long running handlers may take before their jobs
     are handed back (snoozed 0: available at once, attempt not counted).
+    on_lease_lost(job, reason): called (on a worker thread) when the
+    server refused the job's heartbeat ('heartbeat') or its completion
+    ('stale': the lease was lost; 'cancelled': cancel(id, running => true);
+    against 0.1.0 only refusals of complete(), as 'stale'); the job's
+    lease_lost is set and a warning logged either way.
     """
 
     def __init__(self, conninfo: str, queue: Optional[str] = None,
@@ -140,7 +154,8 @@ class Worker:
                  poll_interval: Seconds = 5.0, grace_period: Seconds = 30.0,
                  name: Optional[str] = None, listen: bool = True,
                  reconnect_delay: Tuple[float, float] = (0.1, 5.0),
-                 connect_kwargs: Optional[Dict[str, Any]] = None):
+                 connect_kwargs: Optional[Dict[str, Any]] = None,
+                 on_lease_lost: Optional[Callable[["Job", str], Any]] = None):
         self._handlers: Dict[str, Handler] = dict(handlers or {})
         if queue is not None:
             if handler is None:
@@ -163,6 +178,8 @@ class Worker:
         self.connect_kwargs = dict(connect_kwargs or {})
         self.connect_kwargs.setdefault("application_name", "throttle_jobs worker")
         self.connect_kwargs.setdefault("connect_timeout", 10)
+        self.on_lease_lost = on_lease_lost
+        self._has_ex: Optional[bool] = None    # complete_and_reserve_ex exists
 
         self._lock = threading.Lock()          # the worker connection
         self._conn: Optional[psycopg.Connection] = None
@@ -176,7 +193,7 @@ class Worker:
         self._next_queue = 0
         self._stop_at = 0.0
         self.stats = {"completed": 0, "failed": 0, "snoozed": 0, "handed_back": 0,
-                      "reconnects": 0}
+                      "reconnects": 0, "lease_lost": 0}
 
     # ------------------------------------------------------------ control
     def stop(self, hurry: bool = False) -> None:
@@ -240,6 +257,7 @@ class Worker:
                             self.stats["reconnects"] += 1
                             self._conn.close()
                         self._conn = None
+                        self._has_ex = None
                         self._conn = self._connect()
                     return fn(self._conn)
                 except psycopg.Error as e:
@@ -259,6 +277,17 @@ class Worker:
             delay = min(delay * 2, self.reconnect_delay[1])
 
     # ------------------------------------------------------------ the loop
+    def _lost(self, job: Job, reason: str) -> None:
+        """The server refused the job's heartbeat or completion."""
+        job.lease_lost = True
+        self.stats["lease_lost"] += 1
+        log.warning("job %d: lease lost (%s)", job.id, reason)
+        if self.on_lease_lost is not None:
+            try:
+                self.on_lease_lost(job, reason)
+            except Exception:  # noqa: B902 -- the callback's error is logged
+                log.exception("on_lease_lost callback failed for job %d", job.id)
+
     def _take_outcomes(self) -> List[Tuple[Job, str, Any]]:
         with self._state:
             out, self._outcomes = self._outcomes, []
@@ -276,9 +305,10 @@ class Worker:
                 return c.execute("SELECT throttle_jobs.complete(%s, %s, %s::jsonb)",
                                  [job.id, job.lease_token, Jsonb(arg)]).fetchone()[0]
             try:
-                if not self._db(q):
-                    log.warning("job %d: lease lost before completion", job.id)
-                self.stats["completed"] += 1
+                if self._db(q):
+                    self.stats["completed"] += 1
+                else:
+                    self._lost(job, "stale")
                 return
             except ConnectionLost:
                 raise
@@ -322,12 +352,12 @@ class Worker:
                 if done:
                     ids = [j.id for j in done]
                     toks = [j.lease_token for j in done]
-                    self._db(lambda c: c.execute(
-                        "SELECT throttle_jobs.complete(t.id, t.tok) "
+                    rows = self._db(lambda c: c.execute(
+                        "SELECT t.id, throttle_jobs.complete(t.id, t.tok) "
                         "FROM ROWS FROM (pg_catalog.unnest(%s::bigint[]), pg_catalog.unnest(%s::uuid[])) AS t(id, tok)",
                         [ids, toks]).fetchall())
-                    self.stats["completed"] += len(done)
                     self._settle(done)
+                    self._completed(done, {i: "stale" for i, ok in rows if not ok})
                 return False
             got: List[Job] = []
             nq = len(self.queues)
@@ -340,16 +370,25 @@ class Worker:
                 toks = [j.lease_token for j in done]
 
                 def q(c, queue=queue, want=want, ids=ids, toks=toks):
+                    if self._has_ex is None:
+                        self._has_ex = c.execute(
+                            "SELECT pg_catalog.to_regprocedure(%s) IS NOT NULL",
+                            [_EX_SIG]).fetchone()[0]
+                    if not self._has_ex:
+                        return [("reserved",) + tuple(r) for r in c.execute(
+                            "SELECT " + _RESERVE_COLS + " FROM throttle_jobs.complete_and_reserve("
+                            "%s, %s, %s::bigint[], %s::uuid[], %s, %s::interval) AS r",
+                            [queue, self.name, ids, toks, want, self.lease]).fetchall()]
                     return c.execute(
-                        "SELECT " + _RESERVE_COLS + " FROM throttle_jobs.complete_and_reserve("
-                        "%s, %s, %s::bigint[], %s::uuid[], %s, %s::interval) AS r",
+                        "SELECT r.outcome, " + _RESERVE_COLS + " FROM throttle_jobs.complete_and_reserve_ex("
+                        "%s, %s, %s::bigint[], %s::uuid[], NULL, %s, %s::interval) AS r",
                         [queue, self.name, ids, toks, want, self.lease]).fetchall()
                 rows = self._db(q)
                 if done:
-                    self.stats["completed"] += len(done)
                     self._settle(done)
+                    self._completed(done, {r[1]: r[0] for r in rows if r[0] != "reserved"})
                     done = []
-                got.extend(self._jobs_from(rows))
+                got.extend(self._jobs_from([r[1:] for r in rows if r[0] == "reserved"]))
             self._next_queue = (self._next_queue + 1) % nq
         except ConnectionLost:
             # Only while hurrying: give the outcomes back for the next try.
@@ -370,6 +409,15 @@ class Worker:
             threading.Thread(target=self._run_job, args=(j,), daemon=True,
                              name="tj-job-%d" % j.id).start()
         return len(got) >= free
+
+    def _completed(self, done: List[Job], refused: Dict[int, str]) -> None:
+        """Count the completions of done; report the refused ones."""
+        for j in done:
+            reason = refused.get(j.id)
+            if reason is None:
+                self.stats["completed"] += 1
+            else:
+                self._lost(j, reason)
 
     def _run_job(self, job: Job) -> None:
         handler = self._handlers[job.queue]
@@ -460,8 +508,7 @@ class Worker:
             for j in due:
                 left = rows.get(j.id)
                 if left is None:
-                    j.lease_lost = True
-                    log.warning("job %d: lease lost (heartbeat refused)", j.id)
+                    self._lost(j, "heartbeat")
                 else:
                     j._hb_due = now + (self.heartbeat_interval or max(float(left), 0.3) / 3)
 
@@ -473,6 +520,13 @@ class Worker:
                 if conn is None:
                     conn = self._connect()
                     conn.add_notify_handler(lambda n: self._wake.set())
+                    # 0.2.0: the channel set_queue_notify notifies; then
+                    # the queue's own name, which producers notify by hand.
+                    if conn.execute("SELECT pg_catalog.to_regprocedure("
+                                    "'throttle_jobs.notify_channel(text)') IS NOT NULL").fetchone()[0]:
+                        for q in self.queues:
+                            ch = conn.execute("SELECT throttle_jobs.notify_channel(%s)", [q]).fetchone()[0]
+                            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(ch)))
                     for q in self.queues:
                         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(notify_channel(q))))
                     self._wake.set()   # notifications may have been missed
