@@ -565,6 +565,88 @@ tj_unlock_key(const char *key)
 						 0, ExclusiveLock);
 }
 
+/* ---- holders of a capped key (try_acquire/acquire) ---- */
+
+/*
+ * A transaction that try_acquire() admits on a key with a concurrency cap
+ * N (and no rate limit) holds one of the key's N slots to its end instead
+ * of its mutex: an ExclusiveLock on (key_limit, hash of the key, slot),
+ * slots 1..N (at most HOLDER_SLOTS), plus a ShareLock on the key's holder
+ * mark, which says that the key has holders at all.  Its running jobs and
+ * its holders together stay within N: both are counted under the mutex
+ * (tj_admit), and a slot, unlike a job, counts from the moment it is taken.
+ */
+#define HOLDER_MARK		PG_UINT16_MAX
+#define HOLDER_SLOTS	(PG_UINT16_MAX - 1)
+
+/* the first free slot that the last count_holders() saw (0: none) */
+static int32 admit_free_slot = 0;
+
+/*
+ * How many slots of the key other transactions hold, counting stops at
+ * `enough`; remembers the first free slot in admit_free_slot.  Never waits:
+ * a slot is probed with a conditional lock, given back at once.  Our own
+ * transaction's slot is not counted, and is the one remembered (a holder
+ * that calls try_acquire again keeps one slot).
+ */
+static int32
+count_holders(const char *key, int32 cap, int32 enough)
+{
+	Oid			relid = key_limit_relid();
+	uint32		hash = DatumGetUInt32(hash_any((const unsigned char *) key, strlen(key)));
+	int32		slots = Min(cap, HOLDER_SLOTS);
+	int32		held = 0;
+
+	LOCKTAG		tag;
+
+	admit_free_slot = 0;
+	SET_LOCKTAG_OBJECT(tag, MyDatabaseId, relid, hash, HOLDER_MARK);
+	if (!LockHeldByMe(&tag, ShareLock) &&
+		ConditionalLockDatabaseObject(relid, hash, HOLDER_MARK, ExclusiveLock))
+	{
+		/* nobody (else) holds a slot: the common case costs one lock */
+		UnlockDatabaseObject(relid, hash, HOLDER_MARK, ExclusiveLock);
+		admit_free_slot = 1;
+		return 0;
+	}
+	for (int32 i = 1; i <= slots && held < enough; i++)
+	{
+		SET_LOCKTAG_OBJECT(tag, MyDatabaseId, relid, hash, (uint16) i);
+		if (LockHeldByMe(&tag, ExclusiveLock))
+			admit_free_slot = i;	/* ours: taken again, not a second one */
+		else if (ConditionalLockDatabaseObject(relid, hash, (uint16) i, ExclusiveLock))
+		{
+			UnlockDatabaseObject(relid, hash, (uint16) i, ExclusiveLock);
+			if (admit_free_slot == 0)
+				admit_free_slot = i;
+		}
+		else
+			held++;
+	}
+	/* a cap above HOLDER_SLOTS: the slots beyond are never taken */
+	return held;
+}
+
+/*
+ * Takes slot admit_free_slot of the key and its holder mark, held to the
+ * end of the transaction.  Only right after tj_admit granted the key (its
+ * mutex held, so nobody took the slot since).  Returns false if no slot is
+ * free (a cap above HOLDER_SLOTS, all slots held).
+ */
+static bool
+take_holder_slot(const char *key)
+{
+	Oid			relid = key_limit_relid();
+	uint32		hash = DatumGetUInt32(hash_any((const unsigned char *) key, strlen(key)));
+
+	if (admit_free_slot == 0 ||
+		!ConditionalLockDatabaseObject(relid, hash, (uint16) admit_free_slot, ExclusiveLock))
+		return false;
+	/* a mark in ShareLock: only a counter's momentary probe conflicts, under the mutex we hold */
+	LockDatabaseObject(relid, hash, HOLDER_MARK, ShareLock);
+	return true;
+}
+
 /* ---- state under the mutex (read and written with the latest snapshot) ---- */
 
 static TJStatement count_running_stmt = {
@@ -819,10 +901,22 @@ tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey, int32 cost,
 	if (rl && (cl == NULL || strcmp(ckey, rkey) != 0) && !tj_try_lock_key(rkey))
 		return TJ_ADMIT_BUSY;
 
-	if (cl && tj_count_running(ckey, cl->max_running) >= cl->max_running)
+	if (cl)
 	{
-		*blocked_key = ckey;
-		return TJ_ADMIT_CAP;
+		int64		running = tj_count_running(ckey, cl->max_running);
+
+		if (running >= cl->max_running)
+		{
+			*blocked_key = ckey;
+			return TJ_ADMIT_CAP;
+		}
+		/*
+		 * try_acquire holders fill the rest: the key is busy (skipped, not
+		 * waited for: nothing would release a job parked behind a holder)
+		 */
+		if (count_holders(ckey, cl->max_running, (int32) (cl->max_running - running)) >=
+			cl->max_running - running)
+			return TJ_ADMIT_BUSY;
 	}
 	if (rl)
 	{
@@ -1063,6 +1157,24 @@ acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
 		SPI_connect();
 		r = tj_admit(&cache, key, key, cost, GetCurrentTimestamp(), &blocked_key,
 					 &blocked_until, &admitted_at);
+		if (r == TJ_ADMIT_OK)
+		{
+			TJKeyLimit *l = tj_key_limit(&cache, key);
+
+			/*
+			 * A cap without a rate: hold a slot instead of the mutex, so
+			 * that up to max_running transactions hold the key at once.  A
+			 * rate's tokens must commit before anyone counts them (its
+			 * state row stays locked), so a rate-limited key keeps the mutex.
+			 */
+			if (l->limited && l->max_running > 0 && !l->has_rate)
+			{
+				if (take_holder_slot(key))
+					tj_unlock_key(key);
+				else
+					r = TJ_ADMIT_BUSY;
+			}
+		}
 		SPI_finish();
 	}
 	PG_CATCH();
@@ -1085,11 +1197,13 @@ acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
 
 /*
  * try_acquire(key, cost) returns boolean: takes `cost` tokens of the key's
- * rate limit now, or returns false.  On a key with a concurrency limit it
- * also holds the key until the calling transaction ends, and only while
- * the key's running jobs leave a slot free: at most one transaction holds
- * a key at a time, which makes it a leader election.  A key without a limit
- * is always granted.  A refusal leaves nothing held (see acquire_once).
+ * rate limit now, or returns false.  On a key with a concurrency cap N
+ * (and no rate limit) it holds one of the key's N slots until the calling
+ * transaction ends, and only while the key's running jobs and holders leave
+ * one free: up to N transactions hold the key at once (cap 1: a leader
+ * election).  A key with a rate limit is held by one transaction at a time
+ * (its mutex).  A key without a limit is always granted.  A refusal leaves
+ * nothing held (see acquire_once).
  */
 Datum
 throttle_jobs_try_acquire(PG_FUNCTION_ARGS)
