@@ -22,7 +22,11 @@
  * limit's capacity is refused at enqueue, and dead-lettered when a changed
  * limit makes it so (tj_check_cost, tj_dead_letter_oversized).  try_acquire()/acquire() decide in a
  * subtransaction and roll it back when they refuse, so a refused caller
- * holds neither the mutex nor a rate state row (see acquire_once).
+ * holds neither the mutex nor a rate state row (see acquire_once).  On a
+ * key with a cap N and no rate limit, a granted caller gives the mutex back
+ * and holds one of the key's N holder slots instead (count_holders), so N
+ * transactions may hold the key at once; the cap check of an admission
+ * counts those holders with the running jobs.
  *
  *-------------------------------------------------------------------------
  */
