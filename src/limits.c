@@ -655,13 +655,26 @@ typedef struct SessionHold
 static SessionHold *session_holds = NULL;
 static int	n_session_holds = 0;
 
-/* this session's entry for key, or NULL */
+/*
+ * This session's entry for key, or NULL.  An entry whose slot is no longer
+ * held (pg_advisory_unlock_all() and DISCARD ALL give back every session
+ * lock of the advisory lock method, ours too) is forgotten.
+ */
 static SessionHold *
 session_hold(const char *key)
 {
 	for (int i = 0; i < n_session_holds; i++)
 		if (session_holds[i].key && strcmp(session_holds[i].key, key) == 0)
-			return &session_holds[i];
+		{
+			LOCKTAG		tag;
+
+			holder_tag(&tag, key, session_holds[i].slot);
+			if (LockHeldByMe(&tag, ExclusiveLock))
+				return &session_holds[i];
+			pfree(session_holds[i].key);
+			session_holds[i].key = NULL;
+			return NULL;
+		}
 	return NULL;
 }
 
@@ -1334,10 +1347,12 @@ throttle_jobs_release(PG_FUNCTION_ARGS)
 	h = session_hold(key);
 	if (h == NULL)
 		PG_RETURN_BOOL(false);
+	/* a slot also held by the current transaction (try_acquire) stays to its end */
 	holder_tag(&tag, key, h->slot);
 	LockRelease(&tag, ExclusiveLock, true);
 	holder_tag(&tag, key, HOLDER_MARK);
-	LockRelease(&tag, ShareLock, true);
+	if (LockHeldByMe(&tag, ShareLock))
+		LockRelease(&tag, ShareLock, true);
 	pfree(h->key);
 	h->key = NULL;
 	PG_RETURN_BOOL(true);
