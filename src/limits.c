@@ -25,8 +25,9 @@
  * holds neither the mutex nor a rate state row (see acquire_once).  On a
  * key with a cap N and no rate limit, a granted caller gives the mutex back
  * and holds one of the key's N holder slots instead (count_holders), so N
- * transactions may hold the key at once; the cap check of an admission
- * counts those holders with the running jobs.
+ * transactions may hold the key at once (or sessions: try_acquire_session,
+ * release); the cap check of an admission counts those holders with the
+ * running jobs, and a key whose holders fill its cap is busy (skipped).
  *
  *-------------------------------------------------------------------------
  */
