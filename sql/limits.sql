@@ -572,19 +572,20 @@ SELECT array_agg(throttle_jobs.try_acquire('lim:acq:free', 1000) ORDER BY n) AS 
 SELECT throttle_jobs.acquire('lim:acq:free', 1000, '0 seconds') AS acquired;
 
 -- On a capped key, try_acquire grants only while a slot is free, and holds
--- the key (its mutex, a lock on key_limit) until the transaction ends: no
--- reservation or try_acquire of another transaction gets the key meanwhile
--- (shown by the isolation tests).  The same transaction may ask again.
+-- one (a cap without a rate: an advisory lock tag on key_limit, not the
+-- key's mutex) until the transaction ends: no reservation or try_acquire of
+-- another transaction takes that slot meanwhile (shown by the isolation
+-- tests).  The same transaction may ask again, and still holds one slot.
 SELECT throttle_jobs.set_concurrency_limit('lim:acq:cap', 1);
 BEGIN;
 SELECT throttle_jobs.try_acquire('lim:acq:cap') AS first;
 SELECT throttle_jobs.try_acquire('lim:acq:cap') AS again;
 SELECT count(*) AS key_locks FROM pg_locks
-WHERE locktype = 'object' AND classid = 'throttle_jobs.key_limit'::regclass
+WHERE locktype IN ('object', 'advisory') AND classid = 'throttle_jobs.key_limit'::regclass
   AND pid = pg_backend_pid() AND mode = 'ExclusiveLock' AND granted;
 COMMIT;
 SELECT count(*) AS key_locks FROM pg_locks
-WHERE locktype = 'object' AND classid = 'throttle_jobs.key_limit'::regclass
+WHERE locktype IN ('object', 'advisory') AND classid = 'throttle_jobs.key_limit'::regclass
   AND pid = pg_backend_pid();
 -- With its one slot taken by a running job: refused, until it completes.
 SELECT throttle_jobs.enqueue('lim_a', '{"n": "acq-job"}', concurrency_key => 'lim:acq:cap') IS NOT NULL AS ok;

@@ -2066,6 +2066,33 @@ CREATE INDEX job_became_ready_idx ON throttle_jobs.job
 	WHERE state OPERATOR(pg_catalog.=) 'available'
 	  AND (run_at OPERATOR(pg_catalog.>) enqueued_at OR released_at IS NOT NULL);
 
+------------------------------------------------------------------------------
+-- try_acquire/acquire with N holders (issue 14, SQL gap 5)
+------------------------------------------------------------------------------
+
+-- A key capped at N (no rate limit) has N slots; try_acquire() holds one to
+-- transaction end (C only), try_acquire_session() holds one until
+-- release(key) or the session ends.
+CREATE FUNCTION throttle_jobs.try_acquire_session(key text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_try_acquire_session'
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.try_acquire_session(text) IS 'Holds one of the slots of a key with a concurrency limit (and no rate limit) until release(key) or the session ends, or returns false holding nothing.';
+
+CREATE FUNCTION throttle_jobs.release(key text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_release'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs.release(text) IS 'Gives back the slot of the key that this session holds (try_acquire_session); false when it holds none.';
+
+REVOKE ALL ON FUNCTION throttle_jobs.try_acquire_session(text), throttle_jobs.release(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.try_acquire_session(text), throttle_jobs.release(text)
+	TO throttle_jobs_limiter;
+COMMENT ON FUNCTION throttle_jobs.try_acquire(text, integer) IS 'Takes cost tokens of a key''s rate limit now (and, on a capped key, holds it, or with a cap of N and no rate one of its N slots, to transaction end), or returns false holding nothing.';
+
 
 ------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes

@@ -22,7 +22,12 @@
  * limit's capacity is refused at enqueue, and dead-lettered when a changed
  * limit makes it so (tj_check_cost, tj_dead_letter_oversized).  try_acquire()/acquire() decide in a
  * subtransaction and roll it back when they refuse, so a refused caller
- * holds neither the mutex nor a rate state row (see acquire_once).
+ * holds neither the mutex nor a rate state row (see acquire_once).  On a
+ * key with a cap N and no rate limit, a granted caller gives the mutex back
+ * and holds one of the key's N holder slots instead (count_holders), so N
+ * transactions may hold the key at once (or sessions: try_acquire_session,
+ * release); the cap check of an admission counts those holders with the
+ * running jobs, and a key whose holders fill its cap is busy (skipped).
  *
  *-------------------------------------------------------------------------
  */
@@ -57,6 +62,8 @@
 
 PG_FUNCTION_INFO_V1(throttle_jobs_try_acquire);
 PG_FUNCTION_INFO_V1(throttle_jobs_acquire);
+PG_FUNCTION_INFO_V1(throttle_jobs_try_acquire_session);
+PG_FUNCTION_INFO_V1(throttle_jobs_release);
 PG_FUNCTION_INFO_V1(throttle_jobs_rate_admit);
 PG_FUNCTION_INFO_V1(throttle_jobs_adaptive_factor);
 
@@ -565,6 +572,169 @@ tj_unlock_key(const char *key)
 						 0, ExclusiveLock);
 }
 
+/* ---- holders of a capped key (try_acquire/acquire) ---- */
+
+/*
+ * A transaction that try_acquire() admits on a key with a concurrency cap
+ * N (and no rate limit) holds one of the key's N slots to its end instead
+ * of its mutex; try_acquire_session() holds one until release(key) or the
+ * session ends.  A slot is an ExclusiveLock on an advisory lock tag
+ * (database, key_limit, hash of the key, 2 + slot), slots 1..N (at most
+ * HOLDER_SLOTS), and a holder also holds the key's holder mark (the same
+ * tag, HOLDER_MARK) in ShareLock, which says that the key has holders at
+ * all.  Advisory tags, because their lock method keeps session locks when
+ * a transaction aborts; the last field, above the 1 and 2 that
+ * pg_advisory_lock() uses, keeps them apart from SQL's advisory locks.
+ * Its running jobs and its holders together stay within N: both are
+ * counted under the mutex (tj_admit), and a slot, unlike a job, counts from
+ * the moment it is taken.
+ */
+#define HOLDER_MARK		PG_UINT16_MAX
+#define HOLDER_SLOTS	(PG_UINT16_MAX - 3)
+
+static void
+holder_tag(LOCKTAG *tag, const char *key, int32 slot)
+{
+	uint32		hash = DatumGetUInt32(hash_any((const unsigned char *) key, strlen(key)));
+
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, key_limit_relid(), hash,
+						 slot == HOLDER_MARK ? HOLDER_MARK : (uint16) (slot + 2));
+}
+
+/* the first free slot that the last count_holders() saw (0: none) */
+static int32 admit_free_slot = 0;
+
+/*
+ * How many slots of the key other transactions or sessions hold, counting
+ * stops at `enough`; remembers the first free slot in admit_free_slot.
+ * Never waits: a slot is probed with a conditional lock, given back at
+ * once.  Our own slot is not counted, and is the one remembered (a holder
+ * that asks again keeps one slot).
+ */
+static int32
+count_holders(const char *key, int32 cap, int32 enough)
+{
+	int32		slots = Min(cap, HOLDER_SLOTS);
+	int32		held = 0;
+	LOCKTAG		tag;
+
+	admit_free_slot = 0;
+	holder_tag(&tag, key, HOLDER_MARK);
+	if (!LockHeldByMe(&tag, ShareLock) &&
+		LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
+	{
+		/* nobody (else) holds a slot: the common case costs one lock */
+		LockRelease(&tag, ExclusiveLock, false);
+		admit_free_slot = 1;
+		return 0;
+	}
+	for (int32 i = 1; i <= slots && held < enough; i++)
+	{
+		holder_tag(&tag, key, i);
+		if (LockHeldByMe(&tag, ExclusiveLock))
+			admit_free_slot = i;	/* ours: taken again, not a second one */
+		else if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
+		{
+			LockRelease(&tag, ExclusiveLock, false);
+			if (admit_free_slot == 0)
+				admit_free_slot = i;
+		}
+		else
+			held++;
+	}
+	/* a cap above HOLDER_SLOTS: the slots beyond are never taken */
+	return held;
+}
+
+/* the slots this session holds beyond its transactions (try_acquire_session) */
+typedef struct SessionHold
+{
+	char	   *key;			/* NULL: a free entry */
+	int32		slot;
+} SessionHold;
+
+static SessionHold *session_holds = NULL;
+static int	n_session_holds = 0;
+
+/*
+ * This session's entry for key, or NULL.  An entry whose slot is no longer
+ * held (pg_advisory_unlock_all() and DISCARD ALL give back every session
+ * lock of the advisory lock method, ours too) is forgotten.
+ */
+static SessionHold *
+session_hold(const char *key)
+{
+	for (int i = 0; i < n_session_holds; i++)
+		if (session_holds[i].key && strcmp(session_holds[i].key, key) == 0)
+		{
+			LOCKTAG		tag;
+
+			holder_tag(&tag, key, session_holds[i].slot);
+			if (LockHeldByMe(&tag, ExclusiveLock))
+				return &session_holds[i];
+			pfree(session_holds[i].key);
+			session_holds[i].key = NULL;
+			return NULL;
+		}
+	return NULL;
+}
+
+/* a free entry (made room for in TopMemoryContext before any lock is taken) */
+static SessionHold *
+session_hold_free_entry(void)
+{
+	for (int i = 0; i < n_session_holds; i++)
+		if (session_holds[i].key == NULL)
+			return &session_holds[i];
+	if (session_holds == NULL)
+		session_holds = MemoryContextAllocZero(TopMemoryContext, sizeof(SessionHold) * 4);
+	else if (n_session_holds % 4 == 0)
+	{
+		session_holds = repalloc(session_holds, sizeof(SessionHold) * (n_session_holds + 4));
+		memset(&session_holds[n_session_holds], 0, sizeof(SessionHold) * 4);
+	}
+	return &session_holds[n_session_holds++];
+}
+
+/*
+ * Takes slot admit_free_slot of the key and its holder mark, held to the
+ * end of the transaction, or with `session` until release() or the end of
+ * the session.  Only right after tj_admit granted the key (its mutex held,
+ * so nobody took the slot since).  Returns false if no slot is free (a cap
+ * above HOLDER_SLOTS, all slots held).
+ */
+static bool
+take_holder_slot(const char *key, bool session)
+{
+	LOCKTAG		tag;
+	SessionHold *h = NULL;
+	char	   *kcopy = NULL;
+
+	if (admit_free_slot == 0)
+		return false;
+	if (session)
+	{
+		h = session_hold_free_entry();
+		kcopy = MemoryContextStrdup(TopMemoryContext, key);
+	}
+	holder_tag(&tag, key, admit_free_slot);
+	if (LockAcquire(&tag, ExclusiveLock, session, true) == LOCKACQUIRE_NOT_AVAIL)
+	{
+		if (kcopy)
+			pfree(kcopy);
+		return false;
+	}
+	/* the mark in ShareLock: only a counter's momentary probe conflicts, under the mutex we hold */
+	holder_tag(&tag, key, HOLDER_MARK);
+	(void) LockAcquire(&tag, ShareLock, session, false);
+	if (h)
+	{
+		h->key = kcopy;
+		h->slot = admit_free_slot;
+	}
+	return true;
+}
+
 /* ---- state under the mutex (read and written with the latest snapshot) ---- */
 
 static TJStatement count_running_stmt = {
@@ -819,10 +989,22 @@ tj_admit(TJLimitCache *cache, const char *ckey, const char *rkey, int32 cost,
 	if (rl && (cl == NULL || strcmp(ckey, rkey) != 0) && !tj_try_lock_key(rkey))
 		return TJ_ADMIT_BUSY;
 
-	if (cl && tj_count_running(ckey, cl->max_running) >= cl->max_running)
+	if (cl)
 	{
-		*blocked_key = ckey;
-		return TJ_ADMIT_CAP;
+		int64		running = tj_count_running(ckey, cl->max_running);
+
+		if (running >= cl->max_running)
+		{
+			*blocked_key = ckey;
+			return TJ_ADMIT_CAP;
+		}
+		/*
+		 * try_acquire holders fill the rest: the key is busy (skipped, not
+		 * waited for: nothing would release a job parked behind a holder)
+		 */
+		if (count_holders(ckey, cl->max_running, (int32) (cl->max_running - running)) >=
+			cl->max_running - running)
+			return TJ_ADMIT_BUSY;
 	}
 	if (rl)
 	{
@@ -1045,7 +1227,7 @@ check_acquire_args(FunctionCallInfo fcinfo, char **key, int32 *cost)
  * caller's transaction already held (an earlier grant) stays held.
  */
 static bool
-acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
+acquire_once(const char *key, int32 cost, bool session, TimestampTz *wait_until)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -1063,6 +1245,30 @@ acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
 		SPI_connect();
 		r = tj_admit(&cache, key, key, cost, GetCurrentTimestamp(), &blocked_key,
 					 &blocked_until, &admitted_at);
+		if (r == TJ_ADMIT_OK)
+		{
+			TJKeyLimit *l = tj_key_limit(&cache, key);
+
+			/*
+			 * A cap without a rate: hold a slot instead of the mutex, so
+			 * that up to max_running transactions hold the key at once.  A
+			 * rate's tokens must commit before anyone counts them (its
+			 * state row stays locked), so a rate-limited key keeps the mutex.
+			 */
+			if (l->limited && l->max_running > 0 && !l->has_rate)
+			{
+				if (take_holder_slot(key, session))
+					tj_unlock_key(key);
+				else
+					r = TJ_ADMIT_BUSY;
+			}
+			else if (session)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("key \"%s\" cannot be held for the session", key),
+						 errdetail("Only a key with a concurrency limit and no rate limit has slots that a session can hold."),
+						 errhint("Use try_acquire() in a transaction, or set a concurrency limit on the key with throttle_jobs.set_concurrency_limit().")));
+		}
 		SPI_finish();
 	}
 	PG_CATCH();
@@ -1085,11 +1291,13 @@ acquire_once(const char *key, int32 cost, TimestampTz *wait_until)
 
 /*
  * try_acquire(key, cost) returns boolean: takes `cost` tokens of the key's
- * rate limit now, or returns false.  On a key with a concurrency limit it
- * also holds the key until the calling transaction ends, and only while
- * the key's running jobs leave a slot free: at most one transaction holds
- * a key at a time, which makes it a leader election.  A key without a limit
- * is always granted.  A refusal leaves nothing held (see acquire_once).
+ * rate limit now, or returns false.  On a key with a concurrency cap N
+ * (and no rate limit) it holds one of the key's N slots until the calling
+ * transaction ends, and only while the key's running jobs and holders leave
+ * one free: up to N transactions hold the key at once (cap 1: a leader
+ * election).  A key with a rate limit is held by one transaction at a time
+ * (its mutex).  A key without a limit is always granted.  A refusal leaves
+ * nothing held (see acquire_once).
  */
 Datum
 throttle_jobs_try_acquire(PG_FUNCTION_ARGS)
@@ -1099,7 +1307,56 @@ throttle_jobs_try_acquire(PG_FUNCTION_ARGS)
 	TimestampTz wait_until;
 
 	check_acquire_args(fcinfo, &key, &cost);
-	PG_RETURN_BOOL(acquire_once(key, cost, &wait_until));
+	PG_RETURN_BOOL(acquire_once(key, cost, false, &wait_until));
+}
+
+/*
+ * try_acquire_session(key) returns boolean: try_acquire on a key with a
+ * concurrency cap and no rate limit, holding its slot past the transaction,
+ * until release(key) or the session ends (a session lock).  A session that
+ * holds the key already is granted again, and still holds one slot.
+ */
+Datum
+throttle_jobs_try_acquire_session(PG_FUNCTION_ARGS)
+{
+	char	   *key;
+	TimestampTz wait_until;
+
+	tj_require_not_null(fcinfo, 0, "key");
+	tj_check_job_key(PG_GETARG_TEXT_PP(0), "key");
+	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (session_hold(key))
+		PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(acquire_once(key, 1, true, &wait_until));
+}
+
+/*
+ * release(key) returns boolean: gives back the slot that this session holds
+ * of the key (try_acquire_session); false when it holds none.  Holds of a
+ * transaction end with it.
+ */
+Datum
+throttle_jobs_release(PG_FUNCTION_ARGS)
+{
+	char	   *key;
+	SessionHold *h;
+	LOCKTAG		tag;
+
+	tj_require_not_null(fcinfo, 0, "key");
+	tj_check_job_key(PG_GETARG_TEXT_PP(0), "key");
+	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	h = session_hold(key);
+	if (h == NULL)
+		PG_RETURN_BOOL(false);
+	/* a slot also held by the current transaction (try_acquire) stays to its end */
+	holder_tag(&tag, key, h->slot);
+	LockRelease(&tag, ExclusiveLock, true);
+	holder_tag(&tag, key, HOLDER_MARK);
+	if (LockHeldByMe(&tag, ShareLock))
+		LockRelease(&tag, ShareLock, true);
+	pfree(h->key);
+	h->key = NULL;
+	PG_RETURN_BOOL(true);
 }
 
 /* acquire(key, cost, timeout) returns boolean: try_acquire, waiting up to timeout */
@@ -1121,7 +1378,7 @@ throttle_jobs_acquire(PG_FUNCTION_ARGS)
 		TimestampTz now;
 		long		sleep_ms;
 
-		if (acquire_once(key, cost, &wait_until))
+		if (acquire_once(key, cost, false, &wait_until))
 			PG_RETURN_BOOL(true);
 		now = GetCurrentTimestamp();
 		if (now >= deadline || wait_until == DT_NOEND || wait_until > deadline)
