@@ -2001,7 +2001,10 @@ CREATE TABLE throttle_jobs.queue_notify (
 	queue_id			integer NOT NULL
 		CONSTRAINT queue_notify_pkey PRIMARY KEY
 		CONSTRAINT queue_notify_queue_id_fkey REFERENCES throttle_jobs.queue (id) ON DELETE CASCADE,
-	channel				text NOT NULL
+	channel				text NOT NULL,
+	-- up to when maintain() has looked for jobs of the queue that became
+	-- ready (see "Wake-ups for jobs that become ready later" below)
+	notified_until		timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE throttle_jobs.queue_notify IS 'The queues whose enqueues NOTIFY their channel at commit (set_queue_notify).';
 SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.queue_notify', '');
@@ -2050,11 +2053,11 @@ GRANT EXECUTE ON FUNCTION throttle_jobs.set_queue_max_running(text, integer)
 -- Wake-ups for jobs that become ready later: maintain() notifies (issue 14)
 ------------------------------------------------------------------------------
 
--- Up to when maintain() has looked for jobs of the queue that became ready:
--- each pass notifies a queue once if one became ready in (notified_until,
--- the pass's time], and moves it on.
-ALTER TABLE throttle_jobs.queue_notify
-	ADD COLUMN notified_until timestamptz NOT NULL DEFAULT pg_catalog.now();
+-- Up to when maintain() has looked for jobs of the queue that became ready
+-- (queue_notify.notified_until, made with the table above: a column added
+-- by ALTER with a now() default would store a different "missing value" in
+-- an updated and in a fresh install): each pass notifies a queue once if
+-- one became ready in (notified_until, the pass's time], and moves it on.
 COMMENT ON COLUMN throttle_jobs.queue_notify.notified_until IS 'maintain() has notified the jobs of the queue that became ready up to this time.';
 
 -- The ready jobs that did not become ready at their enqueue, by when they

@@ -69,4 +69,14 @@
 #define tj_local_beentry(i) pgstat_fetch_stat_local_beentry(i)
 #endif
 
+/*
+ * tj_lock_held_by_me(tag, mode): whether this backend holds the lock in
+ * exactly that mode (storage/lock.h); 17 added the "or stronger" argument.
+ */
+#if PG_VERSION_NUM >= 170000
+#define tj_lock_held_by_me(tag, mode) LockHeldByMe((tag), (mode), false)
+#else
+#define tj_lock_held_by_me(tag, mode) LockHeldByMe((tag), (mode))
+#endif
+
 #endif							/* TJ_COMPAT_H */

@@ -620,7 +620,7 @@ count_holders(const char *key, int32 cap, int32 enough)
 
 	admit_free_slot = 0;
 	holder_tag(&tag, key, HOLDER_MARK);
-	if (!LockHeldByMe(&tag, ShareLock) &&
+	if (!tj_lock_held_by_me(&tag, ShareLock) &&
 		LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
 	{
 		/* nobody (else) holds a slot: the common case costs one lock */
@@ -631,7 +631,7 @@ count_holders(const char *key, int32 cap, int32 enough)
 	for (int32 i = 1; i <= slots && held < enough; i++)
 	{
 		holder_tag(&tag, key, i);
-		if (LockHeldByMe(&tag, ExclusiveLock))
+		if (tj_lock_held_by_me(&tag, ExclusiveLock))
 			admit_free_slot = i;	/* ours: taken again, not a second one */
 		else if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
 		{
@@ -670,7 +670,7 @@ session_hold(const char *key)
 			LOCKTAG		tag;
 
 			holder_tag(&tag, key, session_holds[i].slot);
-			if (LockHeldByMe(&tag, ExclusiveLock))
+			if (tj_lock_held_by_me(&tag, ExclusiveLock))
 				return &session_holds[i];
 			pfree(session_holds[i].key);
 			session_holds[i].key = NULL;
@@ -1352,7 +1352,7 @@ throttle_jobs_release(PG_FUNCTION_ARGS)
 	holder_tag(&tag, key, h->slot);
 	LockRelease(&tag, ExclusiveLock, true);
 	holder_tag(&tag, key, HOLDER_MARK);
-	if (LockHeldByMe(&tag, ShareLock))
+	if (tj_lock_held_by_me(&tag, ShareLock))
 		LockRelease(&tag, ShareLock, true);
 	pfree(h->key);
 	h->key = NULL;
