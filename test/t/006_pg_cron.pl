@@ -152,10 +152,12 @@ is($node->safe_psql('postgres', qq{
 	'maintain:succeeded,report-a:succeeded,report-b:succeeded,run-jobs:succeeded',
 	'in that minute each cron job ran once and succeeded (maintain() included)');
 
+# (pg_cron may take up a job scheduled in another database a minute
+# earlier or later than the others: every run of it, whatever its minute.)
 is($node->safe_psql('postgres', qq{
-		SELECT string_agg(d.database || ':' || d.status, ',') FROM cron.job_run_details d
-		WHERE d.jobid = $other_id AND date_trunc('minute', d.start_time) = '$minute'}),
-	'cron_other:succeeded', 'cron.schedule_in_database ran maintain() in cron_other once');
+		SELECT string_agg(DISTINCT d.database || ':' || d.status, ',') FROM cron.job_run_details d
+		WHERE d.jobid = $other_id}),
+	'cron_other:succeeded', 'cron.schedule_in_database ran maintain() in cron_other (every run succeeded)');
 is($node->safe_psql('cron_other', q{
 		SELECT available || '/' || (depth_as_of IS NOT NULL)
 		FROM throttle_jobs.queue_stats WHERE queue = 'other_q'}),
@@ -194,10 +196,15 @@ is($node->safe_psql('postgres', q{
 # Statistics without preloading: the depth comes from the last maintain(),
 # the event counters are not kept, and reset_stats() says why it cannot.
 $node->safe_psql('postgres', 'SELECT throttle_jobs.maintain()');
+# (one report job per minute in which the cron jobs fired: one, or two
+# when the first firing of some jobs fell in the next minute)
 is($node->safe_psql('postgres', q{
-		SELECT available || '/' || running || '/' || (depth_as_of IS NOT NULL) || '/' || (completed IS NULL)
+		SELECT (available = (SELECT count(*) FROM throttle_jobs.jobs
+		                     WHERE queue = 'reports' AND state = 'available'))
+		       || '/' || (available >= 1) || '/' || running || '/' || (depth_as_of IS NOT NULL)
+		       || '/' || (completed IS NULL)
 		FROM throttle_jobs.queue_stats WHERE queue = 'reports'}),
-	'1/0/true/true', 'queue_stats without preloading: depth from the last maintain(), no event counters');
+	'true/true/0/true/true', 'queue_stats without preloading: depth from the last maintain(), no event counters');
 my ($rc, $stdout, $stderr) = $node->psql('postgres',
 	"SELECT throttle_jobs.reset_stats('reports')", extra_params => ['-v', 'VERBOSITY=verbose']);
 like($stderr, qr/55000/, 'reset_stats() without preloading fails with SQLSTATE 55000');
