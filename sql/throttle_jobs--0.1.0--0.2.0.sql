@@ -478,7 +478,10 @@ BEGIN
 		lease = coalesce(_alter_queue.lease, q.lease),
 		retain_completed = coalesce(_alter_queue.retain_completed, q.retain_completed),
 		retain_dead = coalesce(_alter_queue.retain_dead, q.retain_dead),
-		handler = coalesce(_alter_queue.handler, q.handler),
+		handler = coalesce(throttle_jobs._handler_signature(_alter_queue.handler), q.handler),
+		handler_owner = CASE WHEN _alter_queue.handler IS NULL THEN q.handler_owner
+			ELSE (SELECT p.proowner::pg_catalog.regrole FROM pg_catalog.pg_proc p
+				  WHERE p.oid OPERATOR(pg_catalog.=) _alter_queue.handler::pg_catalog.oid) END,
 		fairness = coalesce(_alter_queue.fairness, q.fairness)
 	WHERE q.id OPERATOR(pg_catalog.=) qid;
 END
@@ -1526,64 +1529,8 @@ BEGIN
 	SELECT q.id FROM throttle_jobs.queue q WHERE q.name OPERATOR(pg_catalog.=) _create_queue.name;
 END
 $$;
-
-CREATE OR REPLACE FUNCTION throttle_jobs._alter_queue(
-	caller				oid,
-	name				text,
-	max_size			bigint,
-	on_full				text,
-	max_attempts		integer,
-	backoff_base		interval,
-	backoff_factor		double precision,
-	backoff_max			interval,
-	backoff_jitter		double precision,
-	lease				interval,
-	retain_completed	interval,
-	retain_dead			interval,
-	handler				regprocedure,
-	fairness			text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
-	queue_owner oid;
-BEGIN
-	PERFORM throttle_jobs._check_queue_options(false, name, max_size, on_full, max_attempts,
-		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
-		retain_completed, retain_dead, fairness);
-	SELECT q.owner INTO queue_owner FROM throttle_jobs.queue q WHERE q.id OPERATOR(pg_catalog.=) qid FOR UPDATE;
-	IF handler IS NOT NULL THEN
-		-- the handler runs as the owner: only the owner may choose it
-		IF NOT pg_catalog.pg_has_role(caller, queue_owner, 'USAGE') THEN
-			RAISE EXCEPTION 'only the owner of queue "%" may set its handler', name
-				USING ERRCODE = 'insufficient_privilege',
-					  HINT = pg_catalog.format('The queue is owned by %s; handlers run as that role.',
-											   queue_owner::pg_catalog.regrole);
-		END IF;
-		PERFORM throttle_jobs._check_handler(handler, queue_owner);
-	END IF;
-	UPDATE throttle_jobs.queue q SET
-		max_size = coalesce(_alter_queue.max_size, q.max_size),
-		on_full = coalesce(_alter_queue.on_full, q.on_full),
-		max_attempts = coalesce(_alter_queue.max_attempts, q.max_attempts),
-		backoff_base = coalesce(_alter_queue.backoff_base, q.backoff_base),
-		backoff_factor = coalesce(_alter_queue.backoff_factor, q.backoff_factor),
-		backoff_max = coalesce(_alter_queue.backoff_max, q.backoff_max),
-		backoff_jitter = coalesce(_alter_queue.backoff_jitter, q.backoff_jitter),
-		lease = coalesce(_alter_queue.lease, q.lease),
-		retain_completed = coalesce(_alter_queue.retain_completed, q.retain_completed),
-		retain_dead = coalesce(_alter_queue.retain_dead, q.retain_dead),
-		handler = coalesce(throttle_jobs._handler_signature(_alter_queue.handler), q.handler),
-		handler_owner = CASE WHEN _alter_queue.handler IS NULL THEN q.handler_owner
-			ELSE (SELECT p.proowner::pg_catalog.regrole FROM pg_catalog.pg_proc p
-				  WHERE p.oid OPERATOR(pg_catalog.=) _alter_queue.handler::pg_catalog.oid) END,
-		fairness = coalesce(_alter_queue.fairness, q.fairness)
-	WHERE q.id OPERATOR(pg_catalog.=) qid;
-END
-$$;
+-- (_alter_queue, in the per-queue privileges section, stores the handler
+-- the same way.)
 
 
 ------------------------------------------------------------------------------

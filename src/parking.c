@@ -837,8 +837,6 @@ bool
 tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey, int32 cost,
 				 TimestampTz now, const char **blocked_key, TimestampTz *blocked_until)
 {
-	TJKeyLimit *cl = NULL;
-	TJKeyLimit *rl = NULL;
 	EnqueueMemo *cm = NULL;
 	EnqueueMemo *rm = NULL;
 
@@ -846,7 +844,8 @@ tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey, int32 
 	*blocked_until = 0;
 	if (ckey)
 	{
-		cl = tj_key_limit(cache, ckey);
+		TJKeyLimit *cl = tj_key_limit(cache, ckey);
+
 		if (cl->limited && cl->max_running > 0)
 		{
 			cm = memo_get(ckey);
@@ -858,12 +857,11 @@ tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey, int32 
 				goto wait;
 			}
 		}
-		else
-			cl = NULL;
 	}
 	if (rkey)
 	{
-		rl = tj_key_limit(cache, rkey);
+		TJKeyLimit *rl = tj_key_limit(cache, rkey);
+
 		if (rl->limited && rl->has_rate)
 		{
 			TimestampTz next_at;
@@ -890,8 +888,6 @@ tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *rkey, int32 
 				goto wait;
 			}
 		}
-		else
-			rl = NULL;
 	}
 	/* ready: it takes a slot and some of the tokens */
 	if (cm)
