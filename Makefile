@@ -6,10 +6,12 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = $(EXTENSION)
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
-# The released install scripts and every upgrade script are shipped as
-# they are; the install script of the current version is built (below).
-DATA = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSION)--*.sql))
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+# The shipped scripts sit beside the control file (sql/ holds only the
+# pg_regress inputs): the released install scripts and every upgrade script
+# are shipped as they are; the install script of the current version is
+# built (below).
+DATA = $(filter-out $(EXTENSION)--$(EXTVERSION).sql,$(wildcard $(EXTENSION)--*.sql))
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress inputs in sql/, outputs in expected/ (one topic per file, in order)
 REGRESS = install queues enqueue reserve complete work backoff dead_letters \
@@ -42,8 +44,8 @@ src/build_stamp.o: src/build_stamp.h
 # guard first (it refuses a schema that someone prepared), then the released
 # 0.1.0 script and the upgrade script, so that a fresh install runs exactly
 # the statements that an update runs.
-sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION)--0.1.0.sql sql/$(EXTENSION)--0.1.0--$(EXTVERSION).sql
+$(EXTENSION)--$(EXTVERSION).sql: $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--$(EXTVERSION).sql
 	{ echo '-- throttle_jobs $(EXTVERSION): install script, built by make from the two scripts below.'; \
 	  printf '%s\n' '\echo Use "CREATE EXTENSION throttle_jobs" to load this file. \quit'; \
-	  sed -n '/^-- BEGIN install guard/,/^-- END install guard/p' sql/$(EXTENSION)--0.1.0--$(EXTVERSION).sql; \
-	  cat sql/$(EXTENSION)--0.1.0.sql sql/$(EXTENSION)--0.1.0--$(EXTVERSION).sql; } > $@
+	  sed -n '/^-- BEGIN install guard/,/^-- END install guard/p' $(EXTENSION)--0.1.0--$(EXTVERSION).sql; \
+	  cat $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--$(EXTVERSION).sql; } > $@
