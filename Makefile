@@ -13,11 +13,26 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA = $(filter-out $(EXTENSION)--$(EXTVERSION).sql,$(wildcard $(EXTENSION)--*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-# pg_regress inputs in sql/, outputs in expected/ (one topic per file, in order)
+# The tests, for "make installcheck" against a running server that preloads
+# the installed library with test/throttle_jobs.conf (test/run starts one:
+# README, "Development").  PGXS has no "make check".  The expected output
+# names the superuser "postgres" (initdb -U postgres), so every tool
+# connects as it; PGHOST and PGPORT (or EXTRA_REGRESS_OPTS) name the server.
+#
+# pg_regress inputs in sql/, outputs in expected/ (one topic per file, in
+# order; install creates the extension and runs first).
 REGRESS = install queues enqueue reserve complete work backoff dead_letters \
           maintain run_jobs views hot_updates limits fairness adaptive waiting stats privileges bad_input \
           handler_security search_path queue_grants hardening maintenance options api handler_leftovers max_running
-REGRESS_OPTS = --inputdir=. --temp-config=test/throttle_jobs.conf
+REGRESS_OPTS = --user=postgres
+# Isolation specs: test/isolation/specs/NAME.spec, expected/NAME.out beside
+# them; each runs in a database that has the extension already.
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test/isolation --load-extension=$(EXTENSION) --user=postgres
+# TAP tests (test/t/NNN_name.pl): each starts its own nodes with the server
+# of PG_CONFIG, so the extension must be installed in that tree.
+TAP_TESTS = 1
+PROVE_TESTS ?= test/t/*.pl
 
 # compat.h names the module and its version in the magic block (18)
 PG_CPPFLAGS = -DTJ_EXTVERSION='"$(EXTVERSION)"'
@@ -30,6 +45,12 @@ EXTRA_CLEAN = src/build_stamp.h
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# "make prove_installcheck": the TAP tests alone (PGXS runs them at the end
+# of "make installcheck"; PROVE_TESTS=test/t/008_upgrade.pl picks one).
+.PHONY: prove_installcheck
+prove_installcheck:
+	$(prove_installcheck)
 $(OBJS): src/throttle_jobs.h
 
 # The build stamp (SHOW throttle_jobs.build_stamp, src/build_stamp.c): a new
