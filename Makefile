@@ -1,4 +1,5 @@
-# throttle_jobs: PGXS build.  The test suite is test/run; see README.md.
+# throttle_jobs: PGXS build.  The test suite is test/run, the orchestration
+# around "make installcheck" below; see README.md.
 
 EXTENSION = throttle_jobs
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
@@ -14,8 +15,8 @@ DATA = $(filter-out $(EXTENSION)--$(EXTVERSION).sql,$(wildcard $(EXTENSION)--*.s
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
 # The tests, for "make installcheck" against a running server that preloads
-# the installed library with test/throttle_jobs.conf (test/run starts one:
-# README, "Development").  PGXS has no "make check".  The expected output
+# the installed library with test/throttle_jobs.conf (test/run starts one;
+# README's development section).  PGXS has no "make check".  The expected output
 # names the superuser "postgres" (initdb -U postgres), so every tool
 # connects as it; PGHOST and PGPORT (or EXTRA_REGRESS_OPTS) name the server.
 #
@@ -25,8 +26,8 @@ REGRESS = install queues enqueue reserve complete work backoff dead_letters \
           maintain run_jobs views hot_updates limits fairness adaptive waiting stats privileges bad_input \
           handler_security search_path queue_grants hardening maintenance options api handler_leftovers max_running
 REGRESS_OPTS = --user=postgres
-# Isolation specs: test/isolation/specs/NAME.spec, expected/NAME.out beside
-# them; each runs in a database that has the extension already.
+# Isolation specs: test/isolation/specs/NAME.spec with their output in
+# test/isolation/expected/NAME.out; each runs in a database that has the extension already.
 ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test/isolation --load-extension=$(EXTENSION) --user=postgres
 # TAP tests (test/t/NNN_name.pl): each starts its own nodes with the server
