@@ -546,160 +546,6 @@ BEGIN
 END
 $$;
 
--- cancel: manage on the job's queue.
-CREATE FUNCTION throttle_jobs._cancel(caller oid, id bigint)
-RETURNS boolean
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer;
-	c_queue integer;
-	c_run_at timestamptz;
-	c_attempt integer;
-BEGIN
-	IF id IS NULL THEN
-		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	SELECT j.queue_id INTO qid FROM throttle_jobs.job j WHERE j.id OPERATOR(pg_catalog.=) _cancel.id;
-	IF qid IS NULL THEN
-		RETURN false;
-	END IF;
-	PERFORM throttle_jobs._require_job_queue(caller, qid, id, 'manage');
-	-- Only a job that is not running can be cancelled; a running job's worker
-	-- holds its row lock only briefly, so skip rather than wait.
-	WITH c AS (
-		DELETE FROM throttle_jobs.job j
-		WHERE j.id OPERATOR(pg_catalog.=) _cancel.id
-		  AND j.state OPERATOR(pg_catalog.=) ANY (ARRAY['available', 'throttled']::pg_catalog.text[])
-		RETURNING j.*
-	)
-	INSERT INTO throttle_jobs.job_archive (id, queue_id, state, priority, run_at, attempt,
-		max_attempts, cost, enqueued_at, reserved_at, finished_at, worker,
-		concurrency_key, rate_limit_key, unique_key, errors, payload, result)
-	SELECT c.id, c.queue_id, 'cancelled', c.priority, c.run_at, c.attempt,
-		c.max_attempts, c.cost, c.enqueued_at, c.reserved_at, pg_catalog.now(), c.worker,
-		c.concurrency_key, c.rate_limit_key, c.unique_key, c.errors, c.payload, NULL
-	FROM c
-	RETURNING queue_id, run_at, attempt INTO c_queue, c_run_at, c_attempt;
-	IF c_queue IS NOT NULL THEN
-		PERFORM throttle_jobs._stats_note(c_queue, 'cancelled', 1, c_run_at, c_attempt);
-	END IF;
-	RETURN c_queue IS NOT NULL;
-END
-$$;
-
--- retry_dead(id), retry_dead(queue, ...), purge_dead: manage.
-CREATE FUNCTION throttle_jobs._retry_dead(caller oid, id bigint)
-RETURNS boolean
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer;
-BEGIN
-	IF id IS NULL THEN
-		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	SELECT d.queue_id INTO qid FROM throttle_jobs.job_dead d WHERE d.id OPERATOR(pg_catalog.=) _retry_dead.id;
-	IF qid IS NULL THEN
-		RETURN false;
-	END IF;
-	PERFORM throttle_jobs._require_job_queue(caller, qid, id, 'manage');
-	qid := NULL;
-	WITH d AS (
-		DELETE FROM throttle_jobs.job_dead d WHERE d.id OPERATOR(pg_catalog.=) _retry_dead.id RETURNING d.*
-	)
-	INSERT INTO throttle_jobs.job (id, queue_id, state, priority, run_at, attempt,
-		max_attempts, cost, enqueued_at, concurrency_key, rate_limit_key,
-		unique_key, errors, payload)
-	SELECT d.id, d.queue_id, 'available', d.priority, pg_catalog.now(), 0,
-		d.max_attempts, d.cost, d.enqueued_at, d.concurrency_key, d.rate_limit_key,
-		d.unique_key, d.errors, d.payload
-	FROM d
-	RETURNING queue_id INTO qid;
-	IF qid IS NOT NULL THEN
-		PERFORM throttle_jobs._stats_note(qid, 'dead_retried', 1);
-	END IF;
-	RETURN qid IS NOT NULL;
-EXCEPTION WHEN unique_violation THEN
-	RAISE EXCEPTION 'dead job % has a unique_key that a live job of its queue holds', id
-		USING ERRCODE = 'unique_violation',
-			  HINT = 'Wait for the live job to finish, or purge the dead one.';
-END
-$$;
-
-CREATE FUNCTION throttle_jobs._retry_dead(
-	caller				oid,
-	queue				text,
-	died_after			timestamptz,
-	max_jobs			integer)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
-	n bigint;
-BEGIN
-	IF max_jobs IS NOT NULL AND max_jobs OPERATOR(pg_catalog.<) 1 THEN
-		RAISE EXCEPTION 'max_jobs must be at least 1, not %', max_jobs
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	-- Dead jobs whose unique_key is live again stay dead.
-	WITH pick AS (
-		SELECT d.id FROM throttle_jobs.job_dead d
-		WHERE d.queue_id OPERATOR(pg_catalog.=) qid
-		  AND (died_after IS NULL OR d.died_at OPERATOR(pg_catalog.>) died_after)
-		  AND (d.unique_key IS NULL OR NOT EXISTS (
-				SELECT FROM throttle_jobs.job j
-				WHERE j.queue_id OPERATOR(pg_catalog.=) qid
-				  AND j.unique_key OPERATOR(pg_catalog.=) d.unique_key))
-		ORDER BY d.died_at, d.id
-		LIMIT max_jobs
-		FOR UPDATE SKIP LOCKED
-	), d AS (
-		DELETE FROM throttle_jobs.job_dead d USING pick WHERE d.id OPERATOR(pg_catalog.=) pick.id RETURNING d.*
-	)
-	INSERT INTO throttle_jobs.job (id, queue_id, state, priority, run_at, attempt,
-		max_attempts, cost, enqueued_at, concurrency_key, rate_limit_key,
-		unique_key, errors, payload)
-	SELECT d.id, d.queue_id, 'available', d.priority, pg_catalog.now(), 0,
-		d.max_attempts, d.cost, d.enqueued_at, d.concurrency_key, d.rate_limit_key,
-		d.unique_key, d.errors, d.payload
-	FROM d;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	PERFORM throttle_jobs._stats_note(qid, 'dead_retried', n);
-	RETURN n;
-END
-$$;
-
-CREATE FUNCTION throttle_jobs._purge_dead(caller oid, queue text, older_than interval)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
-	n bigint;
-BEGIN
-	IF older_than IS NULL THEN
-		RAISE EXCEPTION 'older_than must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	PERFORM throttle_jobs._check_interval(older_than, 'older_than', true);
-	DELETE FROM throttle_jobs.job_dead d
-	WHERE d.queue_id OPERATOR(pg_catalog.=) qid
-	  AND d.died_at OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than);
-	GET DIAGNOSTICS n = ROW_COUNT;
-	PERFORM throttle_jobs._stats_note(qid, 'dead_purged', n);
-	RETURN n;
-END
-$$;
-
 -- explain_job: consume on the job's queue (live, dead or archived).
 CREATE FUNCTION throttle_jobs._explain_job(caller oid, id bigint)
 RETURNS jsonb
@@ -916,10 +762,6 @@ REVOKE ALL ON FUNCTION throttle_jobs._alter_queue(oid, text, bigint, text, integ
 	throttle_jobs._drop_queue(oid, text, boolean),
 	throttle_jobs._pause_queue(oid, text),
 	throttle_jobs._resume_queue(oid, text),
-	throttle_jobs._cancel(oid, bigint),
-	throttle_jobs._retry_dead(oid, bigint),
-	throttle_jobs._retry_dead(oid, text, timestamptz, integer),
-	throttle_jobs._purge_dead(oid, text, interval),
 	throttle_jobs._explain_job(oid, bigint),
 	throttle_jobs._grant_queue(oid, text, regrole, text),
 	throttle_jobs._revoke_queue(oid, text, regrole, text)
@@ -927,16 +769,13 @@ REVOKE ALL ON FUNCTION throttle_jobs._alter_queue(oid, text, bigint, text, integ
 COMMENT ON FUNCTION throttle_jobs._drop_queue(oid, text, boolean) IS 'Internal: drop_queue on behalf of a given role.';
 COMMENT ON FUNCTION throttle_jobs._pause_queue(oid, text) IS 'Internal: pause_queue on behalf of a given role.';
 COMMENT ON FUNCTION throttle_jobs._resume_queue(oid, text) IS 'Internal: resume_queue on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._cancel(oid, bigint) IS 'Internal: cancel on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._retry_dead(oid, bigint) IS 'Internal: retry_dead(id) on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._retry_dead(oid, text, timestamptz, integer) IS 'Internal: retry_dead(queue, ...) on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._purge_dead(oid, text, interval) IS 'Internal: purge_dead on behalf of a given role.';
 COMMENT ON FUNCTION throttle_jobs._explain_job(oid, bigint) IS 'Internal: explain_job on behalf of a given role.';
 COMMENT ON FUNCTION throttle_jobs._grant_queue(oid, text, regrole, text) IS 'Internal: grant_queue on behalf of a given role.';
 COMMENT ON FUNCTION throttle_jobs._revoke_queue(oid, text, regrole, text) IS 'Internal: revoke_queue on behalf of a given role.';
 
--- The public functions: C wrappers around the internal ones (their grants
--- and comments stay).
+-- The public functions: C wrappers around the internal ones, or (cancel
+-- and the dead letters: src/cancel.c, src/dead_letters.c) C themselves
+-- (their grants and comments stay).
 CREATE OR REPLACE FUNCTION throttle_jobs.drop_queue(name text, force boolean DEFAULT false)
 RETURNS void
 AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
@@ -957,13 +796,13 @@ SET search_path = pg_catalog, pg_temp;
 
 CREATE OR REPLACE FUNCTION throttle_jobs.cancel(id bigint)
 RETURNS boolean
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_cancel_job'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 
 CREATE OR REPLACE FUNCTION throttle_jobs.retry_dead(id bigint)
 RETURNS boolean
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_retry_dead'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 
@@ -972,13 +811,13 @@ CREATE OR REPLACE FUNCTION throttle_jobs.retry_dead(
 	died_after			timestamptz DEFAULT NULL,
 	max_jobs			integer DEFAULT NULL)
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_retry_dead_queue'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 
 CREATE OR REPLACE FUNCTION throttle_jobs.purge_dead(queue text, older_than interval DEFAULT '0 seconds')
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_purge_dead'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 
@@ -1723,9 +1562,9 @@ GRANT EXECUTE ON FUNCTION throttle_jobs.complete_and_reserve_ex(text, text, bigi
 
 
 -- Admin operations on jobs and dead letters: manage on the job's queue.
--- cancel(id, running) (no default: cancel(id) stays 0.1.0's, which leaves
--- running jobs alone) and retry_now(id) are C (src/admin.c): they free a
--- running job's slot and keep the statistics.
+-- cancel(id, running) (no default: cancel(id) leaves running jobs alone, as
+-- 0.1.0's did) and retry_now(id) are C (src/cancel.c, src/admin.c): they
+-- free a running job's slot and keep the statistics.
 CREATE FUNCTION throttle_jobs.cancel(id bigint, running boolean)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'throttle_jobs_cancel_job'
@@ -1740,151 +1579,11 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION throttle_jobs.retry_now(bigint) IS 'Makes a job that waits for its run_at (scheduled, or in backoff after a failure) due now; true if it did.  A job held back by a limit keeps waiting for its key.';
 
--- delete_dead(id), retry_dead_matching, purge_dead_matching: SQL-written,
--- through the call_as_caller wrapper as retry_dead and purge_dead are.
-CREATE FUNCTION throttle_jobs._delete_dead(caller oid, id bigint)
-RETURNS boolean
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer;
-BEGIN
-	IF id IS NULL THEN
-		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	SELECT d.queue_id INTO qid FROM throttle_jobs.job_dead d WHERE d.id OPERATOR(pg_catalog.=) _delete_dead.id;
-	IF qid IS NULL THEN
-		RETURN false;
-	END IF;
-	PERFORM throttle_jobs._require_job_queue(caller, qid, id, 'manage');
-	DELETE FROM throttle_jobs.job_dead d WHERE d.id OPERATOR(pg_catalog.=) _delete_dead.id;
-	IF NOT FOUND THEN
-		RETURN false;
-	END IF;
-	PERFORM throttle_jobs._stats_note(qid, 'dead_purged', 1);
-	RETURN true;
-END
-$$;
-
--- The dead letters of a queue that a filter selects: the last error's text
--- contains error_contains (NULL: any), died after died_after and before
--- died_before (NULL: unbounded).
-CREATE FUNCTION throttle_jobs._check_dead_filter(error_contains text, died_after timestamptz,
-	died_before timestamptz, max_jobs integer)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF error_contains OPERATOR(pg_catalog.=) '' THEN
-		RAISE EXCEPTION 'error_contains must not be empty'
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Pass NULL to match any error.';
-	END IF;
-	IF died_after IS NOT NULL AND died_before IS NOT NULL
-	   AND died_after OPERATOR(pg_catalog.>=) died_before THEN
-		RAISE EXCEPTION 'died_after (%) must be earlier than died_before (%)', died_after, died_before
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF max_jobs IS NOT NULL AND max_jobs OPERATOR(pg_catalog.<) 1 THEN
-		RAISE EXCEPTION 'max_jobs must be at least 1, not %', max_jobs
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-END
-$$;
-REVOKE ALL ON FUNCTION throttle_jobs._check_dead_filter(text, timestamptz, timestamptz, integer) FROM PUBLIC;
-COMMENT ON FUNCTION throttle_jobs._check_dead_filter(text, timestamptz, timestamptz, integer) IS 'Internal: refuses an empty error text, an empty time range or a max_jobs below 1.';
-
-CREATE FUNCTION throttle_jobs._retry_dead_matching(
-	caller				oid,
-	queue				text,
-	error_contains		text,
-	died_after			timestamptz,
-	died_before			timestamptz,
-	max_jobs			integer)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
-	n bigint;
-BEGIN
-	PERFORM throttle_jobs._check_dead_filter(error_contains, died_after, died_before, max_jobs);
-	-- Dead jobs whose unique_key is live again stay dead.
-	WITH pick AS (
-		SELECT d.id FROM throttle_jobs.job_dead d
-		WHERE d.queue_id OPERATOR(pg_catalog.=) qid
-		  AND (died_after IS NULL OR d.died_at OPERATOR(pg_catalog.>) died_after)
-		  AND (died_before IS NULL OR d.died_at OPERATOR(pg_catalog.<) died_before)
-		  AND (error_contains IS NULL
-			   OR pg_catalog.strpos((d.errors OPERATOR(pg_catalog.->) (-1)) OPERATOR(pg_catalog.->>) 'error'::pg_catalog.text,
-									error_contains) OPERATOR(pg_catalog.>) 0)
-		  AND (d.unique_key IS NULL OR NOT EXISTS (
-				SELECT FROM throttle_jobs.job j
-				WHERE j.queue_id OPERATOR(pg_catalog.=) qid
-				  AND j.unique_key OPERATOR(pg_catalog.=) d.unique_key))
-		ORDER BY d.died_at, d.id
-		LIMIT max_jobs
-		FOR UPDATE SKIP LOCKED
-	), d AS (
-		DELETE FROM throttle_jobs.job_dead d USING pick WHERE d.id OPERATOR(pg_catalog.=) pick.id RETURNING d.*
-	)
-	INSERT INTO throttle_jobs.job (id, queue_id, state, priority, run_at, attempt,
-		max_attempts, cost, enqueued_at, concurrency_key, rate_limit_key,
-		unique_key, errors, payload)
-	SELECT d.id, d.queue_id, 'available', d.priority, pg_catalog.now(), 0,
-		d.max_attempts, d.cost, d.enqueued_at, d.concurrency_key, d.rate_limit_key,
-		d.unique_key, d.errors, d.payload
-	FROM d;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	PERFORM throttle_jobs._stats_note(qid, 'dead_retried', n);
-	RETURN n;
-END
-$$;
-
-CREATE FUNCTION throttle_jobs._purge_dead_matching(
-	caller				oid,
-	queue				text,
-	error_contains		text,
-	died_after			timestamptz,
-	died_before			timestamptz)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
-	n bigint;
-BEGIN
-	PERFORM throttle_jobs._check_dead_filter(error_contains, died_after, died_before, NULL);
-	DELETE FROM throttle_jobs.job_dead d
-	WHERE d.queue_id OPERATOR(pg_catalog.=) qid
-	  AND (died_after IS NULL OR d.died_at OPERATOR(pg_catalog.>) died_after)
-	  AND (died_before IS NULL OR d.died_at OPERATOR(pg_catalog.<) died_before)
-	  AND (error_contains IS NULL
-		   OR pg_catalog.strpos((d.errors OPERATOR(pg_catalog.->) (-1)) OPERATOR(pg_catalog.->>) 'error'::pg_catalog.text,
-								error_contains) OPERATOR(pg_catalog.>) 0);
-	GET DIAGNOSTICS n = ROW_COUNT;
-	PERFORM throttle_jobs._stats_note(qid, 'dead_purged', n);
-	RETURN n;
-END
-$$;
-REVOKE ALL ON FUNCTION throttle_jobs._delete_dead(oid, bigint),
-	throttle_jobs._retry_dead_matching(oid, text, text, timestamptz, timestamptz, integer),
-	throttle_jobs._purge_dead_matching(oid, text, text, timestamptz, timestamptz)
-	FROM PUBLIC;
-COMMENT ON FUNCTION throttle_jobs._delete_dead(oid, bigint) IS 'Internal: delete_dead on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._retry_dead_matching(oid, text, text, timestamptz, timestamptz, integer) IS 'Internal: retry_dead_matching on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._purge_dead_matching(oid, text, text, timestamptz, timestamptz) IS 'Internal: purge_dead_matching on behalf of a given role.';
-
+-- delete_dead(id), retry_dead_matching, purge_dead_matching: C
+-- (src/dead_letters.c), as retry_dead and purge_dead are.
 CREATE FUNCTION throttle_jobs.delete_dead(id bigint)
 RETURNS boolean
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_delete_dead'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION throttle_jobs.delete_dead(bigint) IS 'Deletes one dead job; true if there was one.';
@@ -1896,7 +1595,7 @@ CREATE FUNCTION throttle_jobs.retry_dead_matching(
 	died_before			timestamptz DEFAULT NULL,
 	max_jobs			integer DEFAULT NULL)
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_retry_dead_matching'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION throttle_jobs.retry_dead_matching(text, text, timestamptz, timestamptz, integer) IS 'Moves a queue''s dead jobs that the filter selects (last error containing error_contains, died between died_after and died_before, at most max_jobs, oldest first) back with their attempts reset; returns how many.';
@@ -1907,7 +1606,7 @@ CREATE FUNCTION throttle_jobs.purge_dead_matching(
 	died_after			timestamptz DEFAULT NULL,
 	died_before			timestamptz DEFAULT NULL)
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_purge_dead_matching'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION throttle_jobs.purge_dead_matching(text, text, timestamptz, timestamptz) IS 'Deletes a queue''s dead jobs that the filter selects (last error containing error_contains, died between died_after and died_before); returns how many.';

@@ -81,6 +81,23 @@ SELECT s.available = (SELECT count(*) FROM throttle_jobs.jobs j WHERE j.queue = 
        AND s.dead = (SELECT count(*) FROM throttle_jobs.dead_letters d WHERE d.queue = 'st') AS agrees
 FROM throttle_jobs.queue_stats s WHERE s.queue = 'st';
 
+-- The dead letters' moves (src/dead_letters.c) keep the gauges: five jobs
+-- die ('error 1' to 'error 5'); retry_dead(id) and retry_dead_matching
+-- bring two back, delete_dead and purge_dead_matching delete two: two
+-- available, one dead.
+SELECT throttle_jobs.create_queue('st_dl', max_attempts => 1);
+SELECT count(throttle_jobs.enqueue('st_dl', '{}')) FROM generate_series(1, 5);
+WITH r AS (SELECT row_number() OVER (ORDER BY id) AS n, id, lease_token
+           FROM throttle_jobs.reserve('st_dl', 'w', 5))
+SELECT count(throttle_jobs.fail(id, lease_token, 'error ' || n)) FROM r;
+SELECT throttle_jobs.retry_dead(min(id)) FROM throttle_jobs.dead_letters WHERE queue = 'st_dl';
+SELECT throttle_jobs.retry_dead_matching('st_dl', error_contains => 'error 2');
+SELECT throttle_jobs.delete_dead(max(id)) FROM throttle_jobs.dead_letters WHERE queue = 'st_dl';
+SELECT throttle_jobs.purge_dead_matching('st_dl', error_contains => 'error 4');
+SELECT available, running, dead FROM throttle_jobs.queue_stats WHERE queue = 'st_dl';
+SELECT (SELECT count(*) FROM throttle_jobs.dead_letters WHERE queue = 'st_dl') AS dead_letters,
+       (SELECT count(*) FROM throttle_jobs.jobs WHERE queue = 'st_dl') AS live;
+
 -- Throttling: a cap of 1 holds back the other two jobs of its key, a rate of
 -- 1 per hour the other job of its key.
 SELECT throttle_jobs.create_queue('st_lim');

@@ -504,6 +504,17 @@ queue_id_allows(Oid caller, int32 id, int priv, bool raise, int64 job)
 }
 
 /*
+ * Raises insufficient_privilege (naming job, if not 0) unless `role` holds
+ * `priv` on the queue whose id is queue_id (an unknown queue passes: the
+ * caller finds nothing to do).  Connects to SPI.
+ */
+void
+tj_check_queue_id(Oid role, int32 queue_id, int priv, int64 job)
+{
+	(void) queue_id_allows(role, queue_id, priv, true, job);
+}
+
+/*
  * SQL: _require_job_queue(caller oid, queue_id integer, job bigint,
  * privilege text) returns void: insufficient_privilege (naming the job)
  * unless caller holds the privilege on the job's queue.
@@ -516,7 +527,7 @@ throttle_jobs_require_job_queue(PG_FUNCTION_ARGS)
 	tj_require_not_null(fcinfo, 1, "queue id");
 	tj_require_not_null(fcinfo, 2, "job id");
 	priv = privilege_arg(fcinfo, 3);
-	(void) queue_id_allows(PG_GETARG_OID(0), PG_GETARG_INT32(1), priv, true, PG_GETARG_INT64(2));
+	tj_check_queue_id(PG_GETARG_OID(0), PG_GETARG_INT32(1), priv, PG_GETARG_INT64(2));
 	PG_RETURN_VOID();
 }
 

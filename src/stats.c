@@ -632,10 +632,33 @@ tj_stats_dead_removed(int32 queue_id, int64 n)
 	pending_queue(queue_id)->gauges[G_DEAD] -= n;
 }
 
+/* n dead jobs went back to the live table (dead_letters.c) */
+void
+tj_stats_dead_retried(int32 queue_id, int64 n)
+{
+	PendingQueue *p;
+
+	if (tj_stats == NULL)
+		return;
+	p = pending_queue(queue_id);
+	p->gauges[G_DEAD] -= n;
+	p->gauges[G_WAITING] += n;
+}
+
+/* A queue was dropped: its entry goes at commit */
+void
+tj_stats_queue_dropped(int32 queue_id)
+{
+	if (tj_stats == NULL)
+		return;
+	pending_queue(queue_id)->forget = true;
+}
+
 /*
- * _stats_note(queue_id, what, n, run_at, attempt): the administrative
- * transitions written in SQL report here (cancel, retry_dead, purge_dead,
- * drop_queue).
+ * _stats_note(queue_id, what, n, run_at, attempt): the 0.1.0 script's
+ * SQL-written transitions (cancel, retry_dead, purge_dead, drop_queue)
+ * report here in a database not yet updated; 0.2.0 makes them C, which
+ * calls the hooks above directly.
  */
 Datum
 throttle_jobs_stats_note(PG_FUNCTION_ARGS)
@@ -643,7 +666,6 @@ throttle_jobs_stats_note(PG_FUNCTION_ARGS)
 	int32		qid;
 	char	   *what;
 	int64		n;
-	PendingQueue *p;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -652,32 +674,23 @@ throttle_jobs_stats_note(PG_FUNCTION_ARGS)
 	qid = PG_GETARG_INT32(0);
 	what = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	n = PG_GETARG_INT64(2);
-	if (strcmp(what, "cancelled") != 0 && strcmp(what, "dead_retried") != 0 &&
-		strcmp(what, "dead_purged") != 0 && strcmp(what, "queue_dropped") != 0)
+	if (strcmp(what, "cancelled") == 0)
+	{
+		/* (0.1.0's cancel reports one waiting job at a time) */
+		for (int64 i = 0; i < n; i++)
+			tj_stats_cancelled(qid, false, PG_ARGISNULL(3) ? 0 : PG_GETARG_TIMESTAMPTZ(3),
+							   PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4));
+	}
+	else if (strcmp(what, "dead_retried") == 0)
+		tj_stats_dead_retried(qid, n);
+	else if (strcmp(what, "dead_purged") == 0)
+		tj_stats_dead_removed(qid, n);
+	else if (strcmp(what, "queue_dropped") == 0)
+		tj_stats_queue_dropped(qid);
+	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown statistics note \"%s\"", what)));
-	if (tj_stats == NULL)
-		PG_RETURN_VOID();
-	p = pending_queue(qid);
-	if (strcmp(what, "cancelled") == 0)
-	{
-		p->events[TJ_EV_CANCELLED] += n;
-		p->gauges[G_WAITING] -= n;
-		if (!PG_ARGISNULL(3))
-			pending_future(qid, PG_GETARG_TIMESTAMPTZ(3),
-						   !PG_ARGISNULL(4) && PG_GETARG_INT32(4) > 0 ? F_RETRYING : F_SCHEDULED,
-						   -n);
-	}
-	else if (strcmp(what, "dead_retried") == 0)
-	{
-		p->gauges[G_DEAD] -= n;
-		p->gauges[G_WAITING] += n;
-	}
-	else if (strcmp(what, "dead_purged") == 0)
-		p->gauges[G_DEAD] -= n;
-	else
-		p->forget = true;
 	PG_RETURN_VOID();
 }
 

@@ -120,6 +120,7 @@ extern bool tj_capable(Oid role, int priv);
 extern void tj_check_queue(Oid role, text *name, int priv);
 extern void tj_check_jobs(Oid role, Datum ids, int priv);
 extern void tj_check_job(Oid role, Datum id, int priv);
+extern void tj_check_queue_id(Oid role, int32 queue_id, int priv, int64 job);
 extern void tj_privilege_define_gucs(void);
 extern void tj_run_jobs_check(Oid caller, text *queue);
 extern bool tj_run_jobs_may_take(Datum queue);
@@ -158,7 +159,7 @@ extern uint64 tj_complete_many(Datum ids, Datum tokens);
 extern uint64 tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids);
 extern bool tj_job_was_cancelled(int64 id, Oid role);
 
-/* admin.c */
+/* admin.c: retry_now, wake-ups */
 extern void tj_notify_enqueued(int32 queue_id);
 extern int64 tj_notify_due(TimestampTz now);
 
@@ -323,6 +324,8 @@ extern void tj_stats_completed(int32 queue_id, TimestampTz reserved_at, Timestam
 extern void tj_stats_failed(int32 queue_id, bool dead, TimestampTz run_at);
 extern void tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt);
 extern void tj_stats_dead_removed(int32 queue_id, int64 n);
+extern void tj_stats_dead_retried(int32 queue_id, int64 n);
+extern void tj_stats_queue_dropped(int32 queue_id);
 extern void tj_stats_cancelled(int32 queue_id, bool running, TimestampTz run_at, int32 attempt);
 extern void tj_stats_run_now(int32 queue_id, TimestampTz old_run_at, int32 attempt);
 extern void tj_stats_dead_lettered_waiting(int32 queue_id, TimestampTz run_at, int32 attempt);
