@@ -110,26 +110,13 @@ static TJStatement fail_lock_stmt = {
 	2, {INT8OID, UUIDOID}, NULL, TJ_GENERIC
 };
 
-#define ERROR_ENTRY \
-	"pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(" \
-	"'attempt', j.attempt, 'at', $2, 'error', $3, 'worker', j.worker))"
 
 static TJStatement retry_stmt = {
 	"UPDATE throttle_jobs.job j"
 	"   SET state = 'available', run_at = $4, lease_token = NULL, lease_until = NULL,"
-	"       reserved_at = NULL, worker = NULL, errors = j.errors || " ERROR_ENTRY
+	"       reserved_at = NULL, worker = NULL, errors = j.errors || " TJ_ERROR_ENTRY("j")
 	" WHERE j.id = $1",
 	4, {INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
-};
-
-static TJStatement dead_stmt = {
-	"WITH d AS (DELETE FROM throttle_jobs.job j WHERE j.id = $1"
-	"  RETURNING j.*, j.errors || " ERROR_ENTRY " AS all_errors)"
-	" INSERT INTO throttle_jobs.job_dead (" JOB_COLUMNS ", died_at, reason, errors, payload)"
-	" SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
-	"  d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key,"
-	"  $2, $4, d.all_errors, d.payload FROM d",
-	4, {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
 };
 
 static TJStatement snooze_stmt = {
@@ -193,10 +180,8 @@ tj_fail_locked(const TJFailedJob *job, const char *error,
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = CStringGetTextDatum(error);
 	if (dead)
-	{
-		values[3] = CStringGetTextDatum(retryable ? "attempts exhausted" : "failed without retry");
-		tj_execute(&dead_stmt, values, NULL, false, 0, SPI_OK_INSERT);
-	}
+		tj_dead_letter(job->id, true, now, error,
+					   retryable ? "attempts exhausted" : "failed without retry");
 	else
 	{
 		int64		delay;
@@ -209,8 +194,8 @@ tj_fail_locked(const TJFailedJob *job, const char *error,
 									 pg_prng_double(&pg_global_prng_state));
 		values[3] = TimestampTzGetDatum(now + delay);
 		tj_execute(&retry_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
+		tj_stats_failed(job->queue_id, false, DatumGetTimestampTz(values[3]));
 	}
-	tj_stats_failed(job->queue_id, dead, dead ? 0 : DatumGetTimestampTz(values[3]));
 	if (job->concurrency_key)
 		tj_slot_freed(job->concurrency_key);
 	if (job->rate_limit_key)

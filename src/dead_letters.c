@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * dead_letters.c
- *		The dead letters (throttle_jobs.job_dead): how jobs leave them, for
- *		those who manage their queue.
+ *		The dead letters (throttle_jobs.job_dead): how jobs enter them, and
+ *		how they leave them at the request of those who manage their queue.
  *
  *		retry_dead(id), retry_dead(queue, died_after, max_jobs) and
  *		retry_dead_matching(queue, error_contains, died_after, died_before,
@@ -17,10 +17,11 @@
  * The batch forms take the dead rows with SKIP LOCKED, so two concurrent
  * retries never move one job twice.
  *
- * Jobs enter the dead letters when a failure uses up their attempts
- * (tj_fail_locked, complete.c) or when their cost exceeds what their rate
- * limit can ever admit (tj_dead_letter_if_oversized, limits.c); maintain()
- * deletes those older than their queue's retain_dead (maintain.c).
+ * Jobs enter the dead letters here too (tj_dead_letter): a running job
+ * whose failure uses up its attempts or is not retryable (tj_fail_locked,
+ * complete.c), a waiting job whose cost exceeds what its rate limit can
+ * ever admit (tj_dead_letter_if_oversized, limits.c).  maintain() deletes
+ * those older than their queue's retain_dead (maintain.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -40,6 +41,24 @@ PG_FUNCTION_INFO_V1(throttle_jobs_retry_dead_matching);
 PG_FUNCTION_INFO_V1(throttle_jobs_delete_dead);
 PG_FUNCTION_INFO_V1(throttle_jobs_purge_dead);
 PG_FUNCTION_INFO_V1(throttle_jobs_purge_dead_matching);
+
+/*
+ * Moves live job $1 to the dead letters at $2, its error $3 added to its
+ * history, for reason $4; only if it is running ($5) or waiting (not $5).
+ */
+static TJStatement dead_letter_stmt = {
+	"WITH d AS (DELETE FROM throttle_jobs.job j"
+	"  WHERE j.id = $1 AND (j.state = 'running') = $5"
+	"  RETURNING j.*, j.errors || " TJ_ERROR_ENTRY("j") " AS all_errors)"
+	" INSERT INTO throttle_jobs.job_dead (id, queue_id, priority, run_at, attempt, max_attempts,"
+	"  cost, enqueued_at, worker, concurrency_key, rate_limit_key, unique_key, died_at, reason,"
+	"  errors, payload)"
+	" SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
+	"  d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key, $2, $4,"
+	"  d.all_errors, d.payload FROM d"
+	" RETURNING queue_id, run_at, attempt",
+	5, {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID}
+};
 
 /*
  * The filter every statement here takes as $1 to $5: the dead jobs of
@@ -135,6 +154,43 @@ filter_set(DeadFilter *f, int param, Datum value)
 {
 	f->values[param - 1] = value;
 	f->nulls[param - 1] = ' ';
+}
+
+/*
+ * Moves live job `id` to the dead letters at `now`, `error` added to its
+ * error history, for `reason`; returns whether it did.
+ *  - running: a job that failed for good, which the caller has locked
+ *	  (tj_fail_locked: the caller frees its slot and records the outcome);
+ *  - not running: a job that waits, which the caller has not locked: it is
+ *	  read in the latest snapshot, and a job that a reservation took
+ *	  meanwhile is left alone.  Its attempt is not counted.
+ * Connected to SPI.
+ */
+bool
+tj_dead_letter(int64 id, bool running, TimestampTz now, const char *error, const char *reason)
+{
+	Datum		values[5];
+	bool		isnull;
+	bool		dead;
+
+	values[0] = Int64GetDatum(id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum(error);
+	values[3] = CStringGetTextDatum(reason);
+	values[4] = BoolGetDatum(running);
+	if (running)
+		dead = tj_execute(&dead_letter_stmt, values, NULL, false, 0,
+						  SPI_OK_INSERT_RETURNING) == 1;
+	else
+		dead = tj_execute_latest(&dead_letter_stmt, values, NULL, SPI_OK_INSERT_RETURNING) == 1;
+	if (dead && running)
+		tj_stats_failed(DatumGetInt32(tj_get_datum(0, 1, &isnull)), true, 0);
+	else if (dead)
+		tj_stats_dead_lettered_waiting(DatumGetInt32(tj_get_datum(0, 1, &isnull)),
+									   DatumGetTimestampTz(tj_get_datum(0, 2, &isnull)),
+									   DatumGetInt32(tj_get_datum(0, 3, &isnull)));
+	SPI_freetuptable(SPI_tuptable);
+	return dead;
 }
 
 /*

@@ -1097,27 +1097,6 @@ static TJStatement costly_stmt = {
 };
 
 /*
- * Moves waiting job $1 to the dead letters at $2 with error $3; its attempt
- * is not counted.  A job that a reservation took meanwhile is left alone.
- */
-static TJStatement cost_dead_stmt = {
-	"WITH d AS (DELETE FROM throttle_jobs.job j WHERE j.id = $1"
-	"   AND j.state = ANY ('{available,throttled}'::pg_catalog.text[])"
-	"  RETURNING j.*)"
-	" INSERT INTO throttle_jobs.job_dead (id, queue_id, priority, run_at, attempt, max_attempts,"
-	"  cost, enqueued_at, worker, concurrency_key, rate_limit_key, unique_key, died_at, reason,"
-	"  errors, payload)"
-	" SELECT d.id, d.queue_id, d.priority, d.run_at, d.attempt, d.max_attempts, d.cost,"
-	"  d.enqueued_at, d.worker, d.concurrency_key, d.rate_limit_key, d.unique_key, $2,"
-	"  'cost exceeds rate limit',"
-	"  d.errors OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
-	"   'attempt', d.attempt, 'at', $2, 'error', $3, 'worker', NULL::pg_catalog.text)),"
-	"  d.payload FROM d"
-	" RETURNING queue_id, run_at, attempt",
-	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}
-};
-
-/*
  * After limit key `limit_key` changed (set or dropped): the waiting jobs of
  * the keys it covers that the limit now governing them can never admit
  * (their cost exceeds its capacity) move to the dead letters, the reason
@@ -1173,25 +1152,10 @@ tj_dead_letter_if_oversized(TJLimitCache *cache, int64 id, const char *rkey, int
 							TimestampTz now)
 {
 	char	   *refusal = cost_refusal(cache, rkey, cost);
-	Datum		values[3];
-	bool		dead = false;
 
 	if (refusal == NULL)
 		return false;
-	values[0] = Int64GetDatum(id);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = CStringGetTextDatum(refusal);
-	if (tj_execute_latest(&cost_dead_stmt, values, NULL, SPI_OK_INSERT_RETURNING) == 1)
-	{
-		bool		isnull;
-
-		tj_stats_dead_lettered_waiting(DatumGetInt32(tj_get_datum(0, 1, &isnull)),
-									   DatumGetTimestampTz(tj_get_datum(0, 2, &isnull)),
-									   DatumGetInt32(tj_get_datum(0, 3, &isnull)));
-		dead = true;
-	}
-	SPI_freetuptable(SPI_tuptable);
-	return dead;
+	return tj_dead_letter(id, false, now, refusal, "cost exceeds rate limit");
 }
 
 /* ---- try_acquire / acquire ---- */

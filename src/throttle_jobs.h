@@ -150,6 +150,14 @@ typedef struct TJFailedJob
 	" q.backoff_factor, q.backoff_max, q.backoff_jitter, j.concurrency_key, j.rate_limit_key," \
 	" j.queue_id"
 
+/*
+ * The entry a failed attempt of job `j` (an alias) adds to its errors: a
+ * one-element jsonb array; the statement's $2 is the time, $3 the error.
+ */
+#define TJ_ERROR_ENTRY(j) \
+	"pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(" \
+	"'attempt', " j ".attempt, 'at', $2, 'error', $3, 'worker', " j ".worker))"
+
 extern void tj_read_failed_job(uint64 row, TJFailedJob *job);
 extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 						   const Interval *retry_in, bool retryable, TimestampTz now);
@@ -158,6 +166,10 @@ extern bool tj_complete_job(Datum *values, const char *nulls);
 extern uint64 tj_complete_many(Datum ids, Datum tokens);
 extern uint64 tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids);
 extern bool tj_job_was_cancelled(int64 id, Oid role);
+
+/* dead_letters.c */
+extern bool tj_dead_letter(int64 id, bool running, TimestampTz now, const char *error,
+						   const char *reason);
 
 /* admin.c: retry_now, wake-ups */
 extern void tj_notify_enqueued(int32 queue_id);
