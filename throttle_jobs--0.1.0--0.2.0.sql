@@ -613,8 +613,7 @@ BEGIN
 	-- the concurrency cap of its key, whether or not it is parked yet
 	IF j.concurrency_key IS NOT NULL THEN
 		SELECT * INTO lim FROM throttle_jobs.key_limit l
-		WHERE throttle_jobs._key_matches(j.concurrency_key, l.key) AND l.max_running IS NOT NULL
-		ORDER BY l.key = j.concurrency_key DESC, pg_catalog.length(l.key) DESC LIMIT 1;
+		WHERE l.key OPERATOR(pg_catalog.=) throttle_jobs._governing_limit(j.concurrency_key, false);
 		IF FOUND THEN
 			-- holders in queues the caller may not consume are only counted
 			SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('id', r.id, 'worker', r.worker) ORDER BY r.id)
@@ -642,8 +641,7 @@ BEGIN
 	END IF;
 	IF j.state = 'throttled' AND j.blocked_until IS NOT NULL THEN
 		SELECT * INTO lim FROM throttle_jobs.key_limit l
-		WHERE throttle_jobs._key_matches(j.blocked_key, l.key) AND l.max_per_period IS NOT NULL
-		ORDER BY l.key = j.blocked_key DESC, pg_catalog.length(l.key) DESC LIMIT 1;
+		WHERE l.key OPERATOR(pg_catalog.=) throttle_jobs._governing_limit(j.blocked_key, true);
 		reasons := reasons || pg_catalog.jsonb_build_array(CASE
 			WHEN j.blocked_until = 'infinity' THEN pg_catalog.format(
 				'its cost %s exceeds what rate key %s ever admits (%s per %s, limit %s)',
@@ -1741,6 +1739,84 @@ REVOKE ALL ON FUNCTION throttle_jobs.try_acquire_session(text), throttle_jobs.re
 GRANT EXECUTE ON FUNCTION throttle_jobs.try_acquire_session(text), throttle_jobs.release(text)
 	TO throttle_jobs_limiter;
 COMMENT ON FUNCTION throttle_jobs.try_acquire(text, integer) IS 'Takes cost tokens of a key''s rate limit now (and, on a capped key, holds it, or with a cap of N and no rate one of its N slots, to transaction end), or returns false holding nothing.';
+
+
+------------------------------------------------------------------------------
+-- One home per rule (issue 16)
+------------------------------------------------------------------------------
+
+-- The rule "the most specific limit governs" (a limit set on the key
+-- itself, else the longest template that covers it; the cap and the rate
+-- apart) is C's, the one the reservations use (src/limits.c,
+-- governs_before): explain_job, key_stats and _limit_changed ask it.
+CREATE FUNCTION throttle_jobs._governing_limit(key text, rate boolean)
+RETURNS text
+AS 'MODULE_PATHNAME', 'throttle_jobs_governing_limit'
+LANGUAGE C STABLE STRICT
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION throttle_jobs._governing_limit(text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._governing_limit(text, boolean) IS 'Internal: the own key of the limit that governs a concrete key''s rate (rate) or cap, or NULL.';
+
+CREATE OR REPLACE FUNCTION throttle_jobs._rate_governed_by(k text, lk text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_rate_governed_by'
+LANGUAGE C STABLE STRICT
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION throttle_jobs.stats_key_rows()
+RETURNS SETOF throttle_jobs.key_stats_row
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+WITH ks AS (
+	SELECT * FROM throttle_jobs.stats_keys()
+), keys AS (
+	SELECT l.key FROM throttle_jobs.key_limit l WHERE pg_catalog.right(l.key, 1) <> '*'
+	UNION SELECT s.key FROM throttle_jobs.key_rate_state s
+	UNION SELECT j.concurrency_key FROM throttle_jobs.job j
+		  WHERE j.state = 'running' AND j.concurrency_key IS NOT NULL
+	UNION SELECT ks.key FROM ks
+), governed AS MATERIALIZED (
+	SELECT k.key, throttle_jobs._governing_limit(k.key, false) AS cap_key,
+		   throttle_jobs._governing_limit(k.key, true) AS rate_key
+	FROM keys k
+), gov AS (
+	SELECT k.key, c.key AS cap_limit, c.max_running, r.key AS rate_limit, r.max_per_period,
+		   r.period, r.algorithm, r.burst, r.adaptive
+	FROM governed k
+	LEFT JOIN throttle_jobs.key_limit c ON c.key OPERATOR(pg_catalog.=) k.cap_key
+	LEFT JOIN throttle_jobs.key_limit r ON r.key OPERATOR(pg_catalog.=) k.rate_key
+	WHERE c.key IS NOT NULL OR r.key IS NOT NULL
+)
+SELECT g.key, g.cap_limit, g.max_running,
+	CASE WHEN g.max_running IS NOT NULL THEN
+		(SELECT pg_catalog.count(*) FROM throttle_jobs.job j
+		 WHERE j.state = 'running' AND j.concurrency_key = g.key) END AS running,
+	g.rate_limit, g.max_per_period, g.period, g.algorithm,
+	CASE WHEN g.algorithm = 'token_bucket' THEN
+		CASE WHEN s.key IS NULL THEN coalesce(g.burst, g.max_per_period)::double precision
+			 ELSE LEAST(coalesce(g.burst, g.max_per_period)::double precision,
+						s.tokens + pg_catalog.date_part('epoch', GREATEST(pg_catalog.now() - s.stamp, '0'::interval))
+								 * g.max_per_period * s.factor / pg_catalog.date_part('epoch', g.period)) END
+	END AS tokens,
+	CASE g.algorithm
+		WHEN 'fixed_window' THEN CASE WHEN s.stamp + g.period > pg_catalog.now() THEN s.tokens::bigint ELSE 0 END
+		WHEN 'sliding_window' THEN coalesce((SELECT pg_catalog.sum(u.c) FROM ROWS FROM (pg_catalog.unnest(s.log_at), pg_catalog.unnest(s.log_cost)) u(a, c)
+											 WHERE u.a > pg_catalog.now() - g.period), 0)::bigint
+	END AS window_used,
+	CASE WHEN s.next_at > pg_catalog.now() THEN s.next_at END AS next_admission_at,
+	CASE WHEN st.shared THEN coalesce(ks.throttled_cap, 0) END AS throttled_cap,
+	CASE WHEN st.shared THEN coalesce(ks.throttled_rate, 0) END AS throttled_rate,
+	ks.throttled_since, ks.last_throttled_at, ks.last_admitted_at,
+	CASE WHEN g.adaptive THEN coalesce(s.factor, 1) END AS adaptive_factor
+FROM gov g
+CROSS JOIN throttle_jobs.stats_state() st
+LEFT JOIN throttle_jobs.key_rate_state s ON s.key = g.key
+LEFT JOIN ks ON ks.key = g.key
+$$;
 
 
 ------------------------------------------------------------------------------

@@ -757,6 +757,20 @@ SELECT count(*) FROM (
 SELECT payload->>'k' AS key, count(*) FROM throttle_jobs.reserve('lim_edge', 'w', 10) GROUP BY 1 ORDER BY 1;
 SELECT throttle_jobs.drop_queue('lim_edge', force => true);
 
+-- A limit set on the key itself governs it before a longer template that
+-- covers it too ('lim:ex*' covers 'lim:ex'): key_stats names it, a change
+-- of the template's rate keeps the key's rate state, and a change of the
+-- key's own rate resets it (one rule, src/limits.c governs_before).
+SELECT throttle_jobs.set_rate_limit('lim:ex', 1, '1 hour');
+SELECT throttle_jobs.set_rate_limit('lim:ex*', 5, '1 hour');
+SELECT throttle_jobs.try_acquire('lim:ex') AS granted;
+SELECT key, rate_limit, max_per_period FROM throttle_jobs.key_stats WHERE key = 'lim:ex';
+SELECT throttle_jobs.set_rate_limit('lim:ex*', 6, '1 hour');
+SELECT count(*) AS state_kept FROM throttle_jobs.key_rate_state WHERE key = 'lim:ex';
+SELECT throttle_jobs.set_rate_limit('lim:ex', 2, '1 hour');
+SELECT count(*) AS state_reset FROM throttle_jobs.key_rate_state WHERE key = 'lim:ex';
+SELECT throttle_jobs.try_acquire('lim:ex') AS granted, throttle_jobs.try_acquire('lim:ex') AS granted_again;
+
 -- A very high token_bucket or fixed_window rate keeps no log: no huge allocation.
 SELECT throttle_jobs.set_rate_limit('lim:big', 2000000000, '1 second');
 SELECT throttle_jobs.try_acquire('lim:big') AS big_rate_granted;

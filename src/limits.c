@@ -66,6 +66,8 @@ PG_FUNCTION_INFO_V1(throttle_jobs_try_acquire_session);
 PG_FUNCTION_INFO_V1(throttle_jobs_release);
 PG_FUNCTION_INFO_V1(throttle_jobs_rate_admit);
 PG_FUNCTION_INFO_V1(throttle_jobs_adaptive_factor);
+PG_FUNCTION_INFO_V1(throttle_jobs_governing_limit);
+PG_FUNCTION_INFO_V1(throttle_jobs_rate_governed_by);
 
 /* ---- pure rate arithmetic ---- */
 
@@ -326,39 +328,54 @@ tj_rate_try(const TJKeyLimit *l, TJRateState *state, TimestampTz now, int32 cost
 static Oid	key_limit_relid(void);
 
 /*
- * The cap and the rate are looked up apart: the most specific limit that
- * has a cap governs the cap, the most specific one with a rate the rate.
+ * The limits among the keys $1 (a key and its templates): the rule that
+ * picks the governing ones is governs_before.
  */
 static TJStatement lookup_limit_stmt = {
-	"SELECT c.max_running, r.max_per_period, r.period, r.algorithm, r.burst,"
-	"       r.adaptive, r.error_threshold, r.min_factor, r.key"
-	"  FROM (SELECT 1) one"
-	"  LEFT JOIN LATERAL (SELECT l.max_running FROM throttle_jobs.key_limit l"
-	"        WHERE l.key = ANY ($1) AND l.max_running IS NOT NULL"
-	"        ORDER BY l.key = $2 DESC, pg_catalog.length(l.key) DESC LIMIT 1) c ON true"
-	"  LEFT JOIN LATERAL (SELECT l.* FROM throttle_jobs.key_limit l"
-	"        WHERE l.key = ANY ($1) AND l.max_per_period IS NOT NULL"
-	"        ORDER BY l.key = $2 DESC, pg_catalog.length(l.key) DESC LIMIT 1) r ON true",
-	2, {TEXTARRAYOID, TEXTOID}
+	"SELECT l.key, l.max_running, l.max_per_period, l.period, l.algorithm, l.burst,"
+	"       l.adaptive, l.error_threshold, l.min_factor"
+	"  FROM throttle_jobs.key_limit l WHERE l.key = ANY ($1)",
+	1, {TEXTARRAYOID}
 };
 
 /*
- * The limits that govern a concrete key: for the cap and for the rate each,
- * a limit set on the key itself, or else the longest template ("prefix*")
- * whose prefix the key starts with.  Read with the latest snapshot.  The lookup
- * probes the primary key with the key and each of its prefixes + '*', so
- * it costs O(key length) index probes however many limits exist.  With
- * rate_limit_key, also returns the governing rate limit's own key (the key
- * or a template; left alone when no rate governs), palloc'd.
+ * The rule "the most specific limit governs": whether limit key a, set on
+ * concrete key `key` or a template that covers it, governs the key before
+ * limit key b (another such): a limit set on the key itself first, then
+ * the longest template ("prefix*").  The cap and the rate are governed
+ * apart: the first limit with a cap governs the cap, the first one with a
+ * rate the rate.
+ */
+static bool
+governs_before(const char *key, const char *a, const char *b)
+{
+	if (strcmp(a, key) == 0)
+		return true;
+	if (strcmp(b, key) == 0)
+		return false;
+	return strlen(a) > strlen(b);
+}
+
+/*
+ * The limits that govern a concrete key (see governs_before), read with
+ * the latest snapshot.  The lookup probes the primary key with the key and
+ * each of its prefixes + '*', so it costs O(key length) index probes
+ * however many limits exist.  cap_key and rate_key (each may be NULL) get
+ * the governing limits' own keys (the key or a template; NULL where none
+ * governs), palloc'd.
  */
 static void
-lookup_limit(const char *key, TJKeyLimit *out, char **rate_limit_key)
+lookup_limit(const char *key, TJKeyLimit *out, char **cap_key, char **rate_key)
 {
 	int			len = strlen(key);
 	Datum	   *probes = palloc(sizeof(Datum) * (len + 1));
 	int			n = 0;
-	Datum		values[2];
+	Datum		values[1];
 	bool		isnull;
+	uint64		rows;
+	char	   *cap_by = NULL;
+	char	   *rate_by = NULL;
+	uint64		rate_row = 0;
 
 	probes[n++] = CStringGetTextDatum(key);
 	for (int i = 0; i <= len; i += pg_mblen(key + i))
@@ -368,31 +385,97 @@ lookup_limit(const char *key, TJKeyLimit *out, char **rate_limit_key)
 		probes[n++] = PointerGetDatum(cstring_to_text(psprintf("%.*s*", i, key)));
 	}
 	values[0] = PointerGetDatum(construct_array(probes, n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[1] = probes[0];
 
 	memset(out, 0, sizeof(*out));
 	out->key = pstrdup(key);
-	tj_execute_latest(&lookup_limit_stmt, values, NULL, SPI_OK_SELECT);
-	out->max_running = DatumGetInt32(tj_get_datum(0, 1, &isnull));
-	if (isnull)
-		out->max_running = 0;
-	out->rate.max = DatumGetInt32(tj_get_datum(0, 2, &isnull));
-	if (!isnull)
+	rows = tj_execute_latest(&lookup_limit_stmt, values, NULL, SPI_OK_SELECT);
+	for (uint64 r = 0; r < rows; r++)
+	{
+		char	   *lkey = TextDatumGetCString(tj_get_datum(r, 1, &isnull));
+		int32		max_running = DatumGetInt32(tj_get_datum(r, 2, &isnull));
+
+		if (!isnull && (cap_by == NULL || governs_before(key, lkey, cap_by)))
+		{
+			cap_by = lkey;
+			out->max_running = max_running;
+		}
+		(void) tj_get_datum(r, 3, &isnull);
+		if (!isnull && (rate_by == NULL || governs_before(key, lkey, rate_by)))
+		{
+			rate_by = lkey;
+			rate_row = r;
+		}
+	}
+	if (rate_by != NULL)
 	{
 		out->has_rate = true;
-		out->rate.period = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(0, 3, &isnull)));
-		out->rate.algorithm = tj_rate_algorithm(TextDatumGetCString(tj_get_datum(0, 4, &isnull)));
-		out->rate.burst = DatumGetInt32(tj_get_datum(0, 5, &isnull));
+		out->rate.max = DatumGetInt32(tj_get_datum(rate_row, 3, &isnull));
+		out->rate.period = tj_interval_usecs(DatumGetIntervalP(tj_get_datum(rate_row, 4, &isnull)));
+		out->rate.algorithm = tj_rate_algorithm(TextDatumGetCString(tj_get_datum(rate_row, 5, &isnull)));
+		out->rate.burst = DatumGetInt32(tj_get_datum(rate_row, 6, &isnull));
 		if (isnull)
 			out->rate.burst = 0;
-		out->adaptive = DatumGetBool(tj_get_datum(0, 6, &isnull));
-		out->error_threshold = DatumGetFloat8(tj_get_datum(0, 7, &isnull));
-		out->min_factor = DatumGetFloat8(tj_get_datum(0, 8, &isnull));
-		if (rate_limit_key)
-			*rate_limit_key = TextDatumGetCString(tj_get_datum(0, 9, &isnull));
+		out->adaptive = DatumGetBool(tj_get_datum(rate_row, 7, &isnull));
+		out->error_threshold = DatumGetFloat8(tj_get_datum(rate_row, 8, &isnull));
+		out->min_factor = DatumGetFloat8(tj_get_datum(rate_row, 9, &isnull));
 	}
 	out->limited = out->max_running > 0 || out->has_rate;
+	if (cap_key)
+		*cap_key = cap_by;
+	if (rate_key)
+		*rate_key = rate_by;
 	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * SQL: _governing_limit(key text, rate boolean) returns text: the own key
+ * of the limit that governs the rate (rate) or the cap (not rate) of
+ * concrete key `key`, or NULL when none does.  For the views and
+ * explain_job.
+ */
+Datum
+throttle_jobs_governing_limit(PG_FUNCTION_ARGS)
+{
+	TJKeyLimit	limit;
+	char	   *cap_key;
+	char	   *rate_key;
+	char	   *governing;
+
+	SPI_connect();
+	lookup_limit(text_to_cstring(PG_GETARG_TEXT_PP(0)), &limit, &cap_key, &rate_key);
+	governing = PG_GETARG_BOOL(1) ? rate_key : cap_key;
+	if (governing != NULL)
+		governing = strcpy(SPI_palloc(strlen(governing) + 1), governing);
+	SPI_finish();
+	if (governing == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(governing));
+}
+
+/*
+ * SQL: _rate_governed_by(k text, lk text) returns boolean: whether the rate
+ * of concrete key k is governed (or, lk just dropped, was) by limit key lk:
+ * lk covers k and no limit with a rate that governs before it exists.
+ */
+Datum
+throttle_jobs_rate_governed_by(PG_FUNCTION_ARGS)
+{
+	char	   *key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *lk = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	size_t		lklen = strlen(lk);
+	TJKeyLimit	limit;
+	char	   *rate_key;
+	bool		governed;
+
+	/* (the coverage rule of _key_matches: the key itself, or a template's prefix) */
+	if (strcmp(key, lk) != 0 &&
+		!(lklen > 0 && lk[lklen - 1] == '*' && strncmp(key, lk, lklen - 1) == 0))
+		PG_RETURN_BOOL(false);
+	SPI_connect();
+	lookup_limit(key, &limit, NULL, &rate_key);
+	governed = rate_key == NULL || strcmp(rate_key, lk) == 0 || !governs_before(key, rate_key, lk);
+	SPI_finish();
+	PG_RETURN_BOOL(governed);
 }
 
 /*
@@ -506,7 +589,7 @@ tj_key_limit(TJLimitCache *cache, const char *key)
 		out->key = pstrdup(key);
 		return out;
 	}
-	lookup_limit(key, out, NULL);
+	lookup_limit(key, out, NULL, NULL);
 	if (strlen(key) <= TJ_MAX_KEY_LEN)
 	{
 		if (hash_get_num_entries(limit_cache_table()) >= LIMIT_CACHE_MAX)
@@ -1044,7 +1127,7 @@ cost_refusal(TJLimitCache *cache, const char *rkey, int32 cost)
 {
 	TJKeyLimit *l = tj_key_limit(cache, rkey);
 	TJKeyLimit	governing;
-	char	   *limit_key = NULL;
+	char	   *limit_key;
 	int32		capacity;
 
 	if (!(l->limited && l->has_rate))
@@ -1053,7 +1136,7 @@ cost_refusal(TJLimitCache *cache, const char *rkey, int32 cost)
 	if (cost <= capacity)
 		return NULL;
 	/* the same lookup (and rule) that found the limit, for its key */
-	lookup_limit(rkey, &governing, &limit_key);
+	lookup_limit(rkey, &governing, NULL, &limit_key);
 	if (l->rate.algorithm == TJ_TOKEN_BUCKET)
 		return psprintf("cost %d exceeds the burst %d of rate limit \"%s\"",
 						cost, capacity, limit_key ? limit_key : rkey);
