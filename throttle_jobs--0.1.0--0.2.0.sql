@@ -1102,35 +1102,7 @@ DECLARE
 	old throttle_jobs.key_limit;
 BEGIN
 	PERFORM throttle_jobs._check_limit_key(key);
-	IF max_per_period IS NULL OR period IS NULL OR algorithm IS NULL THEN
-		RAISE EXCEPTION '% must not be null',
-			CASE WHEN max_per_period IS NULL THEN 'max_per_period'
-				 WHEN period IS NULL THEN 'period' ELSE 'algorithm' END
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF max_per_period OPERATOR(pg_catalog.<) 1 THEN
-		RAISE EXCEPTION 'max_per_period must be at least 1, not %', max_per_period
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	PERFORM throttle_jobs._check_interval(period, 'period', false);
-	IF algorithm OPERATOR(pg_catalog.<>) ALL (ARRAY['token_bucket', 'sliding_window', 'fixed_window']::pg_catalog.text[]) THEN
-		RAISE EXCEPTION 'unknown rate limit algorithm "%"', algorithm
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use ''token_bucket'', ''sliding_window'' or ''fixed_window''.';
-	END IF;
-	IF algorithm OPERATOR(pg_catalog.=) 'sliding_window' AND max_per_period OPERATOR(pg_catalog.>) 10000 THEN
-		RAISE EXCEPTION 'a sliding_window limit allows at most 10000 per period, not %', max_per_period
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'It keeps a log of every admission in the window; use token_bucket or fixed_window for higher rates.';
-	END IF;
-	IF burst IS NOT NULL AND algorithm OPERATOR(pg_catalog.<>) 'token_bucket' THEN
-		RAISE EXCEPTION 'burst applies to token_bucket only, not to %', algorithm
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF burst OPERATOR(pg_catalog.<) 1 THEN
-		RAISE EXCEPTION 'burst must be at least 1, not %', burst
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
+	PERFORM throttle_jobs._check_rate_limit(max_per_period, period, algorithm, burst);
 	IF adaptive IS NULL THEN
 		RAISE EXCEPTION 'adaptive must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
@@ -1818,6 +1790,48 @@ LEFT JOIN throttle_jobs.key_rate_state s ON s.key = g.key
 LEFT JOIN ks ON ks.key = g.key
 $$;
 
+
+-- The bounds and rules of names and values are C's (src/validate.c):
+-- the SQL-written functions and the queue table's constraints call them
+-- instead of repeating them.
+CREATE OR REPLACE FUNCTION throttle_jobs._check_limit_key(key text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_check_limit_key'
+LANGUAGE C IMMUTABLE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION throttle_jobs._check_rate_limit(max_per_period integer, period interval,
+	algorithm text, burst integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_check_rate_limit'
+LANGUAGE C IMMUTABLE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs._check_rate_limit(integer, interval, text, integer) IS 'Internal: checks a rate limit''s rate, period, algorithm and burst.';
+
+CREATE FUNCTION throttle_jobs._valid_queue_name(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_valid_queue_name'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs._valid_queue_name(text) IS 'Internal: whether a queue name follows the rule (queue.name''s constraint).';
+
+CREATE FUNCTION throttle_jobs._valid_backoff_factor(factor double precision)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'throttle_jobs_valid_backoff_factor'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs._valid_backoff_factor(double precision) IS 'Internal: whether a backoff factor is within bounds (queue.backoff_factor''s constraint).';
+
+REVOKE ALL ON FUNCTION throttle_jobs._check_rate_limit(integer, interval, text, integer),
+	throttle_jobs._valid_queue_name(text),
+	throttle_jobs._valid_backoff_factor(double precision)
+	FROM PUBLIC;
+
+ALTER TABLE throttle_jobs.queue
+	DROP CONSTRAINT queue_name_check,
+	ADD CONSTRAINT queue_name_check CHECK (throttle_jobs._valid_queue_name(name)),
+	DROP CONSTRAINT queue_backoff_factor_check,
+	ADD CONSTRAINT queue_backoff_factor_check CHECK (throttle_jobs._valid_backoff_factor(backoff_factor));
 
 ------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes

@@ -136,6 +136,9 @@ SELECT throttle_jobs.set_rate_limit('lim:e', 1, '1 second', burst => -1);
 -- sliding_window keeps a log: at most 10000 per period (22023)
 SELECT throttle_jobs.set_rate_limit('lim:e', 10001, '1 hour', 'sliding_window');
 \echo :LAST_ERROR_SQLSTATE
+-- (10000 itself is allowed)
+SELECT throttle_jobs.set_rate_limit('lim:e', 10000, '1 hour', 'sliding_window');
+SELECT throttle_jobs.drop_limit('lim:e') AS dropped;
 
 -- drop_limit: NULL key (22004), empty key, bad template (22023)
 SELECT throttle_jobs.drop_limit(NULL);

@@ -200,6 +200,21 @@ SELECT count(*) AS jobs FROM throttle_jobs.jobs WHERE queue = 'q_drop';
 SELECT throttle_jobs.drop_queue('q_drop');
 SELECT count(*) AS queues FROM throttle_jobs.queues WHERE name = 'q_drop';
 
+-- The queue table's constraints apply the same rules as create_queue (one
+-- source, src/validate.c): a 63-character name and a factor of 1000 pass,
+-- a name starting with "-", a 64-character name and a factor above 1000
+-- are refused even when written directly (23514).
+SELECT throttle_jobs.create_queue(repeat('q', 63), backoff_factor => 1000);
+UPDATE throttle_jobs.queue SET name = '-q_bad' WHERE name = repeat('q', 63);
+\echo :LAST_ERROR_SQLSTATE
+UPDATE throttle_jobs.queue SET name = repeat('q', 64) WHERE name = repeat('q', 63);
+\echo :LAST_ERROR_SQLSTATE
+UPDATE throttle_jobs.queue SET backoff_factor = 1000.5 WHERE name = repeat('q', 63);
+\echo :LAST_ERROR_SQLSTATE
+UPDATE throttle_jobs.queue SET backoff_factor = 0.5 WHERE name = repeat('q', 63);
+\echo :LAST_ERROR_SQLSTATE
+SELECT throttle_jobs.drop_queue(repeat('q', 63));
+
 -- Clean up.
 SELECT throttle_jobs.drop_queue(name, force => true) FROM throttle_jobs.queues
 WHERE name IN ('q_defaults', 'q_all', 'q_handler', 'q_pause', 'q_other') ORDER BY name;

@@ -5,6 +5,11 @@
  *		error that names the argument and the bad value, before anything is
  *		changed.
  *
+ * The bounds (throttle_jobs.h: TJ_MAX_KEY_LEN, TJ_MAX_SLIDING_WINDOW,
+ * TJ_MAX_BACKOFF_FACTOR, the queue-name rule below) are written here only:
+ * the SQL-written functions and the queue table's constraints call the
+ * checks below instead of repeating them.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,6 +25,10 @@
 
 PG_FUNCTION_INFO_V1(throttle_jobs_check_interval);
 PG_FUNCTION_INFO_V1(throttle_jobs_check_queue_options);
+PG_FUNCTION_INFO_V1(throttle_jobs_check_limit_key);
+PG_FUNCTION_INFO_V1(throttle_jobs_check_rate_limit);
+PG_FUNCTION_INFO_V1(throttle_jobs_valid_queue_name);
+PG_FUNCTION_INFO_V1(throttle_jobs_valid_backoff_factor);
 
 void
 tj_require_not_null(FunctionCallInfo fcinfo, int argno, const char *what)
@@ -178,12 +187,17 @@ tj_check_range(double value, const char *what, double lo, double hi)
 				 errmsg("%s must be between %g and %g, not %g", what, lo, hi, value)));
 }
 
-static bool
-valid_queue_name(const char *name)
-{
-	int			len = strlen(name);
+#define TJ_MAX_QUEUE_NAME_LEN	63
 
-	if (len < 1 || len > 63 || name[0] == '.' || name[0] == ':' || name[0] == '-')
+/*
+ * The queue-name rule: 1 to 63 characters, letters, digits, "_", ".", ":"
+ * and "-", not starting with ".", ":" or "-".
+ */
+static bool
+valid_queue_name(const char *name, int len)
+{
+	if (len < 1 || len > TJ_MAX_QUEUE_NAME_LEN ||
+		name[0] == '.' || name[0] == ':' || name[0] == '-')
 		return false;
 	for (int i = 0; i < len; i++)
 	{
@@ -194,6 +208,92 @@ valid_queue_name(const char *name)
 			return false;
 	}
 	return true;
+}
+
+/* SQL: _valid_queue_name(name) returns boolean: queue.name's constraint */
+Datum
+throttle_jobs_valid_queue_name(PG_FUNCTION_ARGS)
+{
+	text	   *name = PG_GETARG_TEXT_PP(0);
+
+	PG_RETURN_BOOL(valid_queue_name(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name)));
+}
+
+/* SQL: _valid_backoff_factor(factor) returns boolean: queue.backoff_factor's constraint */
+Datum
+throttle_jobs_valid_backoff_factor(PG_FUNCTION_ARGS)
+{
+	double		factor = PG_GETARG_FLOAT8(0);
+
+	PG_RETURN_BOOL(factor >= 1.0 && factor <= TJ_MAX_BACKOFF_FACTOR);
+}
+
+/*
+ * SQL: _check_limit_key(key): a limit's key, a concrete key or a template
+ * "prefix*": 1 to TJ_MAX_KEY_LEN bytes, with no "*" but a template's last.
+ */
+Datum
+throttle_jobs_check_limit_key(PG_FUNCTION_ARGS)
+{
+	text	   *key;
+	int			len;
+	const char *data;
+
+	tj_require_not_null(fcinfo, 0, "key");
+	key = PG_GETARG_TEXT_PP(0);
+	len = VARSIZE_ANY_EXHDR(key);
+	data = VARDATA_ANY(key);
+	if (len == 0 || len > TJ_MAX_KEY_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid limit key \"%s\"", text_to_cstring(key)),
+				 errdetail("Keys are 1 to %d bytes long.", TJ_MAX_KEY_LEN)));
+	/* ("*" is one byte that no multibyte character contains) */
+	if ((len == 1 && data[0] == '*') || memchr(data, '*', len - 1) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid key template \"%s\"", text_to_cstring(key)),
+				 errhint("A template is a prefix followed by one \"*\" at the end, such as 'tenant:*'.")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * SQL: _check_rate_limit(max_per_period, period, algorithm, burst), for
+ * set_rate_limit: the rate itself (burst may be NULL).
+ */
+Datum
+throttle_jobs_check_rate_limit(PG_FUNCTION_ARGS)
+{
+	int32		max;
+	char	   *algorithm;
+	int			alg;
+
+	tj_require_not_null(fcinfo, 0, "max_per_period");
+	tj_require_not_null(fcinfo, 1, "period");
+	tj_require_not_null(fcinfo, 2, "algorithm");
+	max = PG_GETARG_INT32(0);
+	if (max < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_per_period must be at least 1, not %d", max)));
+	tj_check_interval(PG_GETARG_INTERVAL_P(1), "period", false);
+	algorithm = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	alg = tj_rate_algorithm(algorithm);
+	if (alg == TJ_SLIDING_WINDOW && max > TJ_MAX_SLIDING_WINDOW)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a sliding_window limit allows at most %d per period, not %d",
+						TJ_MAX_SLIDING_WINDOW, max),
+				 errhint("It keeps a log of every admission in the window; use token_bucket or fixed_window for higher rates.")));
+	if (!PG_ARGISNULL(3) && alg != TJ_TOKEN_BUCKET)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("burst applies to token_bucket only, not to %s", algorithm)));
+	if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("burst must be at least 1, not %d", PG_GETARG_INT32(3))));
+	PG_RETURN_VOID();
 }
 
 static void
@@ -281,11 +381,12 @@ throttle_jobs_check_queue_options(PG_FUNCTION_ARGS)
 					 errmsg("%s must not be null", option_names[i])));
 
 	name = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	if (!valid_queue_name(name))
+	if (!valid_queue_name(name, strlen(name)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
 				 errmsg("invalid queue name \"%s\"", name),
-				 errdetail("Queue names are 1 to 63 characters: letters, digits, \"_\", \".\", \":\" and \"-\", not starting with \".\", \":\" or \"-\".")));
+				 errdetail("Queue names are 1 to %d characters: letters, digits, \"_\", \".\", \":\" and \"-\", not starting with \".\", \":\" or \"-\".",
+						   TJ_MAX_QUEUE_NAME_LEN)));
 
 	if (!PG_ARGISNULL(2) && PG_GETARG_INT64(2) < 1)
 		ereport(ERROR,
