@@ -306,8 +306,6 @@ ALTER FUNCTION throttle_jobs._check_interval(interval, text, boolean)
 	SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION throttle_jobs._lock_queue(text)
 	SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION throttle_jobs._check_queue_options(boolean, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, text)
-	SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text)
 	SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION throttle_jobs.alter_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text)
@@ -425,67 +423,9 @@ ALTER FUNCTION throttle_jobs.run_jobs(text, integer, interval) SECURITY INVOKER;
 
 -- The SQL-written functions that take a queue or a job: a public C wrapper
 -- (SECURITY INVOKER) calls the internal SECURITY DEFINER function of the
--- same name with a leading underscore, with the calling role first (as
--- create_queue and alter_queue do), and the internal function checks it.
-
--- alter_queue: manage; the handler stays the owner's alone.
-CREATE OR REPLACE FUNCTION throttle_jobs._alter_queue(
-	caller				oid,
-	name				text,
-	max_size			bigint,
-	on_full				text,
-	max_attempts		integer,
-	backoff_base		interval,
-	backoff_factor		double precision,
-	backoff_max			interval,
-	backoff_jitter		double precision,
-	lease				interval,
-	retain_completed	interval,
-	retain_dead			interval,
-	handler				regprocedure,
-	fairness			text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
-	queue_owner oid;
-BEGIN
-	PERFORM throttle_jobs._check_queue_options(false, name, max_size, on_full, max_attempts,
-		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
-		retain_completed, retain_dead, fairness);
-	SELECT q.owner INTO queue_owner FROM throttle_jobs.queue q WHERE q.id OPERATOR(pg_catalog.=) qid FOR UPDATE;
-	IF handler IS NOT NULL THEN
-		-- the handler runs as the owner: only the owner may choose it
-		IF NOT pg_catalog.pg_has_role(caller, queue_owner, 'USAGE') THEN
-			RAISE EXCEPTION 'only the owner of queue "%" may set its handler', name
-				USING ERRCODE = 'insufficient_privilege',
-					  HINT = pg_catalog.format('The queue is owned by %s; handlers run as that role.',
-											   queue_owner::pg_catalog.regrole);
-		END IF;
-		PERFORM throttle_jobs._check_handler(handler, queue_owner);
-	END IF;
-	UPDATE throttle_jobs.queue q SET
-		max_size = coalesce(_alter_queue.max_size, q.max_size),
-		on_full = coalesce(_alter_queue.on_full, q.on_full),
-		max_attempts = coalesce(_alter_queue.max_attempts, q.max_attempts),
-		backoff_base = coalesce(_alter_queue.backoff_base, q.backoff_base),
-		backoff_factor = coalesce(_alter_queue.backoff_factor, q.backoff_factor),
-		backoff_max = coalesce(_alter_queue.backoff_max, q.backoff_max),
-		backoff_jitter = coalesce(_alter_queue.backoff_jitter, q.backoff_jitter),
-		lease = coalesce(_alter_queue.lease, q.lease),
-		retain_completed = coalesce(_alter_queue.retain_completed, q.retain_completed),
-		retain_dead = coalesce(_alter_queue.retain_dead, q.retain_dead),
-		handler = coalesce(throttle_jobs._handler_signature(_alter_queue.handler), q.handler),
-		handler_owner = CASE WHEN _alter_queue.handler IS NULL THEN q.handler_owner
-			ELSE (SELECT p.proowner::pg_catalog.regrole FROM pg_catalog.pg_proc p
-				  WHERE p.oid OPERATOR(pg_catalog.=) _alter_queue.handler::pg_catalog.oid) END,
-		fairness = coalesce(_alter_queue.fairness, q.fairness)
-	WHERE q.id OPERATOR(pg_catalog.=) qid;
-END
-$$;
+-- same name with a leading underscore, with the calling role first, and
+-- the internal function checks it.  (create_queue and alter_queue, which
+-- did so in 0.1.0, are C through and through: src/queue.c.)
 
 -- drop_queue, pause_queue, resume_queue: manage.
 CREATE FUNCTION throttle_jobs._drop_queue(caller oid, name text, force boolean)
@@ -756,8 +696,7 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION throttle_jobs._alter_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text),
-	throttle_jobs._drop_queue(oid, text, boolean),
+REVOKE ALL ON FUNCTION throttle_jobs._drop_queue(oid, text, boolean),
 	throttle_jobs._pause_queue(oid, text),
 	throttle_jobs._resume_queue(oid, text),
 	throttle_jobs._explain_job(oid, bigint),
@@ -1293,53 +1232,8 @@ BEGIN
 END
 $$;
 
--- create_queue and alter_queue store the handler's signature and its
--- function's owner (the per-queue privileges section's _alter_queue, with
--- only the handler lines changed).
-CREATE OR REPLACE FUNCTION throttle_jobs._create_queue(
-	caller				oid,
-	name				text,
-	max_size			bigint,
-	on_full				text,
-	max_attempts		integer,
-	backoff_base		interval,
-	backoff_factor		double precision,
-	backoff_max			interval,
-	backoff_jitter		double precision,
-	lease				interval,
-	retain_completed	interval,
-	retain_dead			interval,
-	handler				regprocedure,
-	fairness			text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	PERFORM throttle_jobs._check_queue_options(true, name, max_size, on_full, max_attempts,
-		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
-		retain_completed, retain_dead, fairness);
-	PERFORM throttle_jobs._check_handler(handler, caller);
-	IF EXISTS (SELECT 1 FROM throttle_jobs.queue q WHERE q.name OPERATOR(pg_catalog.=) _create_queue.name) THEN
-		RAISE EXCEPTION 'queue "%" already exists', name
-			USING ERRCODE = 'duplicate_object';
-	END IF;
-	INSERT INTO throttle_jobs.queue AS q (name, max_size, on_full, max_attempts,
-		backoff_base, backoff_factor, backoff_max, backoff_jitter, lease,
-		retain_completed, retain_dead, handler, handler_owner, fairness, owner)
-	VALUES (name, max_size, on_full, max_attempts, backoff_base, backoff_factor,
-		backoff_max, backoff_jitter, lease, retain_completed, retain_dead,
-		throttle_jobs._handler_signature(handler),
-		(SELECT p.proowner::pg_catalog.regrole FROM pg_catalog.pg_proc p
-		 WHERE p.oid OPERATOR(pg_catalog.=) handler::pg_catalog.oid),
-		fairness, caller::pg_catalog.regrole);
-	INSERT INTO throttle_jobs.queue_warning (queue_id)
-	SELECT q.id FROM throttle_jobs.queue q WHERE q.name OPERATOR(pg_catalog.=) _create_queue.name;
-END
-$$;
--- (_alter_queue, in the per-queue privileges section, stores the handler
--- the same way.)
+-- create_queue and alter_queue (src/queue.c) store the handler's
+-- signature and its function's owner.
 
 
 ------------------------------------------------------------------------------
@@ -1832,6 +1726,13 @@ ALTER TABLE throttle_jobs.queue
 	ADD CONSTRAINT queue_name_check CHECK (throttle_jobs._valid_queue_name(name)),
 	DROP CONSTRAINT queue_backoff_factor_check,
 	ADD CONSTRAINT queue_backoff_factor_check CHECK (throttle_jobs._valid_backoff_factor(backoff_factor));
+
+-- create_queue and alter_queue do their work in C (src/queue.c), with the
+-- queue-option signature written once (TJQueueArg): 0.1.0's internal
+-- functions that repeated it go.
+DROP FUNCTION throttle_jobs._create_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text);
+DROP FUNCTION throttle_jobs._alter_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text);
+DROP FUNCTION throttle_jobs._check_queue_options(boolean, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, text);
 
 ------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes

@@ -139,10 +139,7 @@ INSERT INTO calls (call, stmt) VALUES
   ('INSERT job_dead', $$INSERT INTO throttle_jobs.job_dead (id, queue_id, priority, run_at, attempt, cost, enqueued_at, died_at, reason, errors, payload) VALUES (0, 1, 0, now(), 0, 1, now(), now(), 'x', '[]', '{}')$$),
   ('UPDATE job_dead', $$UPDATE throttle_jobs.job_dead SET priority = 1$$),
   ('DELETE job_dead', $$DELETE FROM throttle_jobs.job_dead$$),
-  ('_create_queue', $$SELECT throttle_jobs._create_queue('tj_admin'::regrole, 'priv_forged', NULL, 'error', 5, '1 s', 2, '1 h', 0, '1 min', '1 day', '1 day', NULL, 'fifo')$$),
-  ('_alter_queue', $$SELECT throttle_jobs._alter_queue('tj_admin'::regrole, 'priv_q', NULL, NULL, 9, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)$$),
   ('_check_interval', $$SELECT throttle_jobs._check_interval('1 day', 'x', true)$$),
-  ('_check_queue_options', $$SELECT throttle_jobs._check_queue_options(false, 'priv_q', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)$$),
   ('_queue_id', $$SELECT throttle_jobs._queue_id('priv_q')$$),
   ('_check_handler', $$SELECT throttle_jobs._check_handler(NULL, 0)$$),
   ('_lock_queue', $$SELECT throttle_jobs._lock_queue('priv_q')$$),
@@ -285,8 +282,6 @@ UPDATE throttle_jobs.job_dead SET attempt = 0;
 DELETE FROM throttle_jobs.job_archive;
 \echo :LAST_ERROR_SQLSTATE
 SELECT throttle_jobs._queue_id('priv_main');
-\echo :LAST_ERROR_SQLSTATE
-SELECT throttle_jobs._create_queue('tj_producer'::regrole, 'priv_forged', NULL, 'error', 5, '1 s', 2, '1 h', 0, '1 min', '1 day', '1 day', NULL, 'fifo');
 \echo :LAST_ERROR_SQLSTATE
 SELECT throttle_jobs._maintain_archive(now());
 \echo :LAST_ERROR_SQLSTATE

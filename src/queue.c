@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *		Looking up a queue's settings by name, and the queue lock.
+ *		create_queue and alter_queue, looking up a queue's settings by name,
+ *		and the queue lock.
  *
  * The queue lock is a heavyweight lock on the object (throttle_jobs.queue,
  * hash of the queue name): enqueue takes it in AccessShareLock before it
@@ -19,6 +20,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
@@ -28,6 +30,7 @@ PG_FUNCTION_INFO_V1(throttle_jobs_lock_queue);
 PG_FUNCTION_INFO_V1(throttle_jobs_create_queue);
 PG_FUNCTION_INFO_V1(throttle_jobs_alter_queue);
 
+/* 0.1.0's internal functions behind create_queue and alter_queue */
 #define QUEUE_OPTION_TYPES \
 	"pg_catalog.text, pg_catalog.int8, pg_catalog.text, pg_catalog.int4," \
 	" pg_catalog.interval, pg_catalog.float8, pg_catalog.interval, pg_catalog.float8," \
@@ -35,11 +38,69 @@ PG_FUNCTION_INFO_V1(throttle_jobs_alter_queue);
 	" pg_catalog.regprocedure, pg_catalog.text"
 
 /*
+ * The parameters of the statements below: $1 to $13 are create_queue's
+ * and alter_queue's arguments (TJQueueArg order), $14 a role or a queue id.
+ */
+#define QUEUE_ARG_TYPES \
+	TEXTOID, INT8OID, TEXTOID, INT4OID, INTERVALOID, FLOAT8OID, INTERVALOID, FLOAT8OID, \
+	INTERVALOID, INTERVALOID, INTERVALOID, REGPROCEDUREOID, TEXTOID
+
+/* The handler $12 as stored: its qualified signature, and its function's owner */
+#define HANDLER_SIGNATURE	"throttle_jobs._handler_signature($12)"
+#define HANDLER_OWNER \
+	"(SELECT p.proowner::pg_catalog.regrole FROM pg_catalog.pg_proc p" \
+	"  WHERE p.oid = $12::pg_catalog.oid)"
+
+/* A new queue owned by role $14 */
+static TJStatement insert_queue_stmt = {
+	"INSERT INTO throttle_jobs.queue (name, max_size, on_full, max_attempts, backoff_base,"
+	"  backoff_factor, backoff_max, backoff_jitter, lease, retain_completed, retain_dead,"
+	"  handler, handler_owner, fairness, owner)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, " HANDLER_SIGNATURE ","
+	"  " HANDLER_OWNER ", $13, $14::pg_catalog.regrole)"
+	" RETURNING id",
+	14, {QUEUE_ARG_TYPES, OIDOID}
+};
+
+/* Queue $14's options that are given (not NULL) */
+static TJStatement update_queue_stmt = {
+	"UPDATE throttle_jobs.queue q SET"
+	"  max_size = coalesce($2, q.max_size), on_full = coalesce($3, q.on_full),"
+	"  max_attempts = coalesce($4, q.max_attempts), backoff_base = coalesce($5, q.backoff_base),"
+	"  backoff_factor = coalesce($6, q.backoff_factor), backoff_max = coalesce($7, q.backoff_max),"
+	"  backoff_jitter = coalesce($8, q.backoff_jitter), lease = coalesce($9, q.lease),"
+	"  retain_completed = coalesce($10, q.retain_completed),"
+	"  retain_dead = coalesce($11, q.retain_dead),"
+	"  handler = coalesce(" HANDLER_SIGNATURE ", q.handler),"
+	"  handler_owner = CASE WHEN $12 IS NULL THEN q.handler_owner ELSE " HANDLER_OWNER " END,"
+	"  fairness = coalesce($13, q.fairness)"
+	" WHERE q.id = $14",
+	14, {QUEUE_ARG_TYPES, INT4OID}
+};
+
+static TJStatement queue_exists_stmt = {
+	"SELECT FROM throttle_jobs.queue q WHERE q.name = $1", 1, {TEXTOID}
+};
+
+static TJStatement queue_warning_stmt = {
+	"INSERT INTO throttle_jobs.queue_warning (queue_id) VALUES ($1)", 1, {INT4OID}
+};
+
+static TJStatement lock_owner_stmt = {
+	"SELECT q.owner::pg_catalog.oid FROM throttle_jobs.queue q WHERE q.id = $1 FOR UPDATE",
+	1, {INT4OID}
+};
+
+static TJStatement check_handler_stmt = {
+	"SELECT throttle_jobs._check_handler($1, $2)", 2, {REGPROCEDUREOID, OIDOID}
+};
+
+/*
  * Calls the internal SECURITY DEFINER function `target` with the current
  * role (the one in effect where our caller called us: these wrappers are not
  * SECURITY DEFINER) followed by our own arguments.  The call goes through
  * fmgr directly, so the internal function needs no EXECUTE grant, and no
- * one can call it by name to claim another role.
+ * one can call it by name to claim another role.  For a 0.1.0 schema.
  */
 static Datum
 call_with_role(FunctionCallInfo fcinfo, const char *target)
@@ -59,20 +120,115 @@ call_with_role(FunctionCallInfo fcinfo, const char *target)
 	PG_RETURN_VOID();
 }
 
+/*
+ * Whether the schema is 0.1.0's (not updated yet): its queue table has no
+ * handler_owner, and its internal functions do the work.
+ */
+static bool
+schema_is_010(void)
+{
+	Oid			queue = get_relname_relid("queue", get_namespace_oid("throttle_jobs", false));
+
+	return get_attnum(queue, "handler_owner") == InvalidAttrNumber;
+}
+
+/* The statements' parameters: the queue-option arguments, then `last`. */
+static void
+queue_args(FunctionCallInfo fcinfo, Datum last, Datum *values, char *nulls)
+{
+	if (PG_NARGS() != TJ_QA_COUNT)
+		elog(ERROR, "throttle_jobs: queue options called with %d arguments", PG_NARGS());
+	for (int i = 0; i < TJ_QA_COUNT; i++)
+	{
+		values[i] = fcinfo->args[i].value;
+		nulls[i] = fcinfo->args[i].isnull ? 'n' : ' ';
+	}
+	values[TJ_QA_COUNT] = last;
+	nulls[TJ_QA_COUNT] = ' ';
+}
+
+/* _check_handler(handler, owner), when a handler is given.  Connected to SPI. */
+static void
+check_handler(FunctionCallInfo fcinfo, Oid owner)
+{
+	Datum		values[2];
+
+	if (PG_ARGISNULL(TJ_QA_HANDLER))
+		return;
+	values[0] = PG_GETARG_DATUM(TJ_QA_HANDLER);
+	values[1] = ObjectIdGetDatum(owner);
+	tj_execute(&check_handler_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+}
+
 /* create_queue(name, options...): the calling role becomes the owner */
 Datum
 throttle_jobs_create_queue(PG_FUNCTION_ARGS)
 {
-	return call_with_role(fcinfo,
-						  "throttle_jobs._create_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+	TJCaller	caller;
+	Datum		values[TJ_QA_COUNT + 1];
+	char		nulls[TJ_QA_COUNT + 1];
+	bool		isnull;
+
+	if (schema_is_010())
+		return call_with_role(fcinfo,
+							  "throttle_jobs._create_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+	tj_caller_enter(fcinfo, &caller);
+	tj_check_queue_options(fcinfo, 0, true);
+	SPI_connect();
+	check_handler(fcinfo, caller.role);
+	queue_args(fcinfo, ObjectIdGetDatum(caller.role), values, nulls);
+	if (tj_execute(&queue_exists_stmt, values, NULL, false, 1, SPI_OK_SELECT) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("queue \"%s\" already exists",
+						text_to_cstring(PG_GETARG_TEXT_PP(TJ_QA_NAME)))));
+	tj_execute(&insert_queue_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING);
+	values[0] = tj_get_datum(0, 1, &isnull);
+	tj_execute(&queue_warning_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+	SPI_finish();
+	tj_caller_leave(&caller);
+	PG_RETURN_VOID();
 }
 
-/* alter_queue(name, options...): only the owner may change the handler */
+/*
+ * alter_queue(name, options...): the options given (not NULL) change, for
+ * those who manage the queue; only the owner may change the handler (it
+ * runs as the owner).
+ */
 Datum
 throttle_jobs_alter_queue(PG_FUNCTION_ARGS)
 {
-	return call_with_role(fcinfo,
-						  "throttle_jobs._alter_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+	TJCaller	caller;
+	TJQueue		queue;
+	Datum		values[TJ_QA_COUNT + 1];
+	char		nulls[TJ_QA_COUNT + 1];
+	bool		isnull;
+	Oid			owner;
+
+	if (schema_is_010())
+		return call_with_role(fcinfo,
+							  "throttle_jobs._alter_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+	tj_require_not_null(fcinfo, TJ_QA_NAME, "queue name");
+	tj_caller_enter(fcinfo, &caller);
+	SPI_connect();
+	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(TJ_QA_NAME), TJ_PRIV_MANAGE);
+	tj_lookup_queue(PG_GETARG_TEXT_PP(TJ_QA_NAME), &queue);
+	tj_check_queue_options(fcinfo, 0, false);
+	values[0] = Int32GetDatum(queue.id);
+	tj_execute(&lock_owner_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	owner = DatumGetObjectId(tj_get_datum(0, 1, &isnull));
+	if (!PG_ARGISNULL(TJ_QA_HANDLER) && !has_privs_of_role(caller.role, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only the owner of queue \"%s\" may set its handler", queue.name),
+				 errhint("The queue is owned by %s; handlers run as that role.",
+						 DatumGetCString(DirectFunctionCall1(regroleout, ObjectIdGetDatum(owner))))));
+	check_handler(fcinfo, owner);
+	queue_args(fcinfo, Int32GetDatum(queue.id), values, nulls);
+	tj_execute(&update_queue_stmt, values, nulls, false, 0, SPI_OK_UPDATE);
+	SPI_finish();
+	tj_caller_leave(&caller);
+	PG_RETURN_VOID();
 }
 
 /* Locks the queue called `name` (it need not exist) until transaction end. */

@@ -84,6 +84,32 @@ extern void tj_check_max_attempts(int32 value, const char *hint);
 extern void tj_check_lease(const Interval *iv, const char *what);
 extern void tj_check_delay(const Interval *iv, const char *what);
 
+/*
+ * validate.c: create_queue's and alter_queue's arguments, in order: the
+ * queue-option signature, written here once (a new option is a new entry
+ * here, in tj_queue_arg_names and in queue.c's statements).
+ */
+typedef enum TJQueueArg
+{
+	TJ_QA_NAME,
+	TJ_QA_MAX_SIZE,
+	TJ_QA_ON_FULL,
+	TJ_QA_MAX_ATTEMPTS,
+	TJ_QA_BACKOFF_BASE,
+	TJ_QA_BACKOFF_FACTOR,
+	TJ_QA_BACKOFF_MAX,
+	TJ_QA_BACKOFF_JITTER,
+	TJ_QA_LEASE,
+	TJ_QA_RETAIN_COMPLETED,
+	TJ_QA_RETAIN_DEAD,
+	TJ_QA_HANDLER,
+	TJ_QA_FAIRNESS,
+	TJ_QA_COUNT
+} TJQueueArg;
+
+extern const char *const tj_queue_arg_names[TJ_QA_COUNT];
+extern void tj_check_queue_options(FunctionCallInfo fcinfo, int first, bool creating);
+
 /* queue.c: a queue's settings, looked up by name */
 typedef struct TJQueue
 {

@@ -306,6 +306,13 @@ check_choice(const char *what, const char *value, const char *a, const char *b)
 				 errhint("Use '%s' or '%s'.", a, b)));
 }
 
+/* The names of the queue-option arguments (TJQueueArg order) */
+const char *const tj_queue_arg_names[TJ_QA_COUNT] = {
+	"name", "max_size", "on_full", "max_attempts", "backoff_base", "backoff_factor",
+	"backoff_max", "backoff_jitter", "lease", "retain_completed", "retain_dead",
+	"handler", "fairness"
+};
+
 /* SQL: _check_interval(value, what, allow_zero) */
 Datum
 throttle_jobs_check_interval(PG_FUNCTION_ARGS)
@@ -359,28 +366,27 @@ check_backoff_order(text *name, Interval *base, Interval *max)
 }
 
 /*
- * Checks the options of create_queue/alter_queue (argument 0 says which):
- * NULL means "not given"; when creating, only max_size (and the handler,
- * checked elsewhere) may be NULL.  The name is always required.
+ * Checks the queue options of create_queue or alter_queue (creating says
+ * which), whose arguments (the queue-option signature: TJQueueArg) start
+ * at argument `first` of fcinfo.  NULL means "not given"; when creating,
+ * only max_size and the handler (checked elsewhere) may be NULL.  The name
+ * is always required.
  */
-Datum
-throttle_jobs_check_queue_options(PG_FUNCTION_ARGS)
+void
+tj_check_queue_options(FunctionCallInfo fcinfo, int first, bool creating)
 {
-	static const char *const option_names[] = {
-		NULL, "queue name", "max_size", "on_full", "max_attempts", "backoff_base",
-		"backoff_factor", "backoff_max", "backoff_jitter", "lease",
-		"retain_completed", "retain_dead", "fairness"
-	};
-	bool		creating = PG_GETARG_BOOL(0);
+#define ARG(a)			(first + (a))
+#define ISNULL(a)		PG_ARGISNULL(ARG(a))
 	char	   *name;
 
-	for (int i = 1; i < lengthof(option_names); i++)
-		if ((i == 1 || (creating && i != 2)) && PG_ARGISNULL(i))
+	for (int i = 0; i < TJ_QA_COUNT; i++)
+		if ((i == TJ_QA_NAME || (creating && i != TJ_QA_MAX_SIZE && i != TJ_QA_HANDLER)) &&
+			ISNULL(i))
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("%s must not be null", option_names[i])));
+					 errmsg("%s must not be null", i == TJ_QA_NAME ? "queue name" : tj_queue_arg_names[i])));
 
-	name = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(ARG(TJ_QA_NAME)));
 	if (!valid_queue_name(name, strlen(name)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
@@ -388,33 +394,64 @@ throttle_jobs_check_queue_options(PG_FUNCTION_ARGS)
 				 errdetail("Queue names are 1 to %d characters: letters, digits, \"_\", \".\", \":\" and \"-\", not starting with \".\", \":\" or \"-\".",
 						   TJ_MAX_QUEUE_NAME_LEN)));
 
-	if (!PG_ARGISNULL(2) && PG_GETARG_INT64(2) < 1)
+	if (!ISNULL(TJ_QA_MAX_SIZE) && PG_GETARG_INT64(ARG(TJ_QA_MAX_SIZE)) < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_size must be at least 1, not " INT64_FORMAT, PG_GETARG_INT64(2)),
+				 errmsg("max_size must be at least 1, not " INT64_FORMAT,
+						PG_GETARG_INT64(ARG(TJ_QA_MAX_SIZE))),
 				 errhint("Pass NULL for a queue without a size limit.")));
-	if (!PG_ARGISNULL(3))
-		check_choice("on_full", text_to_cstring(PG_GETARG_TEXT_PP(3)), "error", "drop");
-	if (!PG_ARGISNULL(4))
-		tj_check_max_attempts(PG_GETARG_INT32(4), NULL);
-	if (!PG_ARGISNULL(5))
-		tj_check_interval(PG_GETARG_INTERVAL_P(5), "backoff_base", false);
-	if (!PG_ARGISNULL(6))
-		tj_check_range(PG_GETARG_FLOAT8(6), "backoff_factor", 1.0, TJ_MAX_BACKOFF_FACTOR);
-	if (!PG_ARGISNULL(7))
-		tj_check_interval(PG_GETARG_INTERVAL_P(7), "backoff_max", false);
-	if (!PG_ARGISNULL(8))
-		tj_check_range(PG_GETARG_FLOAT8(8), "backoff_jitter", 0.0, 1.0);
-	if (!PG_ARGISNULL(9))
-		tj_check_lease(PG_GETARG_INTERVAL_P(9), "lease");
-	if (!PG_ARGISNULL(10))
-		tj_check_interval(PG_GETARG_INTERVAL_P(10), "retain_completed", true);
-	if (!PG_ARGISNULL(11))
-		tj_check_interval(PG_GETARG_INTERVAL_P(11), "retain_dead", true);
-	if (!PG_ARGISNULL(12))
-		check_choice("fairness", text_to_cstring(PG_GETARG_TEXT_PP(12)), "fifo", "round_robin");
-	check_backoff_order(PG_GETARG_TEXT_PP(1),
-						PG_ARGISNULL(5) ? NULL : PG_GETARG_INTERVAL_P(5),
-						PG_ARGISNULL(7) ? NULL : PG_GETARG_INTERVAL_P(7));
+	if (!ISNULL(TJ_QA_ON_FULL))
+		check_choice("on_full", text_to_cstring(PG_GETARG_TEXT_PP(ARG(TJ_QA_ON_FULL))),
+					 "error", "drop");
+	if (!ISNULL(TJ_QA_MAX_ATTEMPTS))
+		tj_check_max_attempts(PG_GETARG_INT32(ARG(TJ_QA_MAX_ATTEMPTS)), NULL);
+	if (!ISNULL(TJ_QA_BACKOFF_BASE))
+		tj_check_interval(PG_GETARG_INTERVAL_P(ARG(TJ_QA_BACKOFF_BASE)), "backoff_base", false);
+	if (!ISNULL(TJ_QA_BACKOFF_FACTOR))
+		tj_check_range(PG_GETARG_FLOAT8(ARG(TJ_QA_BACKOFF_FACTOR)), "backoff_factor", 1.0,
+					   TJ_MAX_BACKOFF_FACTOR);
+	if (!ISNULL(TJ_QA_BACKOFF_MAX))
+		tj_check_interval(PG_GETARG_INTERVAL_P(ARG(TJ_QA_BACKOFF_MAX)), "backoff_max", false);
+	if (!ISNULL(TJ_QA_BACKOFF_JITTER))
+		tj_check_range(PG_GETARG_FLOAT8(ARG(TJ_QA_BACKOFF_JITTER)), "backoff_jitter", 0.0, 1.0);
+	if (!ISNULL(TJ_QA_LEASE))
+		tj_check_lease(PG_GETARG_INTERVAL_P(ARG(TJ_QA_LEASE)), "lease");
+	if (!ISNULL(TJ_QA_RETAIN_COMPLETED))
+		tj_check_interval(PG_GETARG_INTERVAL_P(ARG(TJ_QA_RETAIN_COMPLETED)), "retain_completed", true);
+	if (!ISNULL(TJ_QA_RETAIN_DEAD))
+		tj_check_interval(PG_GETARG_INTERVAL_P(ARG(TJ_QA_RETAIN_DEAD)), "retain_dead", true);
+	if (!ISNULL(TJ_QA_FAIRNESS))
+		check_choice("fairness", text_to_cstring(PG_GETARG_TEXT_PP(ARG(TJ_QA_FAIRNESS))),
+					 "fifo", "round_robin");
+	check_backoff_order(PG_GETARG_TEXT_PP(ARG(TJ_QA_NAME)),
+						ISNULL(TJ_QA_BACKOFF_BASE) ? NULL : PG_GETARG_INTERVAL_P(ARG(TJ_QA_BACKOFF_BASE)),
+						ISNULL(TJ_QA_BACKOFF_MAX) ? NULL : PG_GETARG_INTERVAL_P(ARG(TJ_QA_BACKOFF_MAX)));
+#undef ARG
+#undef ISNULL
+}
+
+/*
+ * SQL (0.1.0): _check_queue_options(creating, name, max_size, on_full,
+ * max_attempts, backoff_base, backoff_factor, backoff_max, backoff_jitter,
+ * lease, retain_completed, retain_dead, fairness), for 0.1.0's
+ * _create_queue and _alter_queue; it has no handler argument, so the
+ * option after retain_dead is fairness.
+ */
+Datum
+throttle_jobs_check_queue_options(PG_FUNCTION_ARGS)
+{
+	LOCAL_FCINFO(args, TJ_QA_COUNT);
+
+	/* (spread out to the queue-option signature: a NULL handler) */
+	InitFunctionCallInfoData(*args, NULL, TJ_QA_COUNT, InvalidOid, NULL, NULL);
+	for (int i = 0; i < TJ_QA_COUNT; i++)
+	{
+		int			from = i < TJ_QA_HANDLER ? i + 1 : i;
+
+		args->args[i] = i == TJ_QA_HANDLER
+			? (NullableDatum) {.value = (Datum) 0, .isnull = true}
+			: fcinfo->args[from];
+	}
+	tj_check_queue_options(args, 0, PG_GETARG_BOOL(0));
 	PG_RETURN_VOID();
 }
