@@ -427,39 +427,7 @@ ALTER FUNCTION throttle_jobs.run_jobs(text, integer, interval) SECURITY INVOKER;
 -- the internal function checks it.  (create_queue and alter_queue, which
 -- did so in 0.1.0, are C through and through: src/queue.c.)
 
--- drop_queue, pause_queue, resume_queue: manage.
-CREATE FUNCTION throttle_jobs._drop_queue(caller oid, name text, force boolean)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
-BEGIN
-	IF force IS NULL THEN
-		RAISE EXCEPTION 'force must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	-- Enqueues hold this lock in shared mode from before they look the queue
-	-- up until they commit: once we have it, no job can still arrive.
-	PERFORM throttle_jobs._lock_queue(name);
-	IF NOT force AND EXISTS (SELECT FROM throttle_jobs.job j WHERE j.queue_id OPERATOR(pg_catalog.=) qid) THEN
-		RAISE EXCEPTION 'queue "%" still holds live jobs', name
-			USING ERRCODE = 'object_in_use',
-				  HINT = 'Wait for them to finish, or call drop_queue(name, force => true) to delete them.';
-	END IF;
-	DELETE FROM throttle_jobs.job j WHERE j.queue_id OPERATOR(pg_catalog.=) qid;
-	DELETE FROM throttle_jobs.job_dead d WHERE d.queue_id OPERATOR(pg_catalog.=) qid;
-	DELETE FROM throttle_jobs.job_archive a WHERE a.queue_id OPERATOR(pg_catalog.=) qid;
-	DELETE FROM throttle_jobs.queue_warning w WHERE w.queue_id OPERATOR(pg_catalog.=) qid;
-	DELETE FROM throttle_jobs.stats_minute m WHERE m.queue_id OPERATOR(pg_catalog.=) qid;
-	DELETE FROM throttle_jobs.stats_snapshot s WHERE s.queue_id OPERATOR(pg_catalog.=) qid;
-	PERFORM throttle_jobs._stats_note(qid, 'queue_dropped', 0);
-	-- (its queue_grant rows go with it: ON DELETE CASCADE)
-	DELETE FROM throttle_jobs.queue q WHERE q.id OPERATOR(pg_catalog.=) qid;
-END
-$$;
-
+-- pause_queue, resume_queue: manage (drop_queue is C: src/queue.c).
 CREATE FUNCTION throttle_jobs._pause_queue(caller oid, name text)
 RETURNS void
 LANGUAGE plpgsql
@@ -696,14 +664,12 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION throttle_jobs._drop_queue(oid, text, boolean),
-	throttle_jobs._pause_queue(oid, text),
+REVOKE ALL ON FUNCTION throttle_jobs._pause_queue(oid, text),
 	throttle_jobs._resume_queue(oid, text),
 	throttle_jobs._explain_job(oid, bigint),
 	throttle_jobs._grant_queue(oid, text, regrole, text),
 	throttle_jobs._revoke_queue(oid, text, regrole, text)
 	FROM PUBLIC;
-COMMENT ON FUNCTION throttle_jobs._drop_queue(oid, text, boolean) IS 'Internal: drop_queue on behalf of a given role.';
 COMMENT ON FUNCTION throttle_jobs._pause_queue(oid, text) IS 'Internal: pause_queue on behalf of a given role.';
 COMMENT ON FUNCTION throttle_jobs._resume_queue(oid, text) IS 'Internal: resume_queue on behalf of a given role.';
 COMMENT ON FUNCTION throttle_jobs._explain_job(oid, bigint) IS 'Internal: explain_job on behalf of a given role.';
@@ -715,7 +681,7 @@ COMMENT ON FUNCTION throttle_jobs._revoke_queue(oid, text, regrole, text) IS 'In
 -- (their grants and comments stay).
 CREATE OR REPLACE FUNCTION throttle_jobs.drop_queue(name text, force boolean DEFAULT false)
 RETURNS void
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_drop_queue'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *		create_queue and alter_queue, looking up a queue's settings by name,
- *		and the queue lock.
+ *		create_queue, alter_queue and drop_queue, looking up a queue's
+ *		settings by name, and the queue lock.
  *
  * The queue lock is a heavyweight lock on the object (throttle_jobs.queue,
  * hash of the queue name): enqueue takes it in AccessShareLock before it
@@ -29,6 +29,7 @@
 PG_FUNCTION_INFO_V1(throttle_jobs_lock_queue);
 PG_FUNCTION_INFO_V1(throttle_jobs_create_queue);
 PG_FUNCTION_INFO_V1(throttle_jobs_alter_queue);
+PG_FUNCTION_INFO_V1(throttle_jobs_drop_queue);
 
 /* 0.1.0's internal functions behind create_queue and alter_queue */
 #define QUEUE_OPTION_TYPES \
@@ -290,4 +291,63 @@ tj_lookup_queue(text *name, TJQueue *queue)
 	queue->has_handler = DatumGetBool(tj_get_datum(0, 7, &isnull));
 	queue->name = SPI_palloc(VARSIZE_ANY_EXHDR(name) + 1);
 	text_to_cstring_buffer(name, queue->name, VARSIZE_ANY_EXHDR(name) + 1);
+}
+
+/* ---- drop_queue ---- */
+
+static TJStatement live_jobs_stmt = {
+	"SELECT FROM throttle_jobs.job j WHERE j.queue_id = $1 LIMIT 1", 1, {INT4OID}
+};
+
+/* What a dropped queue $1 leaves, deleted in this order; the queue last */
+#define DROP_QUEUE_STMT(table, column) \
+	{"DELETE FROM throttle_jobs." table " t WHERE t." column " = $1", 1, {INT4OID}}
+
+static TJStatement drop_queue_stmts[] = {
+	DROP_QUEUE_STMT("job", "queue_id"),
+	DROP_QUEUE_STMT("job_dead", "queue_id"),
+	DROP_QUEUE_STMT("job_archive", "queue_id"),
+	DROP_QUEUE_STMT("queue_warning", "queue_id"),
+	DROP_QUEUE_STMT("stats_minute", "queue_id"),
+	DROP_QUEUE_STMT("stats_snapshot", "queue_id"),
+	/* (its queue_grant rows go with it: ON DELETE CASCADE) */
+	DROP_QUEUE_STMT("queue", "id"),
+};
+
+/*
+ * drop_queue(name, force) returns void: deletes the queue, with its jobs
+ * (live only with force), dead letters, archive and statistics, for those
+ * who manage it.
+ */
+Datum
+throttle_jobs_drop_queue(PG_FUNCTION_ARGS)
+{
+	TJCaller	caller;
+	TJQueue		queue;
+	Datum		values[1];
+
+	tj_require_not_null(fcinfo, 0, "queue name");
+	tj_caller_enter(fcinfo, &caller);
+	SPI_connect();
+	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_MANAGE);
+	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	tj_require_not_null(fcinfo, 1, "force");
+	/*
+	 * Enqueues hold this lock in shared mode from before they look the
+	 * queue up until they commit: once we have it, no job can still arrive.
+	 */
+	tj_lock_queue(PG_GETARG_TEXT_PP(0), AccessExclusiveLock);
+	values[0] = Int32GetDatum(queue.id);
+	if (!PG_GETARG_BOOL(1) &&
+		tj_execute(&live_jobs_stmt, values, NULL, false, 1, SPI_OK_SELECT) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("queue \"%s\" still holds live jobs", queue.name),
+				 errhint("Wait for them to finish, or call drop_queue(name, force => true) to delete them.")));
+	for (int i = 0; i < lengthof(drop_queue_stmts); i++)
+		tj_execute(&drop_queue_stmts[i], values, NULL, false, 0, SPI_OK_DELETE);
+	tj_stats_queue_dropped(queue.id);
+	SPI_finish();
+	tj_caller_leave(&caller);
+	PG_RETURN_VOID();
 }
