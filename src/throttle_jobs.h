@@ -20,6 +20,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "storage/lockdefs.h"
+#include "utils/array.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
@@ -272,6 +273,8 @@ typedef enum TJAdmission
 	TJ_ADMIT_RATE				/* the rate key admits it only at blocked_until */
 } TJAdmission;
 
+/* rate.c: the pure rate arithmetic (no tables, no locks) */
+extern void tj_rate_fill_log(TJRateState *state, ArrayType *at, ArrayType *cost, int32 max);
 extern bool tj_rate_admit(const TJRateLimit *limit, TJRateState *state,
 						  TimestampTz now, int32 cost, TimestampTz *next_at);
 extern bool tj_rate_try(const TJKeyLimit *l, TJRateState *state, TimestampTz now,
@@ -281,6 +284,8 @@ extern double tj_adaptive_factor(double factor, int64 ok, int64 failed,
 								 double threshold, double min_factor);
 extern double tj_round_factor(double factor);
 extern int32 tj_rate_capacity(const TJRateLimit *limit);
+
+/* limits.c: lookups, admissions, costs, acquire */
 extern void tj_check_cost(TJLimitCache *cache, const char *rkey, int32 cost);
 extern int64 tj_dead_letter_oversized(const char *limit_key, TimestampTz now);
 extern bool tj_dead_letter_if_oversized(TJLimitCache *cache, int64 id, const char *rkey,
