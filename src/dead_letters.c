@@ -280,162 +280,117 @@ check_dead_filter(FunctionCallInfo fcinfo)
 						DatumGetCString(DirectFunctionCall1(timestamptz_out, PG_GETARG_DATUM(3))))));
 }
 
-/* retry_dead(id) returns boolean: true if the dead job went back to the queue */
+/* The SQL functions here, each a form of dead_letters_call */
+typedef enum DeadForm
+{
+	RETRY_ID,					/* retry_dead(id) */
+	RETRY_QUEUE,				/* retry_dead(queue, died_after, max_jobs) */
+	RETRY_MATCHING,				/* retry_dead_matching(queue, error_contains,
+								 * died_after, died_before, max_jobs) */
+	DELETE_ID,					/* delete_dead(id) */
+	PURGE_QUEUE,				/* purge_dead(queue, older_than) */
+	PURGE_MATCHING				/* purge_dead_matching(queue, error_contains,
+								 * died_after, died_before) */
+} DeadForm;
+
+/*
+ * The SQL functions: those that take a job id return whether they moved
+ * or deleted it, the others how many dead jobs they moved or deleted.
+ */
+static Datum
+dead_letters_call(FunctionCallInfo fcinfo, DeadForm form)
+{
+	bool		by_id = form == RETRY_ID || form == DELETE_ID;
+	bool		retry = form == RETRY_ID || form == RETRY_QUEUE || form == RETRY_MATCHING;
+	TJCaller	caller;
+	DeadFilter	f;
+	int32		queue_id;
+	int64		n = 0;
+
+	tj_require_not_null(fcinfo, 0, by_id ? "job id" : "queue name");
+	tj_caller_enter(fcinfo, &caller);
+	SPI_connect();
+	queue_id = by_id ? dead_job_queue(fcinfo, &caller) : managed_queue(fcinfo, &caller);
+	filter_init(&f, queue_id);
+	switch (form)
+	{
+		case RETRY_ID:
+		case DELETE_ID:
+			filter_arg(&f, 2, fcinfo, 0);
+			break;
+		case RETRY_QUEUE:
+			check_max_jobs(fcinfo, 2);
+			filter_arg(&f, 3, fcinfo, 1);	/* died_after */
+			filter_arg(&f, 6, fcinfo, 2);	/* max_jobs */
+			break;
+		case RETRY_MATCHING:
+		case PURGE_MATCHING:
+			check_dead_filter(fcinfo);
+			if (form == RETRY_MATCHING)
+			{
+				check_max_jobs(fcinfo, 4);
+				filter_arg(&f, 6, fcinfo, 4);	/* max_jobs */
+			}
+			filter_arg(&f, 5, fcinfo, 1);	/* error_contains */
+			filter_arg(&f, 3, fcinfo, 2);	/* died_after */
+			filter_arg(&f, 4, fcinfo, 3);	/* died_before */
+			break;
+		case PURGE_QUEUE:
+			tj_require_not_null(fcinfo, 1, "older_than");
+			tj_check_interval(PG_GETARG_INTERVAL_P(1), "older_than", true);
+			filter_set(&f, 6, DirectFunctionCall2(timestamptz_mi_interval,
+												  TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+												  PG_GETARG_DATUM(1)));
+			break;
+	}
+	if (queue_id >= 0)
+		n = retry ? move_back(&f) : purge(&f);
+	if (form == RETRY_ID && queue_id >= 0 && n == 0 &&
+		tj_execute(&unique_taken_stmt, f.values + 1, NULL, false, 1, SPI_OK_SELECT) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("dead job " INT64_FORMAT " has a unique_key that a live job of its queue holds",
+						PG_GETARG_INT64(0)),
+				 errhint("Wait for the live job to finish, or purge the dead one.")));
+	SPI_finish();
+	tj_caller_leave(&caller);
+	if (by_id)
+		PG_RETURN_BOOL(n > 0);
+	PG_RETURN_INT64(n);
+}
+
 Datum
 throttle_jobs_retry_dead(PG_FUNCTION_ARGS)
 {
-	TJCaller	caller;
-	DeadFilter	f;
-	int32		queue_id;
-	bool		moved = false;
-
-	tj_require_not_null(fcinfo, 0, "job id");
-	tj_caller_enter(fcinfo, &caller);
-	SPI_connect();
-	queue_id = dead_job_queue(fcinfo, &caller);
-	if (queue_id >= 0)
-	{
-		filter_init(&f, queue_id);
-		filter_arg(&f, 2, fcinfo, 0);
-		moved = move_back(&f) > 0;
-		if (!moved &&
-			tj_execute(&unique_taken_stmt, f.values + 1, NULL, false, 1, SPI_OK_SELECT) > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("dead job " INT64_FORMAT " has a unique_key that a live job of its queue holds",
-							PG_GETARG_INT64(0)),
-					 errhint("Wait for the live job to finish, or purge the dead one.")));
-	}
-	SPI_finish();
-	tj_caller_leave(&caller);
-	PG_RETURN_BOOL(moved);
+	return dead_letters_call(fcinfo, RETRY_ID);
 }
 
-/*
- * retry_dead(queue, died_after, max_jobs) returns bigint: how many of the
- * queue's dead jobs went back (those that died after died_after, oldest
- * first, at most max_jobs).
- */
 Datum
 throttle_jobs_retry_dead_queue(PG_FUNCTION_ARGS)
 {
-	TJCaller	caller;
-	DeadFilter	f;
-	int64		n;
-
-	tj_require_not_null(fcinfo, 0, "queue name");
-	tj_caller_enter(fcinfo, &caller);
-	SPI_connect();
-	filter_init(&f, managed_queue(fcinfo, &caller));
-	check_max_jobs(fcinfo, 2);
-	filter_arg(&f, 3, fcinfo, 1);
-	filter_arg(&f, 6, fcinfo, 2);
-	n = move_back(&f);
-	SPI_finish();
-	tj_caller_leave(&caller);
-	PG_RETURN_INT64(n);
+	return dead_letters_call(fcinfo, RETRY_QUEUE);
 }
 
-/*
- * retry_dead_matching(queue, error_contains, died_after, died_before,
- * max_jobs) returns bigint: how many dead jobs the filter selected went back.
- */
 Datum
 throttle_jobs_retry_dead_matching(PG_FUNCTION_ARGS)
 {
-	TJCaller	caller;
-	DeadFilter	f;
-	int64		n;
-
-	tj_require_not_null(fcinfo, 0, "queue name");
-	tj_caller_enter(fcinfo, &caller);
-	SPI_connect();
-	filter_init(&f, managed_queue(fcinfo, &caller));
-	check_dead_filter(fcinfo);
-	check_max_jobs(fcinfo, 4);
-	filter_arg(&f, 5, fcinfo, 1);
-	filter_arg(&f, 3, fcinfo, 2);
-	filter_arg(&f, 4, fcinfo, 3);
-	filter_arg(&f, 6, fcinfo, 4);
-	n = move_back(&f);
-	SPI_finish();
-	tj_caller_leave(&caller);
-	PG_RETURN_INT64(n);
+	return dead_letters_call(fcinfo, RETRY_MATCHING);
 }
 
-/* delete_dead(id) returns boolean: true if there was such a dead job */
 Datum
 throttle_jobs_delete_dead(PG_FUNCTION_ARGS)
 {
-	TJCaller	caller;
-	DeadFilter	f;
-	int32		queue_id;
-	bool		deleted = false;
-
-	tj_require_not_null(fcinfo, 0, "job id");
-	tj_caller_enter(fcinfo, &caller);
-	SPI_connect();
-	queue_id = dead_job_queue(fcinfo, &caller);
-	if (queue_id >= 0)
-	{
-		filter_init(&f, queue_id);
-		filter_arg(&f, 2, fcinfo, 0);
-		deleted = purge(&f) > 0;
-	}
-	SPI_finish();
-	tj_caller_leave(&caller);
-	PG_RETURN_BOOL(deleted);
+	return dead_letters_call(fcinfo, DELETE_ID);
 }
 
-/*
- * purge_dead(queue, older_than) returns bigint: how many of the queue's
- * dead jobs that died at least older_than ago were deleted.
- */
 Datum
 throttle_jobs_purge_dead(PG_FUNCTION_ARGS)
 {
-	TJCaller	caller;
-	DeadFilter	f;
-	Interval   *older_than;
-	int64		n;
-
-	tj_require_not_null(fcinfo, 0, "queue name");
-	tj_caller_enter(fcinfo, &caller);
-	SPI_connect();
-	filter_init(&f, managed_queue(fcinfo, &caller));
-	tj_require_not_null(fcinfo, 1, "older_than");
-	older_than = PG_GETARG_INTERVAL_P(1);
-	tj_check_interval(older_than, "older_than", true);
-	filter_set(&f, 6, DirectFunctionCall2(timestamptz_mi_interval,
-										  TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
-										  IntervalPGetDatum(older_than)));
-	n = purge(&f);
-	SPI_finish();
-	tj_caller_leave(&caller);
-	PG_RETURN_INT64(n);
+	return dead_letters_call(fcinfo, PURGE_QUEUE);
 }
 
-/*
- * purge_dead_matching(queue, error_contains, died_after, died_before)
- * returns bigint: how many dead jobs the filter selected were deleted.
- */
 Datum
 throttle_jobs_purge_dead_matching(PG_FUNCTION_ARGS)
 {
-	TJCaller	caller;
-	DeadFilter	f;
-	int64		n;
-
-	tj_require_not_null(fcinfo, 0, "queue name");
-	tj_caller_enter(fcinfo, &caller);
-	SPI_connect();
-	filter_init(&f, managed_queue(fcinfo, &caller));
-	check_dead_filter(fcinfo);
-	filter_arg(&f, 5, fcinfo, 1);
-	filter_arg(&f, 3, fcinfo, 2);
-	filter_arg(&f, 4, fcinfo, 3);
-	n = purge(&f);
-	SPI_finish();
-	tj_caller_leave(&caller);
-	PG_RETURN_INT64(n);
+	return dead_letters_call(fcinfo, PURGE_MATCHING);
 }
