@@ -29,10 +29,11 @@
  * through the (sub)transaction abort.  With the 0.1.0 declarations (SECURITY
  * DEFINER) the caller seen is the extension owner, who may do everything.
  *
- * The SQL-written functions that take a queue or a job have a public C
- * wrapper (throttle_jobs_call_as_caller) that calls the internal SECURITY
- * DEFINER function of the same name with a leading underscore, passing the
- * calling role first, as create_queue and alter_queue do (queue.c).
+ * The SQL-written functions that take a queue or a job (pause_queue,
+ * explain_job, grant_queue, ...) have a public C wrapper
+ * (throttle_jobs_call_as_caller) that calls the internal SECURITY DEFINER
+ * function of the same name with a leading underscore, passing the calling
+ * role first (as 0.1.0's create_queue and alter_queue do, queue.c).
  *
  * run_jobs checks its caller at the top (tj_run_jobs_check), and its job
  * loop asks tj_run_jobs_may_take before it takes a job of a queue, so that
