@@ -133,16 +133,21 @@ schema_is_010(void)
 	return get_attnum(queue, "handler_owner") == InvalidAttrNumber;
 }
 
-/* The statements' parameters: the queue-option arguments, then `last`. */
+/*
+ * The statements' parameters: the queue-option arguments (NULL past the
+ * last argument), then `last`.
+ */
 static void
 queue_args(FunctionCallInfo fcinfo, Datum last, Datum *values, char *nulls)
 {
-	if (PG_NARGS() != TJ_QA_COUNT)
+	if (PG_NARGS() > TJ_QA_COUNT)
 		elog(ERROR, "throttle_jobs: queue options called with %d arguments", PG_NARGS());
 	for (int i = 0; i < TJ_QA_COUNT; i++)
 	{
-		values[i] = fcinfo->args[i].value;
-		nulls[i] = fcinfo->args[i].isnull ? 'n' : ' ';
+		bool		given = i < PG_NARGS() && !PG_ARGISNULL(i);
+
+		values[i] = given ? PG_GETARG_DATUM(i) : (Datum) 0;
+		nulls[i] = given ? ' ' : 'n';
 	}
 	values[TJ_QA_COUNT] = last;
 	nulls[TJ_QA_COUNT] = ' ';
@@ -154,7 +159,7 @@ check_handler(FunctionCallInfo fcinfo, Oid owner)
 {
 	Datum		values[2];
 
-	if (PG_ARGISNULL(TJ_QA_HANDLER))
+	if (TJ_QA_HANDLER >= PG_NARGS() || PG_ARGISNULL(TJ_QA_HANDLER))
 		return;
 	values[0] = PG_GETARG_DATUM(TJ_QA_HANDLER);
 	values[1] = ObjectIdGetDatum(owner);
@@ -218,7 +223,8 @@ throttle_jobs_alter_queue(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(queue.id);
 	tj_execute(&lock_owner_stmt, values, NULL, false, 0, SPI_OK_SELECT);
 	owner = DatumGetObjectId(tj_get_datum(0, 1, &isnull));
-	if (!PG_ARGISNULL(TJ_QA_HANDLER) && !has_privs_of_role(caller.role, owner))
+	if (TJ_QA_HANDLER < PG_NARGS() && !PG_ARGISNULL(TJ_QA_HANDLER) &&
+		!has_privs_of_role(caller.role, owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("only the owner of queue \"%s\" may set its handler", queue.name),

@@ -368,15 +368,15 @@ check_backoff_order(text *name, Interval *base, Interval *max)
 /*
  * Checks the queue options of create_queue or alter_queue (creating says
  * which), whose arguments (the queue-option signature: TJQueueArg) start
- * at argument `first` of fcinfo.  NULL means "not given"; when creating,
- * only max_size and the handler (checked elsewhere) may be NULL.  The name
- * is always required.
+ * at argument `first` of fcinfo; options past the last argument count as
+ * NULL.  NULL means "not given"; when creating, only max_size and the
+ * handler (checked elsewhere) may be NULL.  The name is always required.
  */
 void
 tj_check_queue_options(FunctionCallInfo fcinfo, int first, bool creating)
 {
 #define ARG(a)			(first + (a))
-#define ISNULL(a)		PG_ARGISNULL(ARG(a))
+#define ISNULL(a)		(ARG(a) >= PG_NARGS() || PG_ARGISNULL(ARG(a)))
 	char	   *name;
 
 	for (int i = 0; i < TJ_QA_COUNT; i++)
