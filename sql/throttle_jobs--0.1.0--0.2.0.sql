@@ -2045,6 +2045,41 @@ COMMENT ON FUNCTION throttle_jobs.try_acquire(text, integer) IS 'Takes cost toke
 
 
 ------------------------------------------------------------------------------
+-- create_queue(..., max_running => n) (issue 14, SQL gap 4)
+------------------------------------------------------------------------------
+
+-- The queue-wide cap can be given at creation: create_queue takes one more
+-- argument, last and defaulted, so every call of the 0.1.0 function means
+-- the same.  An added argument is a new function: the 0.1.0 one is dropped
+-- and made again, with its grant and comment.  The C wrapper sets the cap
+-- as set_queue_max_running does (src/queue_cap.c), in the same transaction.
+DROP FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text);
+CREATE FUNCTION throttle_jobs.create_queue(
+	name				text,
+	max_size			bigint DEFAULT NULL,
+	on_full				text DEFAULT 'error',
+	max_attempts		integer DEFAULT 5,
+	backoff_base		interval DEFAULT '30 seconds',
+	backoff_factor		double precision DEFAULT 4,
+	backoff_max			interval DEFAULT '1 hour',
+	backoff_jitter		double precision DEFAULT 0.1,
+	lease				interval DEFAULT '5 minutes',
+	retain_completed	interval DEFAULT '1 day',
+	retain_dead			interval DEFAULT '14 days',
+	handler				regprocedure DEFAULT NULL,
+	fairness			text DEFAULT 'fifo',
+	max_running			integer DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_create_queue'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text, integer)
+	TO throttle_jobs_admin;
+COMMENT ON FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text, integer) IS 'Creates a queue with its retry policy, lease, retention, backpressure, optional SQL handler and optional cap on its running jobs (max_running, as set_queue_max_running sets it).';
+
+
+------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes
 ------------------------------------------------------------------------------
 

@@ -164,6 +164,8 @@ extern int64 tj_notify_due(TimestampTz now);
 
 /* queue_cap.c: a queue-wide cap on running jobs */
 extern int32 tj_queue_cap_room(text *queue_name, int32 max_jobs);
+extern void tj_check_queue_max_running(int32 max_running);
+extern void tj_store_queue_max_running(Oid role, text *queue_name, int32 max_running);
 
 /* work.c */
 extern void tj_refuse_xact_snapshot(void);
