@@ -1309,7 +1309,6 @@ throttle_jobs_try_acquire(PG_FUNCTION_ARGS)
 	char	   *key;
 	int32		cost;
 	TimestampTz wait_until;
-
 	bool		limited;
 	bool		granted;
 

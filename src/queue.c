@@ -38,9 +38,9 @@ PG_FUNCTION_INFO_V1(throttle_jobs_alter_queue);
 /*
  * Calls the internal SECURITY DEFINER function `target` with the current
  * role (the one in effect where our caller called us: these wrappers are not
- * SECURITY DEFINER) followed by our first `nargs` arguments.  The call goes through
- * fmgr directly, so the internal function needs no EXECUTE grant, and no
- * one can call it by name to claim another role.
+ * SECURITY DEFINER) followed by our first `nargs` arguments.  The call goes
+ * through fmgr directly, so the internal function needs no EXECUTE grant,
+ * and no one can call it by name to claim another role.
  */
 static Datum
 call_with_role(FunctionCallInfo fcinfo, const char *target, int nargs)
