@@ -99,12 +99,13 @@ static TJStatement check_handler_stmt = {
 /*
  * Calls the internal SECURITY DEFINER function `target` with the current
  * role (the one in effect where our caller called us: these wrappers are not
- * SECURITY DEFINER) followed by our own arguments.  The call goes through
- * fmgr directly, so the internal function needs no EXECUTE grant, and no
- * one can call it by name to claim another role.  For a 0.1.0 schema.
+ * SECURITY DEFINER) followed by our first `nargs` arguments.  The call goes
+ * through fmgr directly, so the internal function needs no EXECUTE grant,
+ * and no one can call it by name to claim another role.  For a 0.1.0
+ * schema.
  */
 static Datum
-call_with_role(FunctionCallInfo fcinfo, const char *target)
+call_with_role(FunctionCallInfo fcinfo, const char *target, int nargs)
 {
 	Oid			fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
 														  CStringGetDatum(target)));
@@ -112,10 +113,10 @@ call_with_role(FunctionCallInfo fcinfo, const char *target)
 	LOCAL_FCINFO(call, FUNC_MAX_ARGS);
 
 	fmgr_info(fn, &flinfo);
-	InitFunctionCallInfoData(*call, &flinfo, fcinfo->nargs + 1, InvalidOid, NULL, NULL);
+	InitFunctionCallInfoData(*call, &flinfo, nargs + 1, InvalidOid, NULL, NULL);
 	call->args[0].value = ObjectIdGetDatum(GetUserId());
 	call->args[0].isnull = false;
-	for (int i = 0; i < fcinfo->nargs; i++)
+	for (int i = 0; i < nargs; i++)
 		call->args[i + 1] = fcinfo->args[i];
 	(void) FunctionCallInvoke(call);
 	PG_RETURN_VOID();
@@ -140,7 +141,7 @@ schema_is_010(void)
 static void
 queue_args(FunctionCallInfo fcinfo, Datum last, Datum *values, char *nulls)
 {
-	if (PG_NARGS() > TJ_QA_COUNT)
+	if (PG_NARGS() > TJ_QA_MAX_RUNNING + 1)
 		elog(ERROR, "throttle_jobs: queue options called with %d arguments", PG_NARGS());
 	for (int i = 0; i < TJ_QA_COUNT; i++)
 	{
@@ -166,18 +167,28 @@ check_handler(FunctionCallInfo fcinfo, Oid owner)
 	tj_execute(&check_handler_stmt, values, NULL, false, 0, SPI_OK_SELECT);
 }
 
-/* create_queue(name, options...): the calling role becomes the owner */
+/*
+ * create_queue(name, options..., max_running => NULL): the calling role
+ * becomes the owner.  max_running (0.2.0; the 0.1.0 function has no such
+ * argument) is set as set_queue_max_running sets it, in the same
+ * transaction: a refused cap leaves no queue behind.
+ */
 Datum
 throttle_jobs_create_queue(PG_FUNCTION_ARGS)
 {
+	bool		capped = PG_NARGS() > TJ_QA_MAX_RUNNING && !PG_ARGISNULL(TJ_QA_MAX_RUNNING);
+	int32		max_running = capped ? PG_GETARG_INT32(TJ_QA_MAX_RUNNING) : 0;
 	TJCaller	caller;
 	Datum		values[TJ_QA_COUNT + 1];
 	char		nulls[TJ_QA_COUNT + 1];
 	bool		isnull;
 
+	if (capped)
+		tj_check_queue_max_running(max_running);
 	if (schema_is_010())
 		return call_with_role(fcinfo,
-							  "throttle_jobs._create_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+							  "throttle_jobs._create_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")",
+							  TJ_QA_COUNT);
 	tj_caller_enter(fcinfo, &caller);
 	tj_check_queue_options(fcinfo, 0, true);
 	SPI_connect();
@@ -192,6 +203,8 @@ throttle_jobs_create_queue(PG_FUNCTION_ARGS)
 	values[0] = tj_get_datum(0, 1, &isnull);
 	tj_execute(&queue_warning_stmt, values, NULL, false, 0, SPI_OK_INSERT);
 	SPI_finish();
+	if (capped && max_running > 0)
+		tj_store_queue_max_running(caller.role, PG_GETARG_TEXT_PP(TJ_QA_NAME), max_running);
 	tj_caller_leave(&caller);
 	PG_RETURN_VOID();
 }
@@ -213,7 +226,8 @@ throttle_jobs_alter_queue(PG_FUNCTION_ARGS)
 
 	if (schema_is_010())
 		return call_with_role(fcinfo,
-							  "throttle_jobs._alter_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+							  "throttle_jobs._alter_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")",
+							  PG_NARGS());
 	tj_require_not_null(fcinfo, TJ_QA_NAME, "queue name");
 	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
