@@ -219,21 +219,53 @@ tj_fail_locked(const TJFailedJob *job, const char *error,
 }
 
 /*
- * Completes the running job values[0] under lease token values[1] at
- * values[2] with result values[3] (complete_stmt's parameters); false when
- * the token is stale.  The caller must be connected to SPI.
+ * Refuses a result larger than throttle_jobs.max_payload_size: a result is
+ * kept in the archive as a payload is kept in the job, under the same bound.
+ * which: the result's position among several (1-based), or 0 for one.
+ */
+void
+tj_check_result_size(Datum result, int which)
+{
+	Size		size = toast_raw_datum_size(result) - VARHDRSZ;
+
+	if (size <= (Size) tj_max_payload_size)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 which > 0 ? errmsg("result %d is too large (%zu bytes)", which, size)
+			 : errmsg("result is too large (%zu bytes)", size),
+			 errhint("throttle_jobs.max_payload_size allows %d bytes.",
+					 tj_max_payload_size)));
+}
+
+/*
+ * The complete transition: completes running job `id` (int8) under
+ * `lease_token` (uuid) at `now` with `result` (jsonb, or (Datum) 0 for
+ * none, at most max_payload_size: tj_check_result_size); false when the
+ * token is stale.  The caller must be connected to SPI, running as the
+ * extension owner, and have checked the caller's privilege on the job.
  */
 bool
-tj_complete_job(Datum *values, const char *nulls)
+tj_complete_job(Datum id, Datum lease_token, Datum result, TimestampTz now)
 {
-	bool		done = tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT) > 0;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		done;
 	bool		isnull;
 
+	if (result != (Datum) 0)
+		tj_check_result_size(result, 0);
+	values[0] = id;
+	values[1] = lease_token;
+	values[2] = TimestampTzGetDatum(now);
+	values[3] = result;
+	if (result == (Datum) 0)
+		nulls[3] = 'n';
+	done = tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT) > 0;
 	if (done)
 	{
 		tj_stats_completed(DatumGetInt32(tj_get_datum(0, 3, &isnull)),
-						   DatumGetTimestampTz(tj_get_datum(0, 4, &isnull)),
-						   GetCurrentTransactionStartTimestamp());
+						   DatumGetTimestampTz(tj_get_datum(0, 4, &isnull)), now);
 		completed(0);
 	}
 	SPI_freetuptable(SPI_tuptable);
@@ -333,35 +365,20 @@ tj_complete_many(Datum ids, Datum tokens)
 Datum
 throttle_jobs_complete(PG_FUNCTION_ARGS)
 {
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		done;
 	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
-	/* a result is kept in the archive as a payload is kept in the job: the same bound */
 	if (!PG_ARGISNULL(2))
-	{
-		Size		size = toast_raw_datum_size(PG_GETARG_DATUM(2)) - VARHDRSZ;
-
-		if (size > (Size) tj_max_payload_size)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("result is too large (%zu bytes)", size),
-					 errhint("throttle_jobs.max_payload_size allows %d bytes.",
-							 tj_max_payload_size)));
-	}
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
+		tj_check_result_size(PG_GETARG_DATUM(2), 0);
 
 	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
 	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
-	done = tj_complete_job(values, nulls);
+	done = tj_complete_job(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1),
+						   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+						   GetCurrentTransactionStartTimestamp());
 	SPI_finish();
 	tj_caller_leave(&caller);
 	PG_RETURN_BOOL(done);
@@ -385,15 +402,39 @@ tj_read_failed_job(uint64 row, TJFailedJob *job)
 	job->queue_id = DatumGetInt32(tj_get_datum(row, 10, &isnull));
 }
 
+/*
+ * The fail transition of running job `id` (int8) under `lease_token`
+ * (uuid): locks it and records the failed attempt (tj_fail_locked), its
+ * error cut to TJ_MAX_ERROR_LEN bytes.  Returns TJ_FAIL_STALE, changing
+ * nothing, when the token no longer matches.  The caller must be connected
+ * to SPI, running as the extension owner, and have checked the caller's
+ * privilege on the job.
+ */
+TJFailOutcome
+tj_fail_job(Datum id, Datum lease_token, const char *error, const Interval *retry_in,
+			bool retryable, TimestampTz now)
+{
+	Datum		values[2];
+	TJFailedJob job;
+	char	   *text = pstrdup(error);
+
+	if (strlen(text) > TJ_MAX_ERROR_LEN)
+		text[pg_mbcliplen(text, strlen(text), TJ_MAX_ERROR_LEN)] = '\0';
+	values[0] = id;
+	values[1] = lease_token;
+	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
+		return TJ_FAIL_STALE;
+	tj_read_failed_job(0, &job);
+	return tj_fail_locked(&job, text, retry_in, retryable, now) ? TJ_FAIL_DEAD : TJ_FAIL_RETRY;
+}
+
 /* fail(id, lease_token, error, retry_in, retryable) returns text */
 Datum
 throttle_jobs_fail(PG_FUNCTION_ARGS)
 {
-	Datum		values[2];
-	TJFailedJob job;
 	Interval   *retry_in = NULL;
-	char	   *error;
-	bool		dead;
+	TJFailOutcome outcome;
+	const char *state;
 	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
@@ -405,40 +446,58 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 		retry_in = PG_GETARG_INTERVAL_P(3);
 		tj_check_delay(retry_in, "retry_in");
 	}
-	error = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (strlen(error) > TJ_MAX_ERROR_LEN)
-		error[pg_mbcliplen(error, strlen(error), TJ_MAX_ERROR_LEN)] = '\0';
-
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
 
 	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
 	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
-	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
-	{
-		bool		cancelled = tj_job_was_cancelled(PG_GETARG_INT64(0), caller.role);
-
-		SPI_finish();
-		tj_caller_leave(&caller);
-		PG_RETURN_TEXT_P(cstring_to_text(cancelled ? "cancelled" : "stale"));
-	}
-	tj_read_failed_job(0, &job);
-	dead = tj_fail_locked(&job, error, retry_in, PG_GETARG_BOOL(4),
+	outcome = tj_fail_job(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1),
+						  text_to_cstring(PG_GETARG_TEXT_PP(2)), retry_in, PG_GETARG_BOOL(4),
 						  GetCurrentTransactionStartTimestamp());
+	if (outcome == TJ_FAIL_STALE)
+		state = tj_job_was_cancelled(PG_GETARG_INT64(0), caller.role) ? "cancelled" : "stale";
+	else
+		state = outcome == TJ_FAIL_DEAD ? "dead" : "available";
 	SPI_finish();
 	tj_caller_leave(&caller);
-	PG_RETURN_TEXT_P(cstring_to_text(dead ? "dead" : "available"));
+	PG_RETURN_TEXT_P(cstring_to_text(state));
+}
+
+/*
+ * The snooze transition: puts running job `id` (int8) held under
+ * `lease_token` (uuid) back, due at run_at, without counting its attempt;
+ * false when the token is stale.  The caller must be connected to SPI,
+ * running as the extension owner, and have checked the caller's privilege
+ * on the job.
+ */
+bool
+tj_snooze_job(Datum id, Datum lease_token, TimestampTz run_at)
+{
+	Datum		values[3];
+	bool		isnull;
+	bool		snoozed;
+
+	values[0] = id;
+	values[1] = lease_token;
+	values[2] = TimestampTzGetDatum(run_at);
+	snoozed = tj_execute(&snooze_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) > 0;
+	if (snoozed)
+	{
+		tj_stats_snoozed(DatumGetInt32(tj_get_datum(0, 2, &isnull)),
+						 DatumGetTimestampTz(tj_get_datum(0, 3, &isnull)),
+						 DatumGetInt32(tj_get_datum(0, 4, &isnull)));
+		release_slot(0);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return snoozed;
 }
 
 /* snooze(id, lease_token, delay) returns boolean: false when stale */
 Datum
 throttle_jobs_snooze(PG_FUNCTION_ARGS)
 {
-	Datum		values[3];
 	Interval   *delay;
-	uint64		n;
-	bool		isnull;
+	TimestampTz run_at;
+	bool		snoozed;
 	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
@@ -446,26 +505,17 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 	tj_require_not_null(fcinfo, 2, "delay");
 	delay = PG_GETARG_INTERVAL_P(2);
 	tj_check_delay(delay, "delay");
+	run_at = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+													 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+													 IntervalPGetDatum(delay)));
 
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = DirectFunctionCall2(timestamptz_pl_interval,
-									TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
-									IntervalPGetDatum(delay));
 	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
 	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
-	n = tj_execute(&snooze_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
-	if (n > 0)
-	{
-		tj_stats_snoozed(DatumGetInt32(tj_get_datum(0, 2, &isnull)),
-						 DatumGetTimestampTz(tj_get_datum(0, 3, &isnull)),
-						 DatumGetInt32(tj_get_datum(0, 4, &isnull)));
-		release_slot(0);
-	}
+	snoozed = tj_snooze_job(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), run_at);
 	SPI_finish();
 	tj_caller_leave(&caller);
-	PG_RETURN_BOOL(n > 0);
+	PG_RETURN_BOOL(snoozed);
 }
 
 /* heartbeat(id, lease_token, extend) returns timestamptz: NULL when stale */

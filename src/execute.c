@@ -62,6 +62,7 @@
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "commands/extension.h"
 #include "commands/prepare.h"
 #include "commands/sequence.h"
@@ -90,6 +91,9 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
+#include "utils/tuplestore.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
 
 #include "throttle_jobs.h"
 
@@ -169,22 +173,6 @@ static TJStatement pick_010_stmt = {
 	PICK_SQL("NULL::pg_catalog.oid"), 1, {TEXTOID}
 };
 
-static TJStatement reserve_stmt = {
-	"SELECT r.id, r.lease_token, r.payload"
-	"  FROM throttle_jobs.reserve($1::pg_catalog.text, $2::pg_catalog.text, 1::pg_catalog.int4) r",
-	2, {TEXTOID, TEXTOID}
-};
-
-static TJStatement complete_stmt = {
-	"SELECT throttle_jobs.complete($1::pg_catalog.int8, $2::pg_catalog.uuid, $3::pg_catalog.jsonb)",
-	3, {INT8OID, UUIDOID, JSONBOID}
-};
-
-static TJStatement fail_stmt = {
-	"SELECT throttle_jobs.fail($1::pg_catalog.int8, $2::pg_catalog.uuid, $3::pg_catalog.text)",
-	3, {INT8OID, UUIDOID, TEXTOID}
-};
-
 /*
  * How many times a job may be handed back at shutdown without counting the
  * attempt.  A handler whose run makes its executor receive SIGTERM (it
@@ -217,12 +205,6 @@ static TJStatement hand_back_note_stmt = {
 	"   AND j.lease_token OPERATOR(pg_catalog.=) $2::pg_catalog.uuid"
 	"   AND j.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text",
 	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, TEXTOID}
-};
-
-/* Hands a job back without counting the attempt */
-static TJStatement hand_back_stmt = {
-	"SELECT throttle_jobs.snooze($1::pg_catalog.int8, $2::pg_catalog.uuid, '0 s'::pg_catalog.interval)",
-	2, {INT8OID, UUIDOID}
 };
 
 /*
@@ -373,6 +355,58 @@ schema_has_handler_owner(void)
 }
 
 /*
+ * Reserves one job of the queue called `queue` (a text datum) for `worker`,
+ * as reserve(queue, worker, 1) does, and copies its id, lease token and
+ * payload into job, in cxt.  Returns false when none was ready.  Runs in
+ * the current transaction, in an SPI connection of its own.
+ */
+static bool
+reserve_one(Datum queue, const char *worker, HandlerJob *job, MemoryContext cxt)
+{
+	text	   *worker_text = cstring_to_text(worker);
+	Oid			nsp = get_namespace_oid("throttle_jobs", false);
+	Oid			typid;
+	ReturnSetInfo rsinfo;
+	TupleTableSlot *slot;
+	TJCaller	caller;
+	bool		found;
+
+	tj_check_reserve_args(worker_text, 1, NULL);
+	typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("reserved_job"),
+							ObjectIdGetDatum(nsp));
+	if (!OidIsValid(typid))
+		elog(ERROR, "throttle_jobs: type throttle_jobs.reserved_job is missing");
+	memset(&rsinfo, 0, sizeof(rsinfo));
+	rsinfo.type = T_ReturnSetInfo;
+	rsinfo.setDesc = lookup_rowtype_tupdesc_copy(typid, -1);
+	rsinfo.setResult = tuplestore_begin_heap(false, false, work_mem);
+
+	tj_caller_enter_owner(&caller);
+	SPI_connect();
+	tj_check_queue(caller.role, DatumGetTextPP(queue), TJ_PRIV_CONSUME);
+	tj_reserve_jobs(&rsinfo, DatumGetTextPP(queue), worker_text, 1, NULL);
+	SPI_finish();
+	tj_caller_leave(&caller);
+
+	slot = MakeSingleTupleTableSlot(rsinfo.setDesc, &TTSOpsMinimalTuple);
+	found = tuplestore_gettupleslot(rsinfo.setResult, true, false, slot);
+	if (found)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		bool		isnull;
+
+		/* reserved_job: id, queue, payload, attempt, max_attempts, lease_token, ... */
+		job->id = DatumGetInt64(slot_getattr(slot, 1, &isnull));
+		job->payload = datumCopy(slot_getattr(slot, 3, &isnull), false, -1);
+		job->lease_token = datumCopy(slot_getattr(slot, 6, &isnull), false, UUID_LEN);
+		MemoryContextSwitchTo(old);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	tuplestore_end(rsinfo.setResult);
+	return found;
+}
+
+/*
  * Reserves one job of a handler queue (only_queue, or any in turn) for
  * `worker`, copying it into cxt.  Runs in the current transaction.
  */
@@ -404,17 +438,12 @@ reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
 
 		if (!tj_run_jobs_may_take(name))
 			continue;			/* run_jobs(NULL): a queue its caller may not consume */
-		values[0] = name;
-		values[1] = CStringGetTextDatum(worker);
-		if (tj_execute(&reserve_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
+		if (!reserve_one(name, worker, job, cxt))
 			continue;
 		found = true;
 		next_queue = row + 1;
 
 		MemoryContextSwitchTo(cxt);
-		job->id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
-		job->lease_token = datumCopy(tj_get_datum(0, 2, &isnull), false, 16);
-		job->payload = datumCopy(tj_get_datum(0, 3, &isnull), false, -1);
 		job->queue = TextDatumGetCString(name);
 		job->signature = TextDatumGetCString(SPI_getbinval(q, qdesc, 2, &isnull));
 		job->owner = DatumGetObjectId(SPI_getbinval(q, qdesc, 3, &isnull));
@@ -664,10 +693,10 @@ call_handler(const HandlerJob *job, bool own_transactions, bool *isnull)
 static void
 run_and_complete(const HandlerJob *job, bool own_transactions)
 {
-	Datum		values[3];
-	char		nulls[3] = "   ";
 	bool		isnull;
 	Datum		result;
+	TJCaller	caller;
+	bool		done;
 
 	result = call_handler(job, own_transactions, &isnull);
 	if (cancel_reason == CANCEL_DEADLINE)
@@ -675,19 +704,21 @@ run_and_complete(const HandlerJob *job, bool own_transactions)
 				(errcode(ERRCODE_QUERY_CANCELED),
 				 errmsg("handler of job %lld returned after its deadline", (long long) job->id)));
 	if (isnull || get_func_rettype(job->handler) != JSONBOID)
-		nulls[2] = 'n';
-	values[0] = Int64GetDatum(job->id);
-	values[1] = job->lease_token;
-	values[2] = result;
+		result = (Datum) 0;
 
+	/* complete(), as its SQL entry point would run it */
+	tj_caller_enter_owner(&caller);
 	SPI_connect();
-	tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT);
-	if (!DatumGetBool(tj_get_datum(0, 1, &isnull)))
+	tj_check_job(caller.role, Int64GetDatum(job->id), TJ_PRIV_CONSUME);
+	done = tj_complete_job(Int64GetDatum(job->id), job->lease_token, result,
+						   GetCurrentTransactionStartTimestamp());
+	SPI_finish();
+	tj_caller_leave(&caller);
+	if (!done)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("lease of job %lld was lost while its handler ran", (long long) job->id),
 				 errdetail("The handler's work is rolled back; the job belongs to whoever holds it now.")));
-	SPI_finish();
 }
 
 /*
@@ -699,6 +730,7 @@ static void
 record_failure(const HandlerJob *job, const char *error, bool hand_back)
 {
 	Datum		values[4];
+	TJCaller	caller;
 
 	values[0] = Int64GetDatum(job->id);
 	values[1] = job->lease_token;
@@ -724,9 +756,19 @@ record_failure(const HandlerJob *job, const char *error, bool hand_back)
 			tj_execute(&hand_back_note_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
 		}
 	}
-	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	tj_execute(hand_back ? &hand_back_stmt : &fail_stmt, values, NULL, false, 0, SPI_OK_SELECT);
 	SPI_finish();
+
+	/* fail(), or snooze() by 0 s, as its SQL entry point would run it */
+	tj_caller_enter_owner(&caller);
+	SPI_connect();
+	tj_check_job(caller.role, values[0], TJ_PRIV_CONSUME);
+	if (hand_back)
+		(void) tj_snooze_job(values[0], values[1], GetCurrentTransactionStartTimestamp());
+	else
+		(void) tj_fail_job(values[0], values[1], error, NULL, true,
+						   GetCurrentTransactionStartTimestamp());
+	SPI_finish();
+	tj_caller_leave(&caller);
 }
 
 /*
@@ -951,6 +993,9 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 	}
 
 	refusal = handler_refusal(&job);
+	/* (an executor's job transaction ends before the refusal is recorded) */
+	if (refusal != NULL)
+		refusal = MemoryContextStrdup(cxt, refusal);
 	if (refusal == NULL)
 	{
 		PG_TRY();

@@ -42,7 +42,10 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -52,6 +55,7 @@
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -366,13 +370,64 @@ tj_caller_enter(FunctionCallInfo fcinfo, TJCaller *caller)
 
 	GetUserIdAndSecContext(&caller->saved_userid, &caller->saved_context);
 	caller->role = caller->saved_userid;
+	caller->guc_nestlevel = 0;
 	if (owner != caller->saved_userid)
 		SetUserIdAndSecContext(owner, caller->saved_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+/* The owner of the throttle_jobs extension in this database */
+static Oid
+extension_owner(void)
+{
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			owner;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("throttle_jobs"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"throttle_jobs\" is not installed in this database")));
+	owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
+/*
+ * For the C callers of the job transitions (the background workers and
+ * run_jobs), which call the C API where a client calls the SQL entry
+ * points: records the current user in caller->role, then runs as the
+ * extension owner with search_path = pg_catalog, pg_temp in a GUC nest
+ * level of its own, as the entry points do (SECURITY DEFINER under 0.1.0,
+ * tj_caller_enter and their SET search_path under 0.2.0), until
+ * tj_caller_leave.  Needs a transaction; an error undoes both through the
+ * (sub)transaction abort.
+ */
+void
+tj_caller_enter_owner(TJCaller *caller)
+{
+	Oid			owner = extension_owner();
+
+	GetUserIdAndSecContext(&caller->saved_userid, &caller->saved_context);
+	caller->role = caller->saved_userid;
+	if (owner != caller->saved_userid)
+		SetUserIdAndSecContext(owner, caller->saved_context | SECURITY_LOCAL_USERID_CHANGE);
+	caller->guc_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 void
 tj_caller_leave(const TJCaller *caller)
 {
+	if (caller->guc_nestlevel > 0)
+		AtEOXact_GUC(true, caller->guc_nestlevel);
 	SetUserIdAndSecContext(caller->saved_userid, caller->saved_context);
 }
 

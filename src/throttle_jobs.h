@@ -111,9 +111,11 @@ typedef struct TJCaller
 	Oid			role;			/* current_user where the entry point was called */
 	Oid			saved_userid;
 	int			saved_context;
+	int			guc_nestlevel;	/* tj_caller_enter_owner's; 0: none */
 } TJCaller;
 
 extern void tj_caller_enter(FunctionCallInfo fcinfo, TJCaller *caller);
+extern void tj_caller_enter_owner(TJCaller *caller);
 extern void tj_caller_leave(const TJCaller *caller);
 extern int	tj_privilege_from_name(const char *name);
 extern bool tj_capable(Oid role, int priv);
@@ -153,10 +155,42 @@ extern void tj_read_failed_job(uint64 row, TJFailedJob *job);
 extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 						   const Interval *retry_in, bool retryable, TimestampTz now);
 
-extern bool tj_complete_job(Datum *values, const char *nulls);
+/*
+ * The transitions of a job held under a lease token (complete.c); the
+ * caller is connected to SPI and runs as the extension owner (the SQL entry
+ * points through tj_caller_enter, the background workers and run_jobs
+ * through tj_caller_enter_owner).
+ */
+typedef enum TJFailOutcome
+{
+	TJ_FAIL_STALE,				/* the lease token no longer matches: nothing changed */
+	TJ_FAIL_RETRY,				/* available again after its backoff */
+	TJ_FAIL_DEAD				/* moved to the dead letters */
+} TJFailOutcome;
+
+extern void tj_check_result_size(Datum result, int which);
+extern bool tj_complete_job(Datum id, Datum lease_token, Datum result, TimestampTz now);
+extern TJFailOutcome tj_fail_job(Datum id, Datum lease_token, const char *error,
+								 const Interval *retry_in, bool retryable, TimestampTz now);
+extern bool tj_snooze_job(Datum id, Datum lease_token, TimestampTz run_at);
 extern uint64 tj_complete_many(Datum ids, Datum tokens);
 extern uint64 tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids);
 extern bool tj_job_was_cancelled(int64 id, Oid role);
+
+/* maintain.c: one maintenance pass */
+typedef struct TJMaintainResult
+{
+	int64		expired_leases;
+	int64		dead_lettered;	/* of the expired leases */
+	int64		throttled_released;
+	int64		dead_letters_purged;
+	int64		rate_states_forgotten;
+	Datum		archive;		/* jsonb: _maintain_archive's report */
+	char	   *stats;			/* tj_stats_maintain's report (JSON text) */
+} TJMaintainResult;
+
+extern bool tj_maintain(TimestampTz now, TJMaintainResult *result);
+extern bool tj_restore_pending(TimestampTz now);
 
 /* admin.c */
 extern void tj_notify_enqueued(int32 queue_id);
@@ -341,6 +375,5 @@ extern void tj_stats_run_now(int32 queue_id, TimestampTz old_run_at, int32 attem
 extern void tj_stats_dead_lettered_waiting(int32 queue_id, TimestampTz run_at, int32 attempt);
 extern char *tj_stats_maintain(TimestampTz now);
 extern void tj_stats_force_recount(void);
-extern bool tj_restore_pending(TimestampTz now);
 
 #endif							/* THROTTLE_JOBS_H */

@@ -60,6 +60,8 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/uuid.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -472,9 +474,9 @@ database_listed(void)
 	return false;
 }
 
-static TJStatement sweep_stmt = {
-	"SELECT throttle_jobs.fail(j.id, j.lease_token,"
-	"       pg_catalog.format('worker %s exited while the job ran (a crash or a restart)', j.worker))"
+/* The running jobs of our workers other than the live ones $1, reserved before $2 */
+static TJStatement orphans_stmt = {
+	"SELECT j.id, j.lease_token, j.worker"
 	"  FROM throttle_jobs.job j"
 	" WHERE j.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text"
 	"   AND pg_catalog.starts_with(j.worker, '" TJ_WORKER_PREFIX "'::pg_catalog.text)"
@@ -483,14 +485,17 @@ static TJStatement sweep_stmt = {
 	2, {TEXTARRAYOID, TIMESTAMPTZOID}
 };
 
-static TJStatement maintain_stmt = {
-	"SELECT throttle_jobs.maintain()", 0, {InvalidOid}
-};
-
 static TJStatement handler_queues_stmt = {
 	"SELECT EXISTS (SELECT FROM throttle_jobs.queue q WHERE q.handler IS NOT NULL)",
 	0, {InvalidOid}
 };
+
+typedef struct Orphan
+{
+	Datum		id;				/* int8 */
+	Datum		lease_token;	/* uuid */
+	char	   *worker;
+} Orphan;
 
 /*
  * Fails the running jobs of our workers in this database that are gone: the
@@ -507,6 +512,9 @@ tj_sweep_orphans(void)
 	int			n = 0;
 	DatabaseSlot *slot;
 	Datum		values[2];
+	uint64		norphans;
+	Orphan	   *orphans;
+	TJCaller	caller;
 
 	SpinLockAcquire(&shared->mutex);
 	slot = db_slot(MyDatabaseId, false);
@@ -531,7 +539,30 @@ tj_sweep_orphans(void)
 
 	values[0] = PointerGetDatum(construct_array(live, n, TEXTOID, -1, false, TYPALIGN_INT));
 	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	tj_execute(&sweep_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	norphans = tj_execute(&orphans_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	if (norphans == 0)
+		return;
+	/* read them all before tj_fail_job replaces SPI_tuptable */
+	orphans = palloc(sizeof(Orphan) * norphans);
+	for (uint64 i = 0; i < norphans; i++)
+	{
+		bool		isnull;
+
+		orphans[i].id = tj_get_datum(i, 1, &isnull);
+		orphans[i].lease_token = datumCopy(tj_get_datum(i, 2, &isnull), false, UUID_LEN);
+		orphans[i].worker = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+	}
+	/* fail() of each, as its SQL entry point would run it */
+	tj_caller_enter_owner(&caller);
+	for (uint64 i = 0; i < norphans; i++)
+	{
+		tj_check_job(caller.role, orphans[i].id, TJ_PRIV_CONSUME);
+		(void) tj_fail_job(orphans[i].id, orphans[i].lease_token,
+						   psprintf("worker %s exited while the job ran (a crash or a restart)",
+									orphans[i].worker),
+						   NULL, true, GetCurrentTransactionStartTimestamp());
+	}
+	tj_caller_leave(&caller);
 }
 
 typedef enum PassResult
@@ -562,13 +593,18 @@ maintenance_pass(MemoryContext cxt)
 		{
 			bool		isnull;
 			bool		restoring;
+			TJCaller	caller;
+			TJMaintainResult report;
 
 			SPI_connect();
 			/* nothing but maintain() while a dump is restored (see maintain.c) */
 			restoring = tj_restore_pending(GetCurrentTimestamp());
 			if (!restoring)
 				tj_sweep_orphans();
-			tj_execute(&maintain_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
+			/* maintain(), as its SQL entry point (SECURITY DEFINER) would run it */
+			tj_caller_enter_owner(&caller);
+			(void) tj_maintain(GetCurrentTransactionStartTimestamp(), &report);
+			tj_caller_leave(&caller);
 			tj_execute(&handler_queues_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
 			if (DatumGetBool(tj_get_datum(0, 1, &isnull)) && !restoring)
 				result = PASS_HANDLERS;
