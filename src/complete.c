@@ -9,6 +9,11 @@
  * the job was reserved again) matches nothing, so a late worker changes
  * nothing and is told so: that is a normal race, not an error.
  *
+ * Each transition has a C function (tj_complete_job, tj_fail_job,
+ * tj_snooze_job; tj_fail_locked for a job already locked, as lease expiry
+ * has it) that the SQL functions wrap after their argument and privilege
+ * checks, and that the background workers and run_jobs call directly.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -90,15 +95,11 @@ static TJStatement complete_results_stmt = {
 	4, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID, JSONBARRAYOID}, NULL, TJ_GENERIC
 };
 
-/*
- * Whether job $1, no longer live, was cancelled (cancel(id, running =>
- * true)), in a queue that role $2 may consume
- */
+/* The queue of job $1, no longer live, if it was cancelled (cancel(id, running => true)) */
 static TJStatement cancelled_stmt = {
-	"SELECT 1 FROM throttle_jobs.job_archive a"
-	" WHERE a.id = $1 AND a.state = 'cancelled'"
-	"   AND throttle_jobs._may_queue($2, a.queue_id, 'consume') LIMIT 1",
-	2, {INT8OID, OIDOID}, NULL, TJ_GENERIC
+	"SELECT a.queue_id FROM throttle_jobs.job_archive a"
+	" WHERE a.id = $1 AND a.state = 'cancelled' LIMIT 1",
+	1, {INT8OID}, NULL, TJ_GENERIC
 };
 
 /* Locks a running job under a given lease, with its queue's retry policy. */
@@ -281,18 +282,21 @@ tj_complete_job(Datum id, Datum lease_token, Datum result, TimestampTz now)
 bool
 tj_job_was_cancelled(int64 id, Oid role)
 {
-	Datum		values[2];
+	Datum		values[1];
+	int32		queue_id = 0;
 	bool		found;
+	bool		isnull;
 
 	/* a 0.1.0 schema (the library before ALTER EXTENSION UPDATE) cancels no running job */
 	if (!tj_schema_has_released_at())
 		return false;
 	values[0] = Int64GetDatum(id);
-	values[1] = ObjectIdGetDatum(role);
 	/* not read-only: a fresh snapshot sees a cancel that a lock wait just saw commit */
 	found = tj_execute(&cancelled_stmt, values, NULL, false, 1, SPI_OK_SELECT) > 0;
+	if (found)
+		queue_id = DatumGetInt32(tj_get_datum(0, 1, &isnull));
 	SPI_freetuptable(SPI_tuptable);
-	return found;
+	return found && tj_may_queue(role, queue_id, TJ_PRIV_CONSUME);
 }
 
 /*

@@ -24,6 +24,9 @@
  * depth gauges from half the rows and judge retention without the queues.
  * The first pass after the restore recounts the gauges.
  *
+ * tj_maintain() is the pass; maintain() wraps it and reports what it did
+ * as jsonb, and the maintenance worker (dbworker.c) calls it directly.
+ *
  * Safe to run concurrently: expired jobs are claimed with SKIP LOCKED, and
  * partition changes are serialised by the row lock of maintenance_lock (an
  * advisory lock under 0.1.0) and a lock_timeout.
@@ -186,35 +189,38 @@ tj_maintain(TimestampTz now, TJMaintainResult *result)
 	return true;
 }
 
-/* Adds "key": value to the object being built in *state. */
+/* Adds "key": value (a scalar, or jbvBinary: a whole jsonb) to the object being built. */
+static void
+push_pair(JsonbParseState **state, const char *key, JsonbValue *value)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	(void) pushJsonbValue(state, WJB_KEY, &k);
+	(void) pushJsonbValue(state, WJB_VALUE, value);
+}
+
 static void
 push_int64(JsonbParseState **state, const char *key, int64 value)
 {
 	JsonbValue	v;
 
-	v.type = jbvString;
-	v.val.string.val = (char *) key;
-	v.val.string.len = strlen(key);
-	(void) pushJsonbValue(state, WJB_KEY, &v);
 	v.type = jbvNumeric;
 	v.val.numeric = int64_to_numeric(value);
-	(void) pushJsonbValue(state, WJB_VALUE, &v);
+	push_pair(state, key, &v);
 }
 
-/* Adds "key": a jsonb document to the object being built in *state. */
 static void
 push_jsonb(JsonbParseState **state, const char *key, Jsonb *value)
 {
 	JsonbValue	v;
 
-	v.type = jbvString;
-	v.val.string.val = (char *) key;
-	v.val.string.len = strlen(key);
-	(void) pushJsonbValue(state, WJB_KEY, &v);
 	v.type = jbvBinary;
 	v.val.binary.data = &value->root;
 	v.val.binary.len = VARSIZE(value) - VARHDRSZ;
-	(void) pushJsonbValue(state, WJB_VALUE, &v);
+	push_pair(state, key, &v);
 }
 
 /* maintain() returns jsonb: what the pass did */
@@ -235,13 +241,9 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 
 		MemoryContextSwitchTo(cxt);
 		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-		v.type = jbvString;
-		v.val.string.val = "restore_in_progress";
-		v.val.string.len = strlen(v.val.string.val);
-		(void) pushJsonbValue(&state, WJB_KEY, &v);
 		v.type = jbvBool;
 		v.val.boolean = true;
-		(void) pushJsonbValue(&state, WJB_VALUE, &v);
+		push_pair(&state, "restore_in_progress", &v);
 	}
 	else
 	{

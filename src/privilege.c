@@ -575,6 +575,13 @@ throttle_jobs_require_job_queue(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* Whether `role` holds `priv` (one bit) on queue `queue_id`; connects to SPI. */
+bool
+tj_may_queue(Oid role, int32 queue_id, int priv)
+{
+	return queue_id_allows(role, queue_id, priv, false, 0);
+}
+
 /* SQL: _may_queue(caller oid, queue_id integer, privilege text) returns boolean */
 Datum
 throttle_jobs_may_queue(PG_FUNCTION_ARGS)
@@ -594,28 +601,13 @@ throttle_jobs_may_queue(PG_FUNCTION_ARGS)
  * in run_jobs' own GUC nest level (it has SET search_path): PostgreSQL
  * restores the outer value when run_jobs returns, when it fails, and when a
  * nested run_jobs (from a handler) returns, so no stale caller survives an
- * error.  "0" outside run_jobs (the executors).
+ * error.  "0" outside run_jobs (the executors).  Defined in guc.c.
  */
-static char *run_jobs_caller_setting = NULL;
-
-static void
-assign_run_jobs_caller(const char *newval, void *extra)
+/* The assign hook of throttle_jobs.run_jobs_caller (guc.c) */
+void
+tj_assign_run_jobs_caller(const char *newval, void *extra)
 {
 	run_jobs_role = newval ? atooid(newval) : InvalidOid;
-}
-
-void
-tj_privilege_define_gucs(void)
-{
-	DefineCustomStringVariable("throttle_jobs.run_jobs_caller",
-							   "The role that called the run_jobs() in progress (internal).",
-							   NULL,
-							   &run_jobs_caller_setting,
-							   "0",
-							   PGC_INTERNAL,
-							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE |
-							   GUC_NO_RESET_ALL,
-							   NULL, assign_run_jobs_caller, NULL);
 }
 
 /*

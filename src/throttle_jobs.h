@@ -20,6 +20,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "storage/lockdefs.h"
+#include "storage/spin.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
@@ -37,9 +38,9 @@
 #define TJ_MAX_EXECUTORS		32		/* executor_workers per database */
 
 /* build_stamp.c */
-extern void tj_define_build_stamp_guc(void);
+extern const char *const tj_build_stamp;
 
-/* guc.c */
+/* guc.c: every throttle_jobs.* setting */
 extern int	tj_max_payload_size;
 extern int	tj_max_batch_size;
 extern char *tj_databases;
@@ -47,6 +48,10 @@ extern int	tj_maintenance_interval;
 extern int	tj_executor_workers;
 extern int	tj_shutdown_grace;
 extern bool tj_allow_superuser_handlers;
+extern int	tj_stats_max_queues;
+extern int	tj_stats_max_keys;
+extern int	tj_stats_history;
+extern int	tj_stats_recount_interval;
 extern void tj_define_gucs(void);
 
 /* spi_util.c: a statement prepared once per backend and kept */
@@ -68,7 +73,6 @@ extern uint64 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
 extern uint64 tj_execute_latest(TJStatement *stmt, Datum *values, const char *nulls,
 								int expected);
 extern ErrorData *tj_catch_in_subxact(MemoryContext cxt, ResourceOwner owner);
-extern void tj_execute_sql(const char *sql, int expected);
 extern Datum tj_get_datum(uint64 row, int col, bool *isnull);
 extern Datum tj_get_datum_copy(uint64 row, int col, bool *isnull);
 
@@ -122,7 +126,8 @@ extern bool tj_capable(Oid role, int priv);
 extern void tj_check_queue(Oid role, text *name, int priv);
 extern void tj_check_jobs(Oid role, Datum ids, int priv);
 extern void tj_check_job(Oid role, Datum id, int priv);
-extern void tj_privilege_define_gucs(void);
+extern bool tj_may_queue(Oid role, int32 queue_id, int priv);
+extern void tj_assign_run_jobs_caller(const char *newval, void *extra);
 extern void tj_run_jobs_check(Oid caller, text *queue);
 extern bool tj_run_jobs_may_take(Datum queue);
 
@@ -308,20 +313,65 @@ extern bool tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *
 							 TimestampTz *blocked_until);
 extern int64 tj_release_throttled(TimestampTz now);
 
-/* execute.c: running handler jobs (executors and run_jobs) */
+/* handler.c: running handler jobs (executors and run_jobs) */
 #define TJ_WORKER_PREFIX	"throttle_jobs/"	/* worker names of our own processes */
 
-extern void tj_sigterm_handler(SIGNAL_ARGS);
-extern bool tj_shutdown_requested(void);
+extern bool tj_job_in_hand(void);
 extern bool tj_run_next_job(const char *worker, const char *only_queue, bool own_transactions);
 extern void tj_discard_session_state(void);
 
-/* worker.c: launcher, per-database maintenance workers, executors */
-extern void tj_workers_init(void);
-extern void tj_wake_executors_at_commit(void);
-extern void tj_sweep_orphans(void);
+/* shmem.c: shared memory (see its header), and the workers' slots in it */
+#define TJ_MAX_DATABASES	64		/* databases with workers */
+
+typedef struct TJExecutorSlot
+{
+	pid_t		pid;			/* 0: free */
+	struct Latch *latch;
+	bool		idle;			/* waiting on its latch */
+} TJExecutorSlot;
+
+typedef struct TJDatabaseSlot
+{
+	Oid			dboid;			/* InvalidOid: free */
+	pid_t		worker_pid;		/* the maintenance worker; 0: none */
+	struct Latch *worker_latch;
+	TJExecutorSlot exec[TJ_MAX_EXECUTORS];
+} TJDatabaseSlot;
+
+/* Every field under mutex */
+typedef struct TJWorkerShared
+{
+	slock_t		mutex;
+	bool		warned_no_slots;	/* the max_worker_processes WARNING was given */
+	TJDatabaseSlot db[TJ_MAX_DATABASES];
+} TJWorkerShared;
+
+extern TJWorkerShared *tj_workers;	/* NULL: the library is not preloaded */
+extern void tj_shmem_register(void);
+extern TJDatabaseSlot *tj_db_slot(Oid dboid, bool create);
+
+/* launcher.c: the launcher; starting and setting up our workers */
+#define TJ_ERROR_NAP_MS		10000	/* a worker's wait after a failed pass or job */
+
+struct BackgroundWorkerHandle;
+extern void tj_launcher_register(void);
+extern void tj_warn_no_worker_slots(const char *what);
+extern bool tj_register_worker(const char *function, const char *name, Oid dboid,
+							   struct BackgroundWorkerHandle **handle);
+extern bool tj_worker_handle_live(struct BackgroundWorkerHandle *handle);
+extern bool tj_worker_reload_config(void);
+extern bool tj_database_listed(void);
+extern void tj_worker_connect(Datum dboid);
 extern PGDLLEXPORT void tj_launcher_main(Datum arg);
+
+/* dbworker.c: the maintenance worker of a database */
 extern PGDLLEXPORT void tj_dbworker_main(Datum arg);
+
+/* executor.c: executors, their SIGTERM handling and wake-up */
+extern void tj_sigterm_handler(SIGNAL_ARGS);
+extern bool tj_shutdown_requested(void);
+extern TimestampTz tj_shutdown_grace_start(TimestampTz now);
+extern void tj_wake_executors_at_commit(void);
 extern PGDLLEXPORT void tj_executor_main(Datum arg);
 
 /* stats.c: statistics (see the file header); every hook is one call */
@@ -352,20 +402,16 @@ typedef enum TJAcquireEvent
 	TJ_ACQ_COUNT
 } TJAcquireEvent;
 
-extern int	tj_stats_max_queues;
-extern int	tj_stats_max_keys;
-extern int	tj_stats_history;
-extern int	tj_stats_recount_interval;
-extern void tj_stats_define_gucs(void);
+extern Size tj_stats_shmem_size(void);
 extern void tj_stats_shmem_init(void);
-extern bool tj_stats_enabled(void);
 extern void tj_stats_count(int32 queue_id, TJEvent ev, int64 n);
 extern void tj_stats_acquire(const char *key, TJAcquireEvent ev);
 extern void tj_stats_enqueued(int32 queue_id, TimestampTz run_at, const char *blocked_key,
 							  TimestampTz blocked_until);
 extern void tj_stats_reserved(int32 queue_id, TimestampTz run_at, TimestampTz at,
 							  const char *ckey, const char *rkey);
-extern void tj_stats_throttled_rows(const char *key, bool cap);
+extern void tj_stats_throttled_rows(const char *key, bool cap, SPITupleTable *rows,
+									uint64 nrows);
 extern void tj_stats_completed(int32 queue_id, TimestampTz reserved_at, TimestampTz now);
 extern void tj_stats_failed(int32 queue_id, bool dead, TimestampTz run_at);
 extern void tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt);

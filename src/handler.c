@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
- * execute.c
- *		Running handler jobs: the executors' path, and run_jobs().
+ * handler.c
+ *		Running handler jobs: the executors' path (executor.c), and
+ *		run_jobs().
  *
  * A handler job is reserved through reserve(), like any worker's, so every
  * limit applies.  Its handler is then called through fmgr as the queue's
@@ -25,7 +26,7 @@
  *
  * Executors (own_transactions) commit the reservation before the handler
  * runs: a handler that crashes the server has had its attempt counted, and
- * the maintenance worker fails the orphaned job (tj_sweep_orphans), so a
+ * the maintenance worker fails the orphaned job (dbworker.c's sweep), so a
  * poison job ends dead instead of crash-looping.  After every job an
  * executor drops what a handler may leave in the session
  * (tj_discard_session_state).  run_jobs() runs in its caller's
@@ -137,11 +138,9 @@ typedef struct HandlerJob
 } HandlerJob;
 
 /* Shared with signal handlers and the tick timer */
-static volatile sig_atomic_t got_sigterm = false;
 static volatile sig_atomic_t in_job = false;
 static volatile sig_atomic_t cancel_reason = 0;
 static volatile sig_atomic_t die_sent = false;
-static volatile TimestampTz sigterm_at = 0;
 static volatile TimestampTz cancel_at = 0;
 static TimestampTz handler_deadline = 0;
 static TimeoutId tick_timeout = MAX_TIMEOUTS;
@@ -150,7 +149,7 @@ static uint32 next_queue = 0;
 
 /*
  * Operators are written OPERATOR(pg_catalog.x): see the file header of
- * worker.c.  queue.handler is text since 0.2.0 (a regprocedure under 0.1.0,
+ * launcher.c.  queue.handler is text since 0.2.0 (a regprocedure under 0.1.0,
  * whose text form, under our pinned search_path, names the same function).
  */
 #define PICK_SQL(handler_owner) \
@@ -207,34 +206,11 @@ static TJStatement hand_back_note_stmt = {
 	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, TEXTOID}
 };
 
-/*
- * SIGTERM in our background workers: outside a job it is die(); with a job
- * in hand, the job gets throttle_jobs.shutdown_grace to finish, and the
- * worker exits after it (the caller checks tj_shutdown_requested()).  The
- * tick timer enforces the grace: a cancel at its end, die() HARD_GRACE_MS
- * later.
- */
-void
-tj_sigterm_handler(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	got_sigterm = true;
-	if (in_job)
-	{
-		if (sigterm_at == 0)
-			sigterm_at = GetCurrentTimestamp();
-		SetLatch(MyLatch);
-	}
-	else
-		die(postgres_signal_arg);
-	errno = save_errno;
-}
-
+/* Whether a job is in hand (its handler may be running); signal-safe. */
 bool
-tj_shutdown_requested(void)
+tj_job_in_hand(void)
 {
-	return got_sigterm;
+	return in_job;
 }
 
 /*
@@ -253,8 +229,8 @@ handler_tick(void)
 	{
 		if (now >= handler_deadline)
 			cancel_reason = CANCEL_DEADLINE;
-		else if (sigterm_at != 0 &&
-				 now >= sigterm_at + (int64) tj_shutdown_grace * 1000)
+		else if (tj_shutdown_grace_start(0) != 0 &&
+				 now >= tj_shutdown_grace_start(0) + (int64) tj_shutdown_grace * 1000)
 			cancel_reason = CANCEL_SHUTDOWN;
 		else
 			return;
@@ -300,8 +276,7 @@ start_job_clock(const HandlerJob *job)
 	cancel_reason = 0;
 	die_sent = false;
 	in_job = true;
-	if (got_sigterm && sigterm_at == 0)
-		sigterm_at = now;
+	(void) tj_shutdown_grace_start(now);
 	enable_timeout_every(tick_timeout, TimestampTzPlusMilliseconds(now, TICK_MS), TICK_MS);
 }
 
