@@ -1065,6 +1065,17 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 	return true;
 }
 
+/* This session's temporary schema, or InvalidOid while it has none */
+static Oid
+session_temp_namespace(void)
+{
+	Oid			temp_nsp;
+	Oid			temp_toast_nsp;
+
+	GetTempNamespaceState(&temp_nsp, &temp_toast_nsp);
+	return temp_nsp;
+}
+
 /*
  * After every job an executor drops what a handler may have left in its
  * session, as DISCARD ALL would, so that the next job, perhaps of another
@@ -1086,11 +1097,7 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 void
 tj_discard_session_state(void)
 {
-	Oid			temp_nsp;
-	Oid			temp_toast_nsp;
-
-	GetTempNamespaceState(&temp_nsp, &temp_toast_nsp);
-	if (OidIsValid(temp_nsp))
+	if (OidIsValid(session_temp_namespace()))
 	{
 		ereport(LOG,
 				(errmsg("throttle_jobs: worker exiting: a handler left a temporary schema in its session")));
@@ -1151,10 +1158,8 @@ run_jobs_caller(FunctionCallInfo fcinfo, Oid *definer)
 static void
 refuse_temp_namespace(void)
 {
-	Oid			temp_nsp;
-	Oid			temp_toast_nsp;
+	Oid			temp_nsp = session_temp_namespace();
 
-	GetTempNamespaceState(&temp_nsp, &temp_toast_nsp);
 	if (OidIsValid(temp_nsp))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
