@@ -120,8 +120,8 @@ sweep_orphans(void)
 		SpinLockRelease(&tj_workers->mutex);
 		for (int i = 0; i < npids; i++)
 			live[n++] = CStringGetTextDatum(pids[i] > 0
-											? psprintf(TJ_WORKER_PREFIX "maintenance/%d", pids[i])
-											: psprintf(TJ_WORKER_PREFIX "executor/%d", -pids[i]));
+											? psprintf(TJ_MAINTENANCE_NAME, pids[i])
+											: psprintf(TJ_EXECUTOR_NAME, -pids[i]));
 	}
 	else
 		SpinLockRelease(&tj_workers->mutex);
@@ -186,14 +186,16 @@ maintenance_pass(MemoryContext cxt)
 			TJMaintainResult report;
 
 			SPI_connect();
-			/* nothing but maintain() while a dump is restored (see maintain.c) */
+			/* no pass while a dump is restored (see maintain.c) */
 			restoring = tj_restore_pending(GetCurrentTimestamp());
 			if (!restoring)
+			{
 				sweep_orphans();
-			/* maintain(), as its SQL entry point (SECURITY DEFINER) would run it */
-			tj_caller_enter_owner(&caller);
-			(void) tj_maintain(GetCurrentTransactionStartTimestamp(), &report);
-			tj_caller_leave(&caller);
+				/* maintain(), as its SQL entry point (SECURITY DEFINER) would run it */
+				tj_caller_enter_owner(&caller);
+				tj_maintain(GetCurrentTransactionStartTimestamp(), &report);
+				tj_caller_leave(&caller);
+			}
 			tj_execute(&handler_queues_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
 			if (DatumGetBool(tj_get_datum(0, 1, &isnull)) && !restoring)
 				result = PASS_HANDLERS;

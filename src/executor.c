@@ -79,17 +79,22 @@ tj_shutdown_requested(void)
 	return got_sigterm;
 }
 
-/*
- * When the shutdown grace of the job in hand began (0: no SIGTERM yet).  A
- * job started (`now`) after a SIGTERM that came between jobs has its grace
- * begin then.
- */
+/* When the shutdown grace of the job in hand began; 0: no SIGTERM yet. */
 TimestampTz
-tj_shutdown_grace_start(TimestampTz now)
+tj_shutdown_grace_began(void)
 {
-	if (got_sigterm && sigterm_at == 0 && now != 0)
-		sigterm_at = now;
 	return sigterm_at;
+}
+
+/*
+ * A job starts at `now`: after a SIGTERM that came between two jobs, its
+ * shutdown grace begins now.
+ */
+void
+tj_shutdown_grace_job_started(TimestampTz now)
+{
+	if (got_sigterm && sigterm_at == 0)
+		sigterm_at = now;
 }
 
 static void
@@ -164,7 +169,7 @@ tj_executor_main(Datum arg)
 	scratch = AllocSetContextCreate(TopMemoryContext, "throttle_jobs executor",
 									ALLOCSET_DEFAULT_SIZES);
 	name = MemoryContextStrdup(TopMemoryContext,
-							   psprintf(TJ_WORKER_PREFIX "executor/%d", MyProcPid));
+							   psprintf(TJ_EXECUTOR_NAME, MyProcPid));
 
 	for (;;)
 	{

@@ -229,8 +229,8 @@ handler_tick(void)
 	{
 		if (now >= handler_deadline)
 			cancel_reason = CANCEL_DEADLINE;
-		else if (tj_shutdown_grace_start(0) != 0 &&
-				 now >= tj_shutdown_grace_start(0) + (int64) tj_shutdown_grace * 1000)
+		else if (tj_shutdown_grace_began() != 0 &&
+				 now >= tj_shutdown_grace_began() + (int64) tj_shutdown_grace * 1000)
 			cancel_reason = CANCEL_SHUTDOWN;
 		else
 			return;
@@ -276,7 +276,7 @@ start_job_clock(const HandlerJob *job)
 	cancel_reason = 0;
 	die_sent = false;
 	in_job = true;
-	(void) tj_shutdown_grace_start(now);
+	tj_shutdown_grace_job_started(now);
 	enable_timeout_every(tick_timeout, TimestampTzPlusMilliseconds(now, TICK_MS), TICK_MS);
 }
 

@@ -124,14 +124,13 @@ tj_restore_pending(TimestampTz now)
 }
 
 /*
- * One maintenance pass at `now` (the steps in the file header), unless a
- * restore is in progress: then nothing is done and false returned.  Fills
+ * One maintenance pass at `now` (the steps in the file header).  Fills
  * *result with what the pass did; its parts live in the SPI context.  The
- * caller must be connected to SPI and run as the extension owner
- * (maintain() is SECURITY DEFINER; the maintenance worker uses
- * tj_caller_enter_owner).
+ * caller must have found no restore in progress (tj_restore_pending), be
+ * connected to SPI and run as the extension owner (maintain() is SECURITY
+ * DEFINER; the maintenance worker uses tj_caller_enter_owner).
  */
-bool
+void
 tj_maintain(TimestampTz now, TJMaintainResult *result)
 {
 	Datum		values[1];
@@ -139,8 +138,6 @@ tj_maintain(TimestampTz now, TJMaintainResult *result)
 	bool		isnull;
 
 	memset(result, 0, sizeof(*result));
-	if (tj_restore_pending(now))
-		return false;
 	values[0] = TimestampTzGetDatum(now);
 	for (int batch = 0; batch < REAP_MAX_BATCHES; batch++)
 	{
@@ -186,7 +183,6 @@ tj_maintain(TimestampTz now, TJMaintainResult *result)
 	tj_execute(&archive_stmt, values, NULL, false, 1, SPI_OK_SELECT);
 	result->archive = tj_get_datum(0, 1, &isnull);
 	result->stats = tj_stats_maintain(now);
-	return true;
 }
 
 /* Adds "key": value (a scalar, or jbvBinary: a whole jsonb) to the object being built. */
@@ -228,6 +224,7 @@ Datum
 throttle_jobs_maintain(PG_FUNCTION_ARGS)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TJMaintainResult r;
 	JsonbParseState *state = NULL;
 	JsonbValue *out;
@@ -235,7 +232,7 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	/* the result is built before SPI_finish, in the caller's context */
-	if (!tj_maintain(GetCurrentTransactionStartTimestamp(), &r))
+	if (tj_restore_pending(now))
 	{
 		JsonbValue	v;
 
@@ -249,6 +246,7 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 	{
 		Jsonb	   *stats;
 
+		tj_maintain(now, &r);
 		MemoryContextSwitchTo(cxt);
 		stats = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r.stats)));
 		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);

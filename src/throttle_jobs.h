@@ -194,7 +194,7 @@ typedef struct TJMaintainResult
 	char	   *stats;			/* tj_stats_maintain's report (JSON text) */
 } TJMaintainResult;
 
-extern bool tj_maintain(TimestampTz now, TJMaintainResult *result);
+extern void tj_maintain(TimestampTz now, TJMaintainResult *result);
 extern bool tj_restore_pending(TimestampTz now);
 
 /* admin.c */
@@ -315,6 +315,8 @@ extern int64 tj_release_throttled(TimestampTz now);
 
 /* handler.c: running handler jobs (executors and run_jobs) */
 #define TJ_WORKER_PREFIX	"throttle_jobs/"	/* worker names of our own processes */
+#define TJ_EXECUTOR_NAME	TJ_WORKER_PREFIX "executor/%d"	/* printf format: the pid */
+#define TJ_MAINTENANCE_NAME TJ_WORKER_PREFIX "maintenance/%d"	/* printf format: the pid */
 
 extern bool tj_job_in_hand(void);
 extern bool tj_run_next_job(const char *worker, const char *only_queue, bool own_transactions);
@@ -370,7 +372,8 @@ extern PGDLLEXPORT void tj_dbworker_main(Datum arg);
 /* executor.c: executors, their SIGTERM handling and wake-up */
 extern void tj_sigterm_handler(SIGNAL_ARGS);
 extern bool tj_shutdown_requested(void);
-extern TimestampTz tj_shutdown_grace_start(TimestampTz now);
+extern TimestampTz tj_shutdown_grace_began(void);
+extern void tj_shutdown_grace_job_started(TimestampTz now);
 extern void tj_wake_executors_at_commit(void);
 extern PGDLLEXPORT void tj_executor_main(Datum arg);
 
