@@ -731,19 +731,17 @@ record_failure(const HandlerJob *job, const char *error, bool hand_back)
 			tj_execute(&hand_back_note_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
 		}
 	}
-	SPI_finish();
 
 	/* fail(), or snooze() by 0 s, as its SQL entry point would run it */
 	tj_caller_enter_owner(&caller);
-	SPI_connect();
 	tj_check_job(caller.role, values[0], TJ_PRIV_CONSUME);
 	if (hand_back)
 		(void) tj_snooze_job(values[0], values[1], GetCurrentTransactionStartTimestamp());
 	else
 		(void) tj_fail_job(values[0], values[1], error, NULL, true,
 						   GetCurrentTransactionStartTimestamp());
-	SPI_finish();
 	tj_caller_leave(&caller);
+	SPI_finish();
 }
 
 /*
