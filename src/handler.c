@@ -4,8 +4,10 @@
  *		Running handler jobs: the executors' path (executor.c), and
  *		run_jobs().
  *
- * A handler job is reserved through reserve(), like any worker's, so every
- * limit applies.  Its handler is then called through fmgr as the queue's
+ * A handler job is reserved as reserve() reserves (tj_reserve_jobs), so
+ * every limit applies, and its outcome is recorded through the C API of
+ * complete(), fail() and snooze() (complete.c), each as the extension owner
+ * with search_path pinned (tj_caller_enter_owner).  Its handler is then called through fmgr as the queue's
  * owner inside a security-restricted operation (call_handler), with
  * every setting back at its session default and search_path pinned, in a
  * GUC nest level so that nothing it SETs outlives the job, with the
@@ -37,7 +39,7 @@
  * close the dblink connections the handler left and re-seed random()
  * (clear_extension_state).
  *
- * Time limits: while a job is in hand, a 100 ms timer checks the handler's
+ * Time limits: while a job is in hand, a TICK_MS timer checks the handler's
  * deadline and, after SIGTERM, the shutdown grace; past either it cancels the
  * handler, whose job then fails (deadline) or is handed back (shutdown).  A
  * handler still running HARD_GRACE_MS after its cancel (it caught
