@@ -9,6 +9,9 @@
  * the job was reserved again) matches nothing, so a late worker changes
  * nothing and is told so: that is a normal race, not an error.
  *
+ * Locking: the job's row, by each statement (fail() first locks it FOR
+ * UPDATE with its queue's retry policy, then writes it).
+ *
  * Each transition has a C function (tj_complete_job, tj_fail_job,
  * tj_snooze_job; tj_fail_locked for a job already locked, as lease expiry
  * has it) that the SQL functions wrap after their argument and privilege

@@ -7,6 +7,11 @@
  * again: the live job's id is returned.  Queues with max_size refuse (or
  * drop) jobs while they hold that many live jobs.
  *
+ * Locking: the queue lock in AccessShareLock (tj_lock_queue, see queue.c)
+ * to transaction end, so that drop_queue waits for the enqueues in flight;
+ * the dropped-job warning's turn is the row lock of the queue's row in
+ * queue_warning, taken with SKIP LOCKED (a session never waits for it).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
