@@ -14,23 +14,8 @@
  */
 #include "postgres.h"
 
-#include "utils/guc.h"
-
 #include "throttle_jobs.h"
 #include "build_stamp.h"
 
-static char *tj_build_stamp = NULL;
-
-/* Define throttle_jobs.build_stamp; call from _PG_init before MarkGUCPrefixReserved. */
-void
-tj_define_build_stamp_guc(void)
-{
-	DefineCustomStringVariable("throttle_jobs.build_stamp",
-							   "Build stamp of the loaded throttle_jobs library.",
-							   "Set when the library was compiled; it cannot be changed.",
-							   &tj_build_stamp,
-							   TJ_BUILD_STAMP,
-							   PGC_INTERNAL,
-							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
-							   NULL, NULL, NULL);
-}
+/* The value of throttle_jobs.build_stamp (guc.c) */
+const char *const tj_build_stamp = TJ_BUILD_STAMP;

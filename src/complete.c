@@ -9,6 +9,14 @@
  * the job was reserved again) matches nothing, so a late worker changes
  * nothing and is told so: that is a normal race, not an error.
  *
+ * Locking: the job's row, by each statement (fail() first locks it FOR
+ * UPDATE with its queue's retry policy, then writes it).
+ *
+ * Each transition has a C function (tj_complete_job, tj_fail_job,
+ * tj_snooze_job; tj_fail_locked for a job already locked, as lease expiry
+ * has it) that the SQL functions wrap after their argument and privilege
+ * checks, and that the background workers and run_jobs call directly.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -90,15 +98,11 @@ static TJStatement complete_results_stmt = {
 	4, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID, JSONBARRAYOID}, NULL, TJ_GENERIC
 };
 
-/*
- * Whether job $1, no longer live, was cancelled (cancel(id, running =>
- * true)), in a queue that role $2 may consume
- */
+/* The queue of job $1, no longer live, if it was cancelled (cancel(id, running => true)) */
 static TJStatement cancelled_stmt = {
-	"SELECT 1 FROM throttle_jobs.job_archive a"
-	" WHERE a.id = $1 AND a.state = 'cancelled'"
-	"   AND throttle_jobs._may_queue($2, a.queue_id, 'consume') LIMIT 1",
-	2, {INT8OID, OIDOID}, NULL, TJ_GENERIC
+	"SELECT a.queue_id FROM throttle_jobs.job_archive a"
+	" WHERE a.id = $1 AND a.state = 'cancelled' LIMIT 1",
+	1, {INT8OID}, NULL, TJ_GENERIC
 };
 
 /* Locks a running job under a given lease, with its queue's retry policy. */
@@ -204,21 +208,53 @@ tj_fail_locked(const TJFailedJob *job, const char *error,
 }
 
 /*
- * Completes the running job values[0] under lease token values[1] at
- * values[2] with result values[3] (complete_stmt's parameters); false when
- * the token is stale.  The caller must be connected to SPI.
+ * Refuses a result larger than throttle_jobs.max_payload_size: a result is
+ * kept in the archive as a payload is kept in the job, under the same bound.
+ * which: the result's position among several (1-based), or 0 for one.
+ */
+void
+tj_check_result_size(Datum result, int which)
+{
+	Size		size = toast_raw_datum_size(result) - VARHDRSZ;
+
+	if (size <= (Size) tj_max_payload_size)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 which > 0 ? errmsg("result %d is too large (%zu bytes)", which, size)
+			 : errmsg("result is too large (%zu bytes)", size),
+			 errhint("throttle_jobs.max_payload_size allows %d bytes.",
+					 tj_max_payload_size)));
+}
+
+/*
+ * The complete transition: completes running job `id` (int8) under
+ * `lease_token` (uuid) at `now` with `result` (jsonb, or (Datum) 0 for
+ * none, at most max_payload_size: tj_check_result_size); false when the
+ * token is stale.  The caller must be connected to SPI, running as the
+ * extension owner, and have checked the caller's privilege on the job.
  */
 bool
-tj_complete_job(Datum *values, const char *nulls)
+tj_complete_job(Datum id, Datum lease_token, Datum result, TimestampTz now)
 {
-	bool		done = tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT) > 0;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		done;
 	bool		isnull;
 
+	if (result != (Datum) 0)
+		tj_check_result_size(result, 0);
+	values[0] = id;
+	values[1] = lease_token;
+	values[2] = TimestampTzGetDatum(now);
+	values[3] = result;
+	if (result == (Datum) 0)
+		nulls[3] = 'n';
+	done = tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT) > 0;
 	if (done)
 	{
 		tj_stats_completed(DatumGetInt32(tj_get_datum(0, 3, &isnull)),
-						   DatumGetTimestampTz(tj_get_datum(0, 4, &isnull)),
-						   GetCurrentTransactionStartTimestamp());
+						   DatumGetTimestampTz(tj_get_datum(0, 4, &isnull)), now);
 		completed(0);
 	}
 	SPI_freetuptable(SPI_tuptable);
@@ -234,18 +270,21 @@ tj_complete_job(Datum *values, const char *nulls)
 bool
 tj_job_was_cancelled(int64 id, Oid role)
 {
-	Datum		values[2];
+	Datum		values[1];
+	int32		queue_id = 0;
 	bool		found;
+	bool		isnull;
 
 	/* a 0.1.0 schema (the library before ALTER EXTENSION UPDATE) cancels no running job */
 	if (!tj_schema_has_released_at())
 		return false;
 	values[0] = Int64GetDatum(id);
-	values[1] = ObjectIdGetDatum(role);
 	/* not read-only: a fresh snapshot sees a cancel that a lock wait just saw commit */
 	found = tj_execute(&cancelled_stmt, values, NULL, false, 1, SPI_OK_SELECT) > 0;
+	if (found)
+		queue_id = DatumGetInt32(tj_get_datum(0, 1, &isnull));
 	SPI_freetuptable(SPI_tuptable);
-	return found;
+	return found && tj_may_queue(role, queue_id, TJ_PRIV_CONSUME);
 }
 
 /*
@@ -318,35 +357,20 @@ tj_complete_many(Datum ids, Datum tokens)
 Datum
 throttle_jobs_complete(PG_FUNCTION_ARGS)
 {
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		done;
 	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
 	tj_require_not_null(fcinfo, 1, "lease_token");
-	/* a result is kept in the archive as a payload is kept in the job: the same bound */
 	if (!PG_ARGISNULL(2))
-	{
-		Size		size = toast_raw_datum_size(PG_GETARG_DATUM(2)) - VARHDRSZ;
-
-		if (size > (Size) tj_max_payload_size)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("result is too large (%zu bytes)", size),
-					 errhint("throttle_jobs.max_payload_size allows %d bytes.",
-							 tj_max_payload_size)));
-	}
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
+		tj_check_result_size(PG_GETARG_DATUM(2), 0);
 
 	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
 	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
-	done = tj_complete_job(values, nulls);
+	done = tj_complete_job(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1),
+						   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+						   GetCurrentTransactionStartTimestamp());
 	SPI_finish();
 	tj_caller_leave(&caller);
 	PG_RETURN_BOOL(done);
@@ -370,15 +394,39 @@ tj_read_failed_job(uint64 row, TJFailedJob *job)
 	job->queue_id = DatumGetInt32(tj_get_datum(row, 10, &isnull));
 }
 
+/*
+ * The fail transition of running job `id` (int8) under `lease_token`
+ * (uuid): locks it and records the failed attempt (tj_fail_locked), its
+ * error cut to TJ_MAX_ERROR_LEN bytes.  Returns TJ_FAIL_STALE, changing
+ * nothing, when the token no longer matches.  The caller must be connected
+ * to SPI, running as the extension owner, and have checked the caller's
+ * privilege on the job.
+ */
+TJFailOutcome
+tj_fail_job(Datum id, Datum lease_token, const char *error, const Interval *retry_in,
+			bool retryable, TimestampTz now)
+{
+	Datum		values[2];
+	TJFailedJob job;
+	char	   *text = pstrdup(error);
+
+	if (strlen(text) > TJ_MAX_ERROR_LEN)
+		text[pg_mbcliplen(text, strlen(text), TJ_MAX_ERROR_LEN)] = '\0';
+	values[0] = id;
+	values[1] = lease_token;
+	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
+		return TJ_FAIL_STALE;
+	tj_read_failed_job(0, &job);
+	return tj_fail_locked(&job, text, retry_in, retryable, now) ? TJ_FAIL_DEAD : TJ_FAIL_RETRY;
+}
+
 /* fail(id, lease_token, error, retry_in, retryable) returns text */
 Datum
 throttle_jobs_fail(PG_FUNCTION_ARGS)
 {
-	Datum		values[2];
-	TJFailedJob job;
 	Interval   *retry_in = NULL;
-	char	   *error;
-	bool		dead;
+	TJFailOutcome outcome;
+	const char *state;
 	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
@@ -390,40 +438,58 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 		retry_in = PG_GETARG_INTERVAL_P(3);
 		tj_check_delay(retry_in, "retry_in");
 	}
-	error = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (strlen(error) > TJ_MAX_ERROR_LEN)
-		error[pg_mbcliplen(error, strlen(error), TJ_MAX_ERROR_LEN)] = '\0';
-
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
 
 	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
 	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
-	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
-	{
-		bool		cancelled = tj_job_was_cancelled(PG_GETARG_INT64(0), caller.role);
-
-		SPI_finish();
-		tj_caller_leave(&caller);
-		PG_RETURN_TEXT_P(cstring_to_text(cancelled ? "cancelled" : "stale"));
-	}
-	tj_read_failed_job(0, &job);
-	dead = tj_fail_locked(&job, error, retry_in, PG_GETARG_BOOL(4),
+	outcome = tj_fail_job(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1),
+						  text_to_cstring(PG_GETARG_TEXT_PP(2)), retry_in, PG_GETARG_BOOL(4),
 						  GetCurrentTransactionStartTimestamp());
+	if (outcome == TJ_FAIL_STALE)
+		state = tj_job_was_cancelled(PG_GETARG_INT64(0), caller.role) ? "cancelled" : "stale";
+	else
+		state = outcome == TJ_FAIL_DEAD ? "dead" : "available";
 	SPI_finish();
 	tj_caller_leave(&caller);
-	PG_RETURN_TEXT_P(cstring_to_text(dead ? "dead" : "available"));
+	PG_RETURN_TEXT_P(cstring_to_text(state));
+}
+
+/*
+ * The snooze transition: puts running job `id` (int8) held under
+ * `lease_token` (uuid) back, due at run_at, without counting its attempt;
+ * false when the token is stale.  The caller must be connected to SPI,
+ * running as the extension owner, and have checked the caller's privilege
+ * on the job.
+ */
+bool
+tj_snooze_job(Datum id, Datum lease_token, TimestampTz run_at)
+{
+	Datum		values[3];
+	bool		isnull;
+	bool		snoozed;
+
+	values[0] = id;
+	values[1] = lease_token;
+	values[2] = TimestampTzGetDatum(run_at);
+	snoozed = tj_execute(&snooze_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING) > 0;
+	if (snoozed)
+	{
+		tj_stats_snoozed(DatumGetInt32(tj_get_datum(0, 2, &isnull)),
+						 DatumGetTimestampTz(tj_get_datum(0, 3, &isnull)),
+						 DatumGetInt32(tj_get_datum(0, 4, &isnull)));
+		release_slot(0);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return snoozed;
 }
 
 /* snooze(id, lease_token, delay) returns boolean: false when stale */
 Datum
 throttle_jobs_snooze(PG_FUNCTION_ARGS)
 {
-	Datum		values[3];
 	Interval   *delay;
-	uint64		n;
-	bool		isnull;
+	TimestampTz run_at;
+	bool		snoozed;
 	TJCaller	caller;
 
 	tj_require_not_null(fcinfo, 0, "job id");
@@ -431,26 +497,17 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 	tj_require_not_null(fcinfo, 2, "delay");
 	delay = PG_GETARG_INTERVAL_P(2);
 	tj_check_delay(delay, "delay");
+	run_at = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+													 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+													 IntervalPGetDatum(delay)));
 
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = DirectFunctionCall2(timestamptz_pl_interval,
-									TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
-									IntervalPGetDatum(delay));
 	tj_caller_enter(fcinfo, &caller);
 	SPI_connect();
 	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
-	n = tj_execute(&snooze_stmt, values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
-	if (n > 0)
-	{
-		tj_stats_snoozed(DatumGetInt32(tj_get_datum(0, 2, &isnull)),
-						 DatumGetTimestampTz(tj_get_datum(0, 3, &isnull)),
-						 DatumGetInt32(tj_get_datum(0, 4, &isnull)));
-		release_slot(0);
-	}
+	snoozed = tj_snooze_job(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), run_at);
 	SPI_finish();
 	tj_caller_leave(&caller);
-	PG_RETURN_BOOL(n > 0);
+	PG_RETURN_BOOL(snoozed);
 }
 
 /* heartbeat(id, lease_token, extend) returns timestamptz: NULL when stale */

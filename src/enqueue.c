@@ -7,6 +7,11 @@
  * again: the live job's id is returned.  Queues with max_size refuse (or
  * drop) jobs while they hold that many live jobs.
  *
+ * Locking: the queue lock in AccessShareLock (tj_lock_queue, see queue.c)
+ * to transaction end, so that drop_queue waits for the enqueues in flight;
+ * the dropped-job warning's turn is the row lock of the queue's row in
+ * queue_warning, taken with SKIP LOCKED (a session never waits for it).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -146,11 +151,18 @@ static TJStatement size_stmt = {
 	2, {INT4OID, INT8OID}
 };
 
-/* Claims the queue's warning turn if 10 s have passed since the last one */
+/* A full queue's dropped-job WARNING repeats at most this often */
+#define DROP_WARNING_EVERY_S	10
+
+/* Tries of an insert with a unique_key whose live job keeps finishing meanwhile */
+#define UNIQUE_INSERT_TRIES		5
+
+/* Claims the queue's warning turn if DROP_WARNING_EVERY_S have passed since the last one */
 static TJStatement warn_turn_stmt = {
 	"UPDATE throttle_jobs.queue_warning w SET warned_at = $2"
 	" WHERE w.ctid = (SELECT x.ctid FROM throttle_jobs.queue_warning x"
-	"   WHERE x.queue_id = $1 AND x.warned_at <= $2 - '10 seconds'::pg_catalog.interval"
+	"   WHERE x.queue_id = $1"
+	"     AND x.warned_at <= $2 - '" CppAsString2(DROP_WARNING_EVERY_S) " seconds'::pg_catalog.interval"
 	"   FOR UPDATE SKIP LOCKED)",
 	2, {INT4OID, TIMESTAMPTZOID}
 };
@@ -211,7 +223,7 @@ queue_is_full(const TJQueue *queue)
 }
 
 /*
- * A WARNING for a dropped job, at most once every 10 s per queue across all
+ * A WARNING for a dropped job, at most once every DROP_WARNING_EVERY_S per queue across all
  * sessions: the session that claims the queue's row in queue_warning warns;
  * others find it locked or recent and stay silent (they never wait).
  */
@@ -227,8 +239,8 @@ warn_dropped(const TJQueue *queue)
 	ereport(WARNING,
 			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("queue \"%s\" is full: dropping jobs", queue->name),
-			 errdetail("It holds its max_size of " INT64_FORMAT " live jobs; this warning repeats at most every 10 seconds.",
-					   queue->max_size)));
+			 errdetail("It holds its max_size of " INT64_FORMAT " live jobs; this warning repeats at most every %d seconds.",
+					   queue->max_size, DROP_WARNING_EVERY_S)));
 }
 
 /* The turn of a new job of key ckey (NULL: no key) in a round_robin queue */
@@ -337,7 +349,7 @@ enqueue_one(const TJQueue *queue, const JobArgs *job, TJLimitCache *limits,
 		tj_stats_enqueued(queue->id, job->run_at, blocked_key, blocked_until);
 		return true;
 	}
-	for (int tries = 0; tries < 5; tries++)
+	for (int tries = 0; tries < UNIQUE_INSERT_TRIES; tries++)
 	{
 		if (tj_execute(&insert_stmt, values, nulls, false, 0, SPI_OK_INSERT_RETURNING) == 1)
 		{

@@ -1,12 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * guc.c
- *		The throttle_jobs.* settings.
+ *		Every throttle_jobs.* setting.
+ *
+ * Defined once from _PG_init.  The shared memory sizes
+ * (stats_max_queues, stats_max_keys) exist only while preloading:
+ * PostgreSQL refuses (FATAL) to define a PGC_POSTMASTER setting once the
+ * server runs, and without preloading there is no shared memory to size.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -19,6 +25,13 @@ int			tj_maintenance_interval = 1000;
 int			tj_executor_workers = 2;
 int			tj_shutdown_grace = 5000;
 bool		tj_allow_superuser_handlers = false;
+int			tj_stats_max_queues = 1000;
+int			tj_stats_max_keys = 10000;
+int			tj_stats_history = 360;		/* minutes */
+int			tj_stats_recount_interval = 60; /* minutes; 0: only when needed */
+
+static char *build_stamp_setting = NULL;
+static char *run_jobs_caller_setting = NULL;
 
 void
 tj_define_gucs(void)
@@ -96,6 +109,46 @@ tj_define_gucs(void)
 							 0,
 							 NULL, NULL, NULL);
 
-	tj_stats_define_gucs();
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomIntVariable("throttle_jobs.stats_max_queues",
+								"Queues whose statistics shared memory holds.",
+								NULL, &tj_stats_max_queues, 1000, 16, 100000,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		DefineCustomIntVariable("throttle_jobs.stats_max_keys",
+								"Limited keys whose throttling counters shared memory holds.",
+								NULL, &tj_stats_max_keys, 10000, 16, 1000000,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	}
+	DefineCustomIntVariable("throttle_jobs.stats_history",
+							"How long maintain() keeps the per-minute throughput history.",
+							NULL, &tj_stats_history, 360, 1, 60 * 24 * 366,
+							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
+	DefineCustomIntVariable("throttle_jobs.stats_recount_interval",
+							"How often maintain() recounts the live and dead jobs to correct the depth gauges (0: only when they are unknown).",
+							NULL, &tj_stats_recount_interval, 60, 0, 60 * 24 * 366,
+							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
+
+	/* see build_stamp.c */
+	DefineCustomStringVariable("throttle_jobs.build_stamp",
+							   "Build stamp of the loaded throttle_jobs library.",
+							   "Set when the library was compiled; it cannot be changed.",
+							   &build_stamp_setting,
+							   tj_build_stamp,
+							   PGC_INTERNAL,
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
+							   NULL, NULL, NULL);
+
+	/* see privilege.c, "run_jobs" */
+	DefineCustomStringVariable("throttle_jobs.run_jobs_caller",
+							   "The role that called the run_jobs() in progress (internal).",
+							   NULL,
+							   &run_jobs_caller_setting,
+							   "0",
+							   PGC_INTERNAL,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE |
+							   GUC_NO_RESET_ALL,
+							   NULL, tj_assign_run_jobs_caller, NULL);
+
 	MarkGUCPrefixReserved("throttle_jobs");
 }

@@ -24,6 +24,9 @@
  * depth gauges from half the rows and judge retention without the queues.
  * The first pass after the restore recounts the gauges.
  *
+ * tj_maintain() is the pass; maintain() wraps it and reports what it did
+ * as jsonb, and the maintenance worker (dbworker.c) calls it directly.
+ *
  * Safe to run concurrently: expired jobs are claimed with SKIP LOCKED, and
  * partition changes are serialised by the row lock of maintenance_lock (an
  * advisory lock under 0.1.0) and a lock_timeout.
@@ -39,6 +42,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "throttle_jobs.h"
@@ -77,7 +81,7 @@ static TJStatement forget_grants_stmt = {
 };
 
 static TJStatement archive_stmt = {
-	"SELECT throttle_jobs._maintain_archive($1)::pg_catalog.text",
+	"SELECT throttle_jobs._maintain_archive($1)",
 	1, {TIMESTAMPTZOID}
 };
 
@@ -119,34 +123,22 @@ tj_restore_pending(TimestampTz now)
 	return pending;
 }
 
-/* maintain() returns jsonb: what the pass did */
-Datum
-throttle_jobs_maintain(PG_FUNCTION_ARGS)
+/*
+ * One maintenance pass at `now` (the steps in the file header).  Fills
+ * *result with what the pass did; its parts live in the SPI context.  The
+ * caller must have found no restore in progress (tj_restore_pending), be
+ * connected to SPI and run as the extension owner (maintain() is SECURITY
+ * DEFINER; the maintenance worker uses tj_caller_enter_owner).
+ */
+void
+tj_maintain(TimestampTz now, TJMaintainResult *result)
 {
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	Datum		values[1];
-	int64		expired = 0,
-				dead = 0,
-				released,
-				purged,
-				forgotten;
-	char	   *archive;
-	char	   *stats;
 	uint64		npurged;
 	bool		isnull;
-	StringInfoData out;
 
+	memset(result, 0, sizeof(*result));
 	values[0] = TimestampTzGetDatum(now);
-	/* made before SPI_connect so that it outlives SPI_finish */
-	initStringInfo(&out);
-
-	SPI_connect();
-	if (tj_restore_pending(now))
-	{
-		SPI_finish();
-		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
-											CStringGetDatum("{\"restore_in_progress\": true}")));
-	}
 	for (int batch = 0; batch < REAP_MAX_BATCHES; batch++)
 	{
 		uint64		n = tj_execute(&expired_stmt, values, NULL, false, 0, SPI_OK_SELECT);
@@ -160,8 +152,8 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 		{
 			tj_stats_count(jobs[i].queue_id, TJ_EV_LEASE_EXPIRED, 1);
 			if (tj_fail_locked(&jobs[i], "lease expired", NULL, true, now))
-				dead++;
-			expired++;
+				result->dead_lettered++;
+			result->expired_leases++;
 			SPI_freetuptable(SPI_tuptable);
 		}
 		pfree(jobs);
@@ -170,19 +162,18 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 			break;
 	}
 
-	released = tj_release_throttled(now);
+	result->throttled_released = tj_release_throttled(now);
 	/* after the reaping and the releases, which make jobs ready */
 	tj_notify_due(now);
-	forgotten = tj_forget_idle_rate_state(now);
+	result->rate_states_forgotten = tj_forget_idle_rate_state(now);
 
-	purged = 0;
 	npurged = tj_execute(&purge_dead_stmt, values, NULL, false, 0, SPI_OK_SELECT);
 	for (uint64 i = 0; i < npurged; i++)
 	{
 		int64		n = DatumGetInt64(tj_get_datum(i, 2, &isnull));
 
 		tj_stats_dead_removed(DatumGetInt32(tj_get_datum(i, 1, &isnull)), n);
-		purged += n;
+		result->dead_letters_purged += n;
 	}
 
 	/* (queue_grant is new in 0.2.0: this library also serves 0.1.0) */
@@ -190,16 +181,86 @@ throttle_jobs_maintain(PG_FUNCTION_ARGS)
 		tj_execute(&forget_grants_stmt, NULL, NULL, false, 0, SPI_OK_DELETE);
 
 	tj_execute(&archive_stmt, values, NULL, false, 1, SPI_OK_SELECT);
-	archive = TextDatumGetCString(tj_get_datum(0, 1, &isnull));
-	stats = tj_stats_maintain(now);
+	result->archive = tj_get_datum(0, 1, &isnull);
+	result->stats = tj_stats_maintain(now);
+}
 
-	appendStringInfo(&out,
-					 "{\"expired_leases\": " INT64_FORMAT ", \"retried\": " INT64_FORMAT
-					 ", \"dead_lettered\": " INT64_FORMAT ", \"throttled_released\": " INT64_FORMAT
-					 ", \"dead_letters_purged\": " INT64_FORMAT ", \"rate_states_forgotten\": " INT64_FORMAT
-					 ", \"archive\": %s, \"stats\": %s}",
-					 expired, expired - dead, dead, released, purged, forgotten, archive, stats);
+/* Adds "key": value (a scalar, or jbvBinary: a whole jsonb) to the object being built. */
+static void
+push_pair(JsonbParseState **state, const char *key, JsonbValue *value)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	(void) pushJsonbValue(state, WJB_KEY, &k);
+	(void) pushJsonbValue(state, WJB_VALUE, value);
+}
+
+static void
+push_int64(JsonbParseState **state, const char *key, int64 value)
+{
+	JsonbValue	v;
+
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(value);
+	push_pair(state, key, &v);
+}
+
+static void
+push_jsonb(JsonbParseState **state, const char *key, Jsonb *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvBinary;
+	v.val.binary.data = &value->root;
+	v.val.binary.len = VARSIZE(value) - VARHDRSZ;
+	push_pair(state, key, &v);
+}
+
+/* maintain() returns jsonb: what the pass did */
+Datum
+throttle_jobs_maintain(PG_FUNCTION_ARGS)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TJMaintainResult r;
+	JsonbParseState *state = NULL;
+	JsonbValue *out;
+	Jsonb	   *result;
+
+	SPI_connect();
+	/* the result is built before SPI_finish, in the caller's context */
+	if (tj_restore_pending(now))
+	{
+		JsonbValue	v;
+
+		MemoryContextSwitchTo(cxt);
+		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		v.type = jbvBool;
+		v.val.boolean = true;
+		push_pair(&state, "restore_in_progress", &v);
+	}
+	else
+	{
+		Jsonb	   *stats;
+
+		tj_maintain(now, &r);
+		MemoryContextSwitchTo(cxt);
+		stats = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r.stats)));
+		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		push_int64(&state, "expired_leases", r.expired_leases);
+		push_int64(&state, "retried", r.expired_leases - r.dead_lettered);
+		push_int64(&state, "dead_lettered", r.dead_lettered);
+		push_int64(&state, "throttled_released", r.throttled_released);
+		push_int64(&state, "dead_letters_purged", r.dead_letters_purged);
+		push_int64(&state, "rate_states_forgotten", r.rate_states_forgotten);
+		push_jsonb(&state, "archive", DatumGetJsonbP(r.archive));
+		push_jsonb(&state, "stats", stats);
+	}
+	out = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	result = JsonbValueToJsonb(out);
 	SPI_finish();
-
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+	PG_RETURN_JSONB_P(result);
 }

@@ -797,7 +797,7 @@ tj_park_ready(const char *key, bool cap, TimestampTz until, int32 queue_id, Time
 	else
 		tj_execute(cap ? &park_ckey_010_stmt : &park_rkey_010_stmt, values, nulls, false, 0,
 				   SPI_OK_UPDATE_RETURNING);
-	tj_stats_throttled_rows(key, cap);
+	tj_stats_throttled_rows(key, cap, SPI_tuptable, SPI_processed);
 	SPI_freetuptable(SPI_tuptable);
 }
 
@@ -816,7 +816,7 @@ tj_park_oversized(int64 id, const char *key, int32 queue_id)
 	values[3] = Int32GetDatum(queue_id);
 	tj_execute(tj_schema_has_released_at() ? &park_one_stmt : &park_one_010_stmt,
 			   values, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
-	tj_stats_throttled_rows(key, false);
+	tj_stats_throttled_rows(key, false, SPI_tuptable, SPI_processed);
 	SPI_freetuptable(SPI_tuptable);
 }
 

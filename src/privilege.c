@@ -43,7 +43,10 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -53,6 +56,7 @@
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -367,13 +371,64 @@ tj_caller_enter(FunctionCallInfo fcinfo, TJCaller *caller)
 
 	GetUserIdAndSecContext(&caller->saved_userid, &caller->saved_context);
 	caller->role = caller->saved_userid;
+	caller->guc_nestlevel = 0;
 	if (owner != caller->saved_userid)
 		SetUserIdAndSecContext(owner, caller->saved_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+/* The owner of the throttle_jobs extension in this database */
+static Oid
+extension_owner(void)
+{
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			owner;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("throttle_jobs"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"throttle_jobs\" is not installed in this database")));
+	owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
+/*
+ * For the C callers of the job transitions (the background workers and
+ * run_jobs), which call the C API where a client calls the SQL entry
+ * points: records the current user in caller->role, then runs as the
+ * extension owner with search_path = pg_catalog, pg_temp in a GUC nest
+ * level of its own, as the entry points do (SECURITY DEFINER under 0.1.0,
+ * tj_caller_enter and their SET search_path under 0.2.0), until
+ * tj_caller_leave.  Needs a transaction; an error undoes both through the
+ * (sub)transaction abort.
+ */
+void
+tj_caller_enter_owner(TJCaller *caller)
+{
+	Oid			owner = extension_owner();
+
+	GetUserIdAndSecContext(&caller->saved_userid, &caller->saved_context);
+	caller->role = caller->saved_userid;
+	if (owner != caller->saved_userid)
+		SetUserIdAndSecContext(owner, caller->saved_context | SECURITY_LOCAL_USERID_CHANGE);
+	caller->guc_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 void
 tj_caller_leave(const TJCaller *caller)
 {
+	if (caller->guc_nestlevel > 0)
+		AtEOXact_GUC(true, caller->guc_nestlevel);
 	SetUserIdAndSecContext(caller->saved_userid, caller->saved_context);
 }
 
@@ -532,6 +587,13 @@ throttle_jobs_require_job_queue(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* Whether `role` holds `priv` (one bit) on queue `queue_id`; connects to SPI. */
+bool
+tj_may_queue(Oid role, int32 queue_id, int priv)
+{
+	return queue_id_allows(role, queue_id, priv, false, 0);
+}
+
 /* SQL: _may_queue(caller oid, queue_id integer, privilege text) returns boolean */
 Datum
 throttle_jobs_may_queue(PG_FUNCTION_ARGS)
@@ -551,28 +613,13 @@ throttle_jobs_may_queue(PG_FUNCTION_ARGS)
  * in run_jobs' own GUC nest level (it has SET search_path): PostgreSQL
  * restores the outer value when run_jobs returns, when it fails, and when a
  * nested run_jobs (from a handler) returns, so no stale caller survives an
- * error.  "0" outside run_jobs (the executors).
+ * error.  "0" outside run_jobs (the executors).  Defined in guc.c.
  */
-static char *run_jobs_caller_setting = NULL;
-
-static void
-assign_run_jobs_caller(const char *newval, void *extra)
+/* The assign hook of throttle_jobs.run_jobs_caller (guc.c) */
+void
+tj_assign_run_jobs_caller(const char *newval, void *extra)
 {
 	run_jobs_role = newval ? atooid(newval) : InvalidOid;
-}
-
-void
-tj_privilege_define_gucs(void)
-{
-	DefineCustomStringVariable("throttle_jobs.run_jobs_caller",
-							   "The role that called the run_jobs() in progress (internal).",
-							   NULL,
-							   &run_jobs_caller_setting,
-							   "0",
-							   PGC_INTERNAL,
-							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE |
-							   GUC_NO_RESET_ALL,
-							   NULL, assign_run_jobs_caller, NULL);
 }
 
 /*

@@ -82,13 +82,6 @@ tj_execute_latest(TJStatement *stmt, Datum *values, const char *nulls, int expec
 	return SPI_processed;
 }
 
-/* Runs a one-off statement without parameters (DDL, rare maintenance). */
-void
-tj_execute_sql(const char *sql, int expected)
-{
-	check_result(sql, SPI_execute(sql, false, 0), expected);
-}
-
 /* A column of a result row; by-reference values live in the SPI context. */
 Datum
 tj_get_datum(uint64 row, int col, bool *isnull)

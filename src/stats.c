@@ -6,7 +6,8 @@
  *		and try_acquire/acquire counters, and maintain()'s part (recount,
  *		per-minute rollup).
  *
- * Shared memory exists only when the library is preloaded
+ * Shared memory (the segment "throttle_jobs stats", set up through
+ * shmem.c) exists only when the library is preloaded
  * (shared_preload_libraries); without it every tj_stats_* hook is a no-op
  * and the SQL views fall back to what maintain() writes into tables.
  *
@@ -79,11 +80,6 @@ PG_FUNCTION_INFO_V1(throttle_jobs_stats_note);
 PG_FUNCTION_INFO_V1(throttle_jobs_stats_reset);
 PG_FUNCTION_INFO_V1(throttle_jobs_stats_forget);
 
-/* Settings */
-int			tj_stats_max_queues = 1000;
-int			tj_stats_max_keys = 10000;
-int			tj_stats_history = 360;		/* minutes */
-int			tj_stats_recount_interval = 60; /* minutes; 0: only when needed */
 
 /* Gauges kept by deltas */
 #define G_WAITING	0
@@ -170,9 +166,6 @@ static TJStatsShared *tj_stats = NULL;
 static HTAB *queue_hash = NULL;
 static HTAB *key_hash = NULL;
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
 /* ---- backend-local pending deltas ---- */
 
 typedef struct PendingQueue
@@ -220,39 +213,10 @@ static bool callbacks_registered = false;
 
 #define PITEM(arr, type, i) (&((type *) (arr)->items)[i])
 
-/* ---- settings and shared memory setup ---- */
+/* ---- shared memory (shmem.c calls these) ---- */
 
-void
-tj_stats_define_gucs(void)
-{
-	/*
-	 * Shared memory sizes exist only while preloading: PostgreSQL refuses
-	 * (FATAL) to define a PGC_POSTMASTER setting once the server runs, and
-	 * without preloading there is no shared memory to size.
-	 */
-	if (process_shared_preload_libraries_in_progress)
-	{
-		DefineCustomIntVariable("throttle_jobs.stats_max_queues",
-								"Queues whose statistics shared memory holds.",
-								NULL, &tj_stats_max_queues, 1000, 16, 100000,
-								PGC_POSTMASTER, 0, NULL, NULL, NULL);
-		DefineCustomIntVariable("throttle_jobs.stats_max_keys",
-								"Limited keys whose throttling counters shared memory holds.",
-								NULL, &tj_stats_max_keys, 10000, 16, 1000000,
-								PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	}
-	DefineCustomIntVariable("throttle_jobs.stats_history",
-							"How long maintain() keeps the per-minute throughput history.",
-							NULL, &tj_stats_history, 360, 1, 60 * 24 * 366,
-							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
-	DefineCustomIntVariable("throttle_jobs.stats_recount_interval",
-							"How often maintain() recounts the live and dead jobs to correct the depth gauges (0: only when they are unknown).",
-							NULL, &tj_stats_recount_interval, 60, 0, 60 * 24 * 366,
-							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
-}
-
-static Size
-stats_shmem_size(void)
+Size
+tj_stats_shmem_size(void)
 {
 	Size		size = MAXALIGN(sizeof(TJStatsShared));
 
@@ -262,25 +226,13 @@ stats_shmem_size(void)
 	return size;
 }
 
-static void
-stats_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(stats_shmem_size());
-	RequestNamedLWLockTranche("throttle_jobs_stats", 1);
-}
-
-static void
-stats_shmem_startup(void)
+/* Creates the statistics segment, or attaches to it; under AddinShmemInitLock. */
+void
+tj_stats_shmem_init(void)
 {
 	bool		found;
 	HASHCTL		info;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	tj_stats = ShmemInitStruct("throttle_jobs stats", sizeof(TJStatsShared), &found);
 	if (!found)
 	{
@@ -298,23 +250,6 @@ stats_shmem_startup(void)
 	info.entrysize = sizeof(TJKeyStats);
 	key_hash = ShmemInitHash("throttle_jobs key stats", tj_stats_max_keys,
 							 tj_stats_max_keys, &info, HASH_ELEM | HASH_BLOBS);
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Called from _PG_init while shared_preload_libraries are being loaded. */
-void
-tj_stats_shmem_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = stats_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = stats_shmem_startup;
-}
-
-bool
-tj_stats_enabled(void)
-{
-	return tj_stats != NULL;
 }
 
 /* ---- slots and buckets ---- */
@@ -553,22 +488,22 @@ tj_stats_acquire(const char *key, TJAcquireEvent ev)
 }
 
 /*
- * Jobs parked by a blocked key: column 1 of each row of the current SPI
- * result is the queue id of one parked job.
+ * Jobs parked by a blocked key: column 1 of each of the nrows rows of
+ * `rows` is the queue id of one parked job.
  */
 void
-tj_stats_throttled_rows(const char *key, bool cap)
+tj_stats_throttled_rows(const char *key, bool cap, SPITupleTable *rows, uint64 nrows)
 {
-	if (tj_stats == NULL || SPI_processed == 0)
+	if (tj_stats == NULL || nrows == 0)
 		return;
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (uint64 i = 0; i < nrows; i++)
 	{
 		bool		isnull;
-		int32		qid = DatumGetInt32(tj_get_datum(i, 1, &isnull));
+		int32		qid = DatumGetInt32(SPI_getbinval(rows->vals[i], rows->tupdesc, 1, &isnull));
 
 		pending_queue(qid)->events[cap ? TJ_EV_THROTTLED_CAP : TJ_EV_THROTTLED_RATE]++;
 	}
-	pending_key(key)->throttled[cap ? 0 : 1] += SPI_processed;
+	pending_key(key)->throttled[cap ? 0 : 1] += nrows;
 }
 
 void

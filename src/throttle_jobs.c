@@ -19,12 +19,10 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
-	tj_define_build_stamp_guc();
 	tj_define_gucs();
-	tj_privilege_define_gucs();
 	if (process_shared_preload_libraries_in_progress)
 	{
-		tj_workers_init();
-		tj_stats_shmem_init();
+		tj_shmem_register();
+		tj_launcher_register();
 	}
 }

@@ -20,6 +20,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "storage/lockdefs.h"
+#include "storage/spin.h"
 #include "utils/array.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
@@ -38,9 +39,9 @@
 #define TJ_MAX_EXECUTORS		32		/* executor_workers per database */
 
 /* build_stamp.c */
-extern void tj_define_build_stamp_guc(void);
+extern const char *const tj_build_stamp;
 
-/* guc.c */
+/* guc.c: every throttle_jobs.* setting */
 extern int	tj_max_payload_size;
 extern int	tj_max_batch_size;
 extern char *tj_databases;
@@ -48,6 +49,10 @@ extern int	tj_maintenance_interval;
 extern int	tj_executor_workers;
 extern int	tj_shutdown_grace;
 extern bool tj_allow_superuser_handlers;
+extern int	tj_stats_max_queues;
+extern int	tj_stats_max_keys;
+extern int	tj_stats_history;
+extern int	tj_stats_recount_interval;
 extern void tj_define_gucs(void);
 
 /* spi_util.c: a statement prepared once per backend and kept */
@@ -69,7 +74,6 @@ extern uint64 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
 extern uint64 tj_execute_latest(TJStatement *stmt, Datum *values, const char *nulls,
 								int expected);
 extern ErrorData *tj_catch_in_subxact(MemoryContext cxt, ResourceOwner owner);
-extern void tj_execute_sql(const char *sql, int expected);
 extern Datum tj_get_datum(uint64 row, int col, bool *isnull);
 extern Datum tj_get_datum_copy(uint64 row, int col, bool *isnull);
 
@@ -142,9 +146,11 @@ typedef struct TJCaller
 	Oid			role;			/* current_user where the entry point was called */
 	Oid			saved_userid;
 	int			saved_context;
+	int			guc_nestlevel;	/* tj_caller_enter_owner's; 0: none */
 } TJCaller;
 
 extern void tj_caller_enter(FunctionCallInfo fcinfo, TJCaller *caller);
+extern void tj_caller_enter_owner(TJCaller *caller);
 extern void tj_caller_leave(const TJCaller *caller);
 extern int	tj_privilege_from_name(const char *name);
 extern bool tj_capable(Oid role, int priv);
@@ -152,7 +158,8 @@ extern void tj_check_queue(Oid role, text *name, int priv);
 extern void tj_check_jobs(Oid role, Datum ids, int priv);
 extern void tj_check_job(Oid role, Datum id, int priv);
 extern void tj_check_queue_id(Oid role, int32 queue_id, int priv, int64 job);
-extern void tj_privilege_define_gucs(void);
+extern bool tj_may_queue(Oid role, int32 queue_id, int priv);
+extern void tj_assign_run_jobs_caller(const char *newval, void *extra);
 extern void tj_run_jobs_check(Oid caller, text *queue);
 extern bool tj_run_jobs_may_take(Datum queue);
 
@@ -193,7 +200,24 @@ extern void tj_read_failed_job(uint64 row, TJFailedJob *job);
 extern bool tj_fail_locked(const TJFailedJob *job, const char *error,
 						   const Interval *retry_in, bool retryable, TimestampTz now);
 
-extern bool tj_complete_job(Datum *values, const char *nulls);
+/*
+ * The transitions of a job held under a lease token (complete.c); the
+ * caller is connected to SPI and runs as the extension owner (the SQL entry
+ * points through tj_caller_enter, the background workers and run_jobs
+ * through tj_caller_enter_owner).
+ */
+typedef enum TJFailOutcome
+{
+	TJ_FAIL_STALE,				/* the lease token no longer matches: nothing changed */
+	TJ_FAIL_RETRY,				/* available again after its backoff */
+	TJ_FAIL_DEAD				/* moved to the dead letters */
+} TJFailOutcome;
+
+extern void tj_check_result_size(Datum result, int which);
+extern bool tj_complete_job(Datum id, Datum lease_token, Datum result, TimestampTz now);
+extern TJFailOutcome tj_fail_job(Datum id, Datum lease_token, const char *error,
+								 const Interval *retry_in, bool retryable, TimestampTz now);
+extern bool tj_snooze_job(Datum id, Datum lease_token, TimestampTz run_at);
 extern uint64 tj_complete_many(Datum ids, Datum tokens);
 extern uint64 tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids);
 extern bool tj_job_was_cancelled(int64 id, Oid role);
@@ -201,6 +225,21 @@ extern bool tj_job_was_cancelled(int64 id, Oid role);
 /* dead_letters.c */
 extern bool tj_dead_letter(int64 id, bool running, TimestampTz now, const char *error,
 						   const char *reason);
+
+/* maintain.c: one maintenance pass */
+typedef struct TJMaintainResult
+{
+	int64		expired_leases;
+	int64		dead_lettered;	/* of the expired leases */
+	int64		throttled_released;
+	int64		dead_letters_purged;
+	int64		rate_states_forgotten;
+	Datum		archive;		/* jsonb: _maintain_archive's report */
+	char	   *stats;			/* tj_stats_maintain's report (JSON text) */
+} TJMaintainResult;
+
+extern void tj_maintain(TimestampTz now, TJMaintainResult *result);
+extern bool tj_restore_pending(TimestampTz now);
 
 /* admin.c: retry_now, wake-ups */
 extern void tj_notify_enqueued(int32 queue_id);
@@ -322,20 +361,68 @@ extern bool tj_enqueue_waits(TJLimitCache *cache, const char *ckey, const char *
 							 TimestampTz *blocked_until);
 extern int64 tj_release_throttled(TimestampTz now);
 
-/* execute.c: running handler jobs (executors and run_jobs) */
+/* handler.c: running handler jobs (executors and run_jobs) */
 #define TJ_WORKER_PREFIX	"throttle_jobs/"	/* worker names of our own processes */
+#define TJ_EXECUTOR_NAME	TJ_WORKER_PREFIX "executor/%d"	/* printf format: the pid */
+#define TJ_MAINTENANCE_NAME TJ_WORKER_PREFIX "maintenance/%d"	/* printf format: the pid */
 
-extern void tj_sigterm_handler(SIGNAL_ARGS);
-extern bool tj_shutdown_requested(void);
+extern bool tj_job_in_hand(void);
 extern bool tj_run_next_job(const char *worker, const char *only_queue, bool own_transactions);
 extern void tj_discard_session_state(void);
 
-/* worker.c: launcher, per-database maintenance workers, executors */
-extern void tj_workers_init(void);
-extern void tj_wake_executors_at_commit(void);
-extern void tj_sweep_orphans(void);
+/* shmem.c: shared memory (see its header), and the workers' slots in it */
+#define TJ_MAX_DATABASES	64		/* databases with workers */
+
+typedef struct TJExecutorSlot
+{
+	pid_t		pid;			/* 0: free */
+	struct Latch *latch;
+	bool		idle;			/* waiting on its latch */
+} TJExecutorSlot;
+
+typedef struct TJDatabaseSlot
+{
+	Oid			dboid;			/* InvalidOid: free */
+	pid_t		worker_pid;		/* the maintenance worker; 0: none */
+	struct Latch *worker_latch;
+	TJExecutorSlot exec[TJ_MAX_EXECUTORS];
+} TJDatabaseSlot;
+
+/* Every field under mutex */
+typedef struct TJWorkerShared
+{
+	slock_t		mutex;
+	bool		warned_no_slots;	/* the max_worker_processes WARNING was given */
+	TJDatabaseSlot db[TJ_MAX_DATABASES];
+} TJWorkerShared;
+
+extern TJWorkerShared *tj_workers;	/* NULL: the library is not preloaded */
+extern void tj_shmem_register(void);
+extern TJDatabaseSlot *tj_db_slot(Oid dboid, bool create);
+
+/* launcher.c: the launcher; starting and setting up our workers */
+#define TJ_ERROR_NAP_MS		10000	/* a worker's wait after a failed pass or job */
+
+struct BackgroundWorkerHandle;
+extern void tj_launcher_register(void);
+extern void tj_warn_no_worker_slots(const char *what);
+extern bool tj_register_worker(const char *function, const char *name, Oid dboid,
+							   struct BackgroundWorkerHandle **handle);
+extern bool tj_worker_handle_live(struct BackgroundWorkerHandle *handle);
+extern bool tj_worker_reload_config(void);
+extern bool tj_database_listed(void);
+extern void tj_worker_connect(Datum dboid);
 extern PGDLLEXPORT void tj_launcher_main(Datum arg);
+
+/* dbworker.c: the maintenance worker of a database */
 extern PGDLLEXPORT void tj_dbworker_main(Datum arg);
+
+/* executor.c: executors, their SIGTERM handling and wake-up */
+extern void tj_sigterm_handler(SIGNAL_ARGS);
+extern bool tj_shutdown_requested(void);
+extern TimestampTz tj_shutdown_grace_began(void);
+extern void tj_shutdown_grace_job_started(TimestampTz now);
+extern void tj_wake_executors_at_commit(void);
 extern PGDLLEXPORT void tj_executor_main(Datum arg);
 
 /* stats.c: statistics (see the file header); every hook is one call */
@@ -366,20 +453,16 @@ typedef enum TJAcquireEvent
 	TJ_ACQ_COUNT
 } TJAcquireEvent;
 
-extern int	tj_stats_max_queues;
-extern int	tj_stats_max_keys;
-extern int	tj_stats_history;
-extern int	tj_stats_recount_interval;
-extern void tj_stats_define_gucs(void);
+extern Size tj_stats_shmem_size(void);
 extern void tj_stats_shmem_init(void);
-extern bool tj_stats_enabled(void);
 extern void tj_stats_count(int32 queue_id, TJEvent ev, int64 n);
 extern void tj_stats_acquire(const char *key, TJAcquireEvent ev);
 extern void tj_stats_enqueued(int32 queue_id, TimestampTz run_at, const char *blocked_key,
 							  TimestampTz blocked_until);
 extern void tj_stats_reserved(int32 queue_id, TimestampTz run_at, TimestampTz at,
 							  const char *ckey, const char *rkey);
-extern void tj_stats_throttled_rows(const char *key, bool cap);
+extern void tj_stats_throttled_rows(const char *key, bool cap, SPITupleTable *rows,
+									uint64 nrows);
 extern void tj_stats_completed(int32 queue_id, TimestampTz reserved_at, TimestampTz now);
 extern void tj_stats_failed(int32 queue_id, bool dead, TimestampTz run_at);
 extern void tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt);
@@ -391,6 +474,5 @@ extern void tj_stats_run_now(int32 queue_id, TimestampTz old_run_at, int32 attem
 extern void tj_stats_dead_lettered_waiting(int32 queue_id, TimestampTz run_at, int32 attempt);
 extern char *tj_stats_maintain(TimestampTz now);
 extern void tj_stats_force_recount(void);
-extern bool tj_restore_pending(TimestampTz now);
 
 #endif							/* THROTTLE_JOBS_H */

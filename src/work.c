@@ -209,19 +209,8 @@ throttle_jobs_complete_and_reserve_ex(PG_FUNCTION_ARGS)
 					 errhint("Pass one result (or NULL) per finished job, or results => NULL.")));
 		/* each result is kept in the archive as complete()'s is: the same bound */
 		for (int i = 0; i < n; i++)
-		{
-			Size		size;
-
-			if (elnulls[i])
-				continue;
-			size = toast_raw_datum_size(elems[i]) - VARHDRSZ;
-			if (size > (Size) tj_max_payload_size)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("result %d is too large (%zu bytes)", i + 1, size),
-						 errhint("throttle_jobs.max_payload_size allows %d bytes.",
-								 tj_max_payload_size)));
-		}
+			if (!elnulls[i])
+				tj_check_result_size(elems[i], i + 1);
 		results = PointerGetDatum(arr);
 	}
 

@@ -199,7 +199,8 @@ $dst->safe_psql('postgres', 'CREATE DATABASE r_slow');
 ok(worker_up('r_slow'), 'the maintenance worker of r_slow runs before the restore');
 
 # Between the sections the restoring session waits for three maintenance
-# passes (maintain() calls counted by track_functions), and reports what it
+# passes (each asks _restore_state() once: calls counted by
+# track_functions), and reports what it
 # saw: the marker of the restore, and no partition beyond the dump's.
 my $pause = q{
 DO $pause$
@@ -209,10 +210,10 @@ DECLARE
 BEGIN
 	PERFORM pg_catalog.set_config('stats_fetch_consistency', 'none', false);
 	SELECT coalesce(pg_catalog.sum(f.calls), 0) INTO c0 FROM pg_catalog.pg_stat_user_functions f
-	WHERE f.schemaname OPERATOR(pg_catalog.=) 'throttle_jobs' AND f.funcname OPERATOR(pg_catalog.=) 'maintain';
+	WHERE f.schemaname OPERATOR(pg_catalog.=) 'throttle_jobs' AND f.funcname OPERATOR(pg_catalog.=) '_restore_state';
 	FOR i IN 1..600 LOOP
 		SELECT coalesce(pg_catalog.sum(f.calls), 0) INTO c FROM pg_catalog.pg_stat_user_functions f
-		WHERE f.schemaname OPERATOR(pg_catalog.=) 'throttle_jobs' AND f.funcname OPERATOR(pg_catalog.=) 'maintain';
+		WHERE f.schemaname OPERATOR(pg_catalog.=) 'throttle_jobs' AND f.funcname OPERATOR(pg_catalog.=) '_restore_state';
 		EXIT WHEN c OPERATOR(pg_catalog.>=) (c0 OPERATOR(pg_catalog.+) 3);
 		PERFORM pg_catalog.pg_sleep(0.1);
 	END LOOP;

@@ -1,10 +1,13 @@
 /*-------------------------------------------------------------------------
  *
- * execute.c
- *		Running handler jobs: the executors' path, and run_jobs().
+ * handler.c
+ *		Running handler jobs: the executors' path (executor.c), and
+ *		run_jobs().
  *
- * A handler job is reserved through reserve(), like any worker's, so every
- * limit applies.  Its handler is then called through fmgr as the queue's
+ * A handler job is reserved as reserve() reserves (tj_reserve_jobs), so
+ * every limit applies, and its outcome is recorded through the C API of
+ * complete(), fail() and snooze() (complete.c), each as the extension owner
+ * with search_path pinned (tj_caller_enter_owner).  Its handler is then called through fmgr as the queue's
  * owner inside a security-restricted operation (call_handler), with
  * every setting back at its session default and search_path pinned, in a
  * GUC nest level so that nothing it SETs outlives the job, with the
@@ -25,7 +28,7 @@
  *
  * Executors (own_transactions) commit the reservation before the handler
  * runs: a handler that crashes the server has had its attempt counted, and
- * the maintenance worker fails the orphaned job (tj_sweep_orphans), so a
+ * the maintenance worker fails the orphaned job (dbworker.c's sweep), so a
  * poison job ends dead instead of crash-looping.  After every job an
  * executor drops what a handler may leave in the session
  * (tj_discard_session_state).  run_jobs() runs in its caller's
@@ -36,7 +39,7 @@
  * close the dblink connections the handler left and re-seed random()
  * (clear_extension_state).
  *
- * Time limits: while a job is in hand, a 100 ms timer checks the handler's
+ * Time limits: while a job is in hand, a TICK_MS timer checks the handler's
  * deadline and, after SIGTERM, the shutdown grace; past either it cancels the
  * handler, whose job then fails (deadline) or is handed back (shutdown).  A
  * handler still running HARD_GRACE_MS after its cancel (it caught
@@ -62,6 +65,7 @@
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "commands/extension.h"
 #include "commands/prepare.h"
 #include "commands/sequence.h"
@@ -90,6 +94,9 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
+#include "utils/tuplestore.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
 
 #include "throttle_jobs.h"
 
@@ -133,11 +140,9 @@ typedef struct HandlerJob
 } HandlerJob;
 
 /* Shared with signal handlers and the tick timer */
-static volatile sig_atomic_t got_sigterm = false;
 static volatile sig_atomic_t in_job = false;
 static volatile sig_atomic_t cancel_reason = 0;
 static volatile sig_atomic_t die_sent = false;
-static volatile TimestampTz sigterm_at = 0;
 static volatile TimestampTz cancel_at = 0;
 static TimestampTz handler_deadline = 0;
 static TimeoutId tick_timeout = MAX_TIMEOUTS;
@@ -146,7 +151,7 @@ static uint32 next_queue = 0;
 
 /*
  * Operators are written OPERATOR(pg_catalog.x): see the file header of
- * worker.c.  queue.handler is text since 0.2.0 (a regprocedure under 0.1.0,
+ * launcher.c.  queue.handler is text since 0.2.0 (a regprocedure under 0.1.0,
  * whose text form, under our pinned search_path, names the same function).
  */
 #define PICK_SQL(handler_owner) \
@@ -167,22 +172,6 @@ static TJStatement pick_stmt = {
 /* pick_stmt on a database still at 0.1.0 (no queue.handler_owner) */
 static TJStatement pick_010_stmt = {
 	PICK_SQL("NULL::pg_catalog.oid"), 1, {TEXTOID}
-};
-
-static TJStatement reserve_stmt = {
-	"SELECT r.id, r.lease_token, r.payload"
-	"  FROM throttle_jobs.reserve($1::pg_catalog.text, $2::pg_catalog.text, 1::pg_catalog.int4) r",
-	2, {TEXTOID, TEXTOID}
-};
-
-static TJStatement complete_stmt = {
-	"SELECT throttle_jobs.complete($1::pg_catalog.int8, $2::pg_catalog.uuid, $3::pg_catalog.jsonb)",
-	3, {INT8OID, UUIDOID, JSONBOID}
-};
-
-static TJStatement fail_stmt = {
-	"SELECT throttle_jobs.fail($1::pg_catalog.int8, $2::pg_catalog.uuid, $3::pg_catalog.text)",
-	3, {INT8OID, UUIDOID, TEXTOID}
 };
 
 /*
@@ -219,40 +208,11 @@ static TJStatement hand_back_note_stmt = {
 	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, TEXTOID}
 };
 
-/* Hands a job back without counting the attempt */
-static TJStatement hand_back_stmt = {
-	"SELECT throttle_jobs.snooze($1::pg_catalog.int8, $2::pg_catalog.uuid, '0 s'::pg_catalog.interval)",
-	2, {INT8OID, UUIDOID}
-};
-
-/*
- * SIGTERM in our background workers: outside a job it is die(); with a job
- * in hand, the job gets throttle_jobs.shutdown_grace to finish, and the
- * worker exits after it (the caller checks tj_shutdown_requested()).  The
- * tick timer enforces the grace: a cancel at its end, die() HARD_GRACE_MS
- * later.
- */
-void
-tj_sigterm_handler(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	got_sigterm = true;
-	if (in_job)
-	{
-		if (sigterm_at == 0)
-			sigterm_at = GetCurrentTimestamp();
-		SetLatch(MyLatch);
-	}
-	else
-		die(postgres_signal_arg);
-	errno = save_errno;
-}
-
+/* Whether a job is in hand (its handler may be running); signal-safe. */
 bool
-tj_shutdown_requested(void)
+tj_job_in_hand(void)
 {
-	return got_sigterm;
+	return in_job;
 }
 
 /*
@@ -271,8 +231,8 @@ handler_tick(void)
 	{
 		if (now >= handler_deadline)
 			cancel_reason = CANCEL_DEADLINE;
-		else if (sigterm_at != 0 &&
-				 now >= sigterm_at + (int64) tj_shutdown_grace * 1000)
+		else if (tj_shutdown_grace_began() != 0 &&
+				 now >= tj_shutdown_grace_began() + (int64) tj_shutdown_grace * 1000)
 			cancel_reason = CANCEL_SHUTDOWN;
 		else
 			return;
@@ -318,8 +278,7 @@ start_job_clock(const HandlerJob *job)
 	cancel_reason = 0;
 	die_sent = false;
 	in_job = true;
-	if (got_sigterm && sigterm_at == 0)
-		sigterm_at = now;
+	tj_shutdown_grace_job_started(now);
 	enable_timeout_every(tick_timeout, TimestampTzPlusMilliseconds(now, TICK_MS), TICK_MS);
 }
 
@@ -373,6 +332,58 @@ schema_has_handler_owner(void)
 }
 
 /*
+ * Reserves one job of the queue called `queue` (a text datum) for `worker`,
+ * as reserve(queue, worker, 1) does, and copies its id, lease token and
+ * payload into job, in cxt.  Returns false when none was ready.  Runs in
+ * the current transaction, in an SPI connection of its own.
+ */
+static bool
+reserve_one(Datum queue, const char *worker, HandlerJob *job, MemoryContext cxt)
+{
+	text	   *worker_text = cstring_to_text(worker);
+	Oid			nsp = get_namespace_oid("throttle_jobs", false);
+	Oid			typid;
+	ReturnSetInfo rsinfo;
+	TupleTableSlot *slot;
+	TJCaller	caller;
+	bool		found;
+
+	tj_check_reserve_args(worker_text, 1, NULL);
+	typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("reserved_job"),
+							ObjectIdGetDatum(nsp));
+	if (!OidIsValid(typid))
+		elog(ERROR, "throttle_jobs: type throttle_jobs.reserved_job is missing");
+	memset(&rsinfo, 0, sizeof(rsinfo));
+	rsinfo.type = T_ReturnSetInfo;
+	rsinfo.setDesc = lookup_rowtype_tupdesc_copy(typid, -1);
+	rsinfo.setResult = tuplestore_begin_heap(false, false, work_mem);
+
+	tj_caller_enter_owner(&caller);
+	SPI_connect();
+	tj_check_queue(caller.role, DatumGetTextPP(queue), TJ_PRIV_CONSUME);
+	tj_reserve_jobs(&rsinfo, DatumGetTextPP(queue), worker_text, 1, NULL);
+	SPI_finish();
+	tj_caller_leave(&caller);
+
+	slot = MakeSingleTupleTableSlot(rsinfo.setDesc, &TTSOpsMinimalTuple);
+	found = tuplestore_gettupleslot(rsinfo.setResult, true, false, slot);
+	if (found)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		bool		isnull;
+
+		/* reserved_job: id, queue, payload, attempt, max_attempts, lease_token, ... */
+		job->id = DatumGetInt64(slot_getattr(slot, 1, &isnull));
+		job->payload = datumCopy(slot_getattr(slot, 3, &isnull), false, -1);
+		job->lease_token = datumCopy(slot_getattr(slot, 6, &isnull), false, UUID_LEN);
+		MemoryContextSwitchTo(old);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	tuplestore_end(rsinfo.setResult);
+	return found;
+}
+
+/*
  * Reserves one job of a handler queue (only_queue, or any in turn) for
  * `worker`, copying it into cxt.  Runs in the current transaction.
  */
@@ -404,17 +415,12 @@ reserve_handler_job(const char *worker, const char *only_queue, HandlerJob *job,
 
 		if (!tj_run_jobs_may_take(name))
 			continue;			/* run_jobs(NULL): a queue its caller may not consume */
-		values[0] = name;
-		values[1] = CStringGetTextDatum(worker);
-		if (tj_execute(&reserve_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
+		if (!reserve_one(name, worker, job, cxt))
 			continue;
 		found = true;
 		next_queue = row + 1;
 
 		MemoryContextSwitchTo(cxt);
-		job->id = DatumGetInt64(tj_get_datum(0, 1, &isnull));
-		job->lease_token = datumCopy(tj_get_datum(0, 2, &isnull), false, 16);
-		job->payload = datumCopy(tj_get_datum(0, 3, &isnull), false, -1);
 		job->queue = TextDatumGetCString(name);
 		job->signature = TextDatumGetCString(SPI_getbinval(q, qdesc, 2, &isnull));
 		job->owner = DatumGetObjectId(SPI_getbinval(q, qdesc, 3, &isnull));
@@ -664,10 +670,10 @@ call_handler(const HandlerJob *job, bool own_transactions, bool *isnull)
 static void
 run_and_complete(const HandlerJob *job, bool own_transactions)
 {
-	Datum		values[3];
-	char		nulls[3] = "   ";
 	bool		isnull;
 	Datum		result;
+	TJCaller	caller;
+	bool		done;
 
 	result = call_handler(job, own_transactions, &isnull);
 	if (cancel_reason == CANCEL_DEADLINE)
@@ -675,19 +681,21 @@ run_and_complete(const HandlerJob *job, bool own_transactions)
 				(errcode(ERRCODE_QUERY_CANCELED),
 				 errmsg("handler of job %lld returned after its deadline", (long long) job->id)));
 	if (isnull || get_func_rettype(job->handler) != JSONBOID)
-		nulls[2] = 'n';
-	values[0] = Int64GetDatum(job->id);
-	values[1] = job->lease_token;
-	values[2] = result;
+		result = (Datum) 0;
 
+	/* complete(), as its SQL entry point would run it */
+	tj_caller_enter_owner(&caller);
 	SPI_connect();
-	tj_execute(&complete_stmt, values, nulls, false, 0, SPI_OK_SELECT);
-	if (!DatumGetBool(tj_get_datum(0, 1, &isnull)))
+	tj_check_job(caller.role, Int64GetDatum(job->id), TJ_PRIV_CONSUME);
+	done = tj_complete_job(Int64GetDatum(job->id), job->lease_token, result,
+						   GetCurrentTransactionStartTimestamp());
+	SPI_finish();
+	tj_caller_leave(&caller);
+	if (!done)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("lease of job %lld was lost while its handler ran", (long long) job->id),
 				 errdetail("The handler's work is rolled back; the job belongs to whoever holds it now.")));
-	SPI_finish();
 }
 
 /*
@@ -699,6 +707,7 @@ static void
 record_failure(const HandlerJob *job, const char *error, bool hand_back)
 {
 	Datum		values[4];
+	TJCaller	caller;
 
 	values[0] = Int64GetDatum(job->id);
 	values[1] = job->lease_token;
@@ -724,8 +733,16 @@ record_failure(const HandlerJob *job, const char *error, bool hand_back)
 			tj_execute(&hand_back_note_stmt, values, NULL, false, 0, SPI_OK_UPDATE);
 		}
 	}
-	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	tj_execute(hand_back ? &hand_back_stmt : &fail_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+
+	/* fail(), or snooze() by 0 s, as its SQL entry point would run it */
+	tj_caller_enter_owner(&caller);
+	tj_check_job(caller.role, values[0], TJ_PRIV_CONSUME);
+	if (hand_back)
+		(void) tj_snooze_job(values[0], values[1], GetCurrentTransactionStartTimestamp());
+	else
+		(void) tj_fail_job(values[0], values[1], error, NULL, true,
+						   GetCurrentTransactionStartTimestamp());
+	tj_caller_leave(&caller);
 	SPI_finish();
 }
 
@@ -951,6 +968,9 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 	}
 
 	refusal = handler_refusal(&job);
+	/* (an executor's job transaction ends before the refusal is recorded) */
+	if (refusal != NULL)
+		refusal = MemoryContextStrdup(cxt, refusal);
 	if (refusal == NULL)
 	{
 		PG_TRY();
@@ -1045,6 +1065,17 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 	return true;
 }
 
+/* This session's temporary schema, or InvalidOid while it has none */
+static Oid
+session_temp_namespace(void)
+{
+	Oid			temp_nsp;
+	Oid			temp_toast_nsp;
+
+	GetTempNamespaceState(&temp_nsp, &temp_toast_nsp);
+	return temp_nsp;
+}
+
 /*
  * After every job an executor drops what a handler may have left in its
  * session, as DISCARD ALL would, so that the next job, perhaps of another
@@ -1066,11 +1097,7 @@ tj_run_next_job(const char *worker, const char *only_queue, bool own_transaction
 void
 tj_discard_session_state(void)
 {
-	Oid			temp_nsp;
-	Oid			temp_toast_nsp;
-
-	GetTempNamespaceState(&temp_nsp, &temp_toast_nsp);
-	if (OidIsValid(temp_nsp))
+	if (OidIsValid(session_temp_namespace()))
 	{
 		ereport(LOG,
 				(errmsg("throttle_jobs: worker exiting: a handler left a temporary schema in its session")));
@@ -1131,10 +1158,8 @@ run_jobs_caller(FunctionCallInfo fcinfo, Oid *definer)
 static void
 refuse_temp_namespace(void)
 {
-	Oid			temp_nsp;
-	Oid			temp_toast_nsp;
+	Oid			temp_nsp = session_temp_namespace();
 
-	GetTempNamespaceState(&temp_nsp, &temp_toast_nsp);
 	if (OidIsValid(temp_nsp))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
