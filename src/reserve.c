@@ -71,6 +71,54 @@ static TJStatement reserve_stmt = {
 };
 
 /*
+ * reserve_stmt for one priority level ($7) of queue $6, its index scan
+ * starting at the level's skip hint ($8, $9, $10): equalities on the leading
+ * columns of job_ready_idx and a row comparison on the rest, so that the
+ * hint is where the scan starts, not a filter (ready_hint.c).
+ */
+static TJStatement reserve_level_stmt = {
+	"WITH q AS MATERIALIZED ("
+	"  SELECT q.id, q.name, q.lease, q.max_attempts FROM throttle_jobs.queue q"
+	"   WHERE q.id = $6 AND q.name = $1 AND NOT q.paused"
+	"     AND NOT EXISTS (SELECT FROM throttle_jobs.key_limit)),"
+	" picked AS MATERIALIZED ("
+	"  SELECT j.id FROM throttle_jobs.job j"
+	"   WHERE j.queue_id = (SELECT q.id FROM q) AND j.priority = $7 AND j.state = 'available'"
+	"     AND (j.rr_rank, j.run_at, j.id) >= ($8, $9, $10) AND j.run_at <= $2"
+	"   ORDER BY j.rr_rank, j.run_at, j.id"
+	"   LIMIT $3"
+	"   FOR UPDATE SKIP LOCKED)"
+	" UPDATE throttle_jobs.job j"
+	"    SET state = 'running', attempt = j.attempt + 1,"
+	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $2 + coalesce($4, q.lease),"
+	"        reserved_at = $2, worker = $5"
+	"   FROM q"
+	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))"
+	" RETURNING " RESERVED_COLUMNS ", q.name, q.id",
+	10, {TEXTOID, TIMESTAMPTZOID, INT8OID, INTERVALOID, TEXTOID,
+		INT4OID, INT2OID, INT8OID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
+};
+
+/*
+ * The priority levels that hold ready jobs of queue $1, highest first (a
+ * walk that jumps from level to level), for a queue that has no skip hints
+ * yet.
+ */
+static TJStatement ready_levels_stmt = {
+	"WITH RECURSIVE p AS ("
+	"  (SELECT j.priority FROM throttle_jobs.job j"
+	"    WHERE j.queue_id = $1 AND j.state = 'available' ORDER BY j.priority DESC LIMIT 1)"
+	"  UNION ALL"
+	"  SELECT (SELECT j.priority FROM throttle_jobs.job j"
+	"           WHERE j.queue_id = $1 AND j.state = 'available' AND j.priority < p.priority"
+	"           ORDER BY j.priority DESC LIMIT 1)"
+	"    FROM p WHERE p.priority IS NOT NULL)"
+	" SELECT p.priority FROM p WHERE p.priority IS NOT NULL"
+	" LIMIT " CppAsString2(TJ_HINT_LEVELS) " + 1",
+	1, {INT4OID}, NULL, TJ_GENERIC
+};
+
+/*
  * The ready jobs of a queue, best first (read through a cursor, of which
  * reservation reads the first few rows: planned for them, it walks
  * job_ready_idx instead of sorting every ready job).
@@ -412,33 +460,17 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 }
 
 /*
- * reserve_stmt: true if it reserved jobs (added to rsinfo), false if it
- * found none, the admitting path is needed, or the queue is unknown or
- * paused.  Connected to SPI by the caller.
+ * Adds the n rows of the current SPI result (RESERVED_COLUMNS, queue name
+ * and id) to the output in queue order; *last gets the last one's key.
  */
-static bool
-reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
-			 int32 max_jobs, Interval *lease, TimestampTz now)
+static void
+emit_reserved(ReturnSetInfo *rsinfo, uint64 n, TimestampTz now, TJReadyKey *last)
 {
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	uint64		n;
-	ReservedRow *rows;
+	ReservedRow *rows = palloc(sizeof(ReservedRow) * n);
 	Datum		queue_name;
 	bool		isnull;
 
-	values[0] = PointerGetDatum(queue_name_arg);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = Int64GetDatum(max_jobs);
-	values[3] = PointerGetDatum(lease);
-	nulls[3] = lease ? ' ' : 'n';
-	values[4] = PointerGetDatum(worker);
-	n = tj_execute(&reserve_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
-	if (n == 0)
-		return false;
-
 	/* UPDATE ... RETURNING has no order: sort as the queue orders jobs. */
-	rows = palloc(sizeof(ReservedRow) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		rows[i].row = i;
@@ -456,6 +488,155 @@ reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 		tj_stats_reserved(DatumGetInt32(tj_get_datum(rows[i].row, R_QUEUE_ID, &isnull)),
 						  rows[i].run_at, now, NULL, NULL);
 	}
+	last->rr_rank = rows[n - 1].rr_rank;
+	last->run_at = rows[n - 1].run_at;
+	last->id = rows[n - 1].id;
+	pfree(rows);
+}
+
+/*
+ * The ids of the queues this backend reserved from lately, by name, so that
+ * reservation finds a queue's skip hints before its statement runs.  A
+ * stale entry (a queue dropped and made again) only makes the statement
+ * find nothing once: the lookup that follows corrects it.
+ */
+#define QUEUE_IDS	16
+
+static struct
+{
+	char	   *name;
+	int32		id;
+}			queue_ids[QUEUE_IDS];
+static int	queue_ids_next = 0;
+
+static int32
+cached_queue_id(text *name)
+{
+	char	   *s = text_to_cstring(name);
+
+	for (int i = 0; i < QUEUE_IDS; i++)
+		if (queue_ids[i].name != NULL && strcmp(queue_ids[i].name, s) == 0)
+			return queue_ids[i].id;
+	return 0;
+}
+
+static void
+remember_queue_id(text *name, int32 id)
+{
+	char	   *s = text_to_cstring(name);
+
+	for (int i = 0; i < QUEUE_IDS; i++)
+		if (queue_ids[i].name != NULL && strcmp(queue_ids[i].name, s) == 0)
+		{
+			queue_ids[i].id = id;
+			return;
+		}
+	if (queue_ids[queue_ids_next].name != NULL)
+		pfree(queue_ids[queue_ids_next].name);
+	queue_ids[queue_ids_next].name = MemoryContextStrdup(TopMemoryContext, s);
+	queue_ids[queue_ids_next].id = id;
+	queue_ids_next = (queue_ids_next + 1) % QUEUE_IDS;
+}
+
+/*
+ * reserve_level_stmt level by level, highest priority first, each scan
+ * starting at its level's skip hint, which then rises past the jobs taken.
+ * -1 when the queue has no hints (the caller walks as without them), else
+ * the number of jobs reserved.  Connected to SPI by the caller.
+ */
+static int64
+reserve_hinted(ReturnSetInfo *rsinfo, text *queue_name_arg, int32 queue_id, text *worker,
+			   int32 max_jobs, Interval *lease, TimestampTz now)
+{
+	TJHintRead	hints;
+	bool		discover;
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int64		taken = 0;
+
+	if (!tj_hint_read(queue_id, now, &hints, &discover))
+		return -1;
+	if (discover)
+	{
+		int16		levels[TJ_HINT_LEVELS + 1];
+		uint64		n;
+		bool		isnull;
+
+		values[0] = Int32GetDatum(queue_id);
+		n = tj_execute(&ready_levels_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+		for (uint64 i = 0; i < n; i++)
+			levels[i] = DatumGetInt16(tj_get_datum(i, 1, &isnull));
+		SPI_freetuptable(SPI_tuptable);
+		if (!tj_hint_discovered(queue_id, levels, (int) n, &hints))
+			return -1;
+	}
+
+	values[0] = PointerGetDatum(queue_name_arg);
+	values[1] = TimestampTzGetDatum(now);
+	values[3] = PointerGetDatum(lease);
+	nulls[3] = lease ? ' ' : 'n';
+	values[4] = PointerGetDatum(worker);
+	values[5] = Int32GetDatum(queue_id);
+	for (int i = 0; i < hints.nlevels && taken < max_jobs; i++)
+	{
+		const TJHintLevel *level = &hints.levels[i];
+		TJReadyKey	last;
+		uint64		n;
+
+		values[2] = Int64GetDatum(max_jobs - taken);
+		values[6] = Int16GetDatum(level->priority);
+		values[7] = Int64GetDatum(level->hint.rr_rank);
+		values[8] = TimestampTzGetDatum(level->hint.run_at);
+		values[9] = Int64GetDatum(level->hint.id);
+		n = tj_execute(&reserve_level_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+		if (n > 0)
+		{
+			emit_reserved(rsinfo, n, now, &last);
+			tj_hint_raise(queue_id, level->priority, hints.seq, &last, now);
+			taken += n;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	return taken;
+}
+
+/*
+ * Reservation while no limits exist: true if it reserved jobs (added to
+ * rsinfo), false if it found none, the admitting path is needed, or the
+ * queue is unknown or paused.  Connected to SPI by the caller.
+ */
+static bool
+reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
+			 int32 max_jobs, Interval *lease, TimestampTz now)
+{
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int32		queue_id = tj_hints_enabled() ? cached_queue_id(queue_name_arg) : 0;
+	uint64		n;
+	TJReadyKey	last;
+	bool		isnull;
+
+	if (queue_id != 0)
+	{
+		int64		taken = reserve_hinted(rsinfo, queue_name_arg, queue_id, worker,
+										   max_jobs, lease, now);
+
+		if (taken >= 0)
+			return taken > 0;
+	}
+
+	values[0] = PointerGetDatum(queue_name_arg);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = Int64GetDatum(max_jobs);
+	values[3] = PointerGetDatum(lease);
+	nulls[3] = lease ? ' ' : 'n';
+	values[4] = PointerGetDatum(worker);
+	n = tj_execute(&reserve_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (n == 0)
+		return false;
+	if (tj_hints_enabled())
+		remember_queue_id(queue_name_arg, DatumGetInt32(tj_get_datum(0, R_QUEUE_ID, &isnull)));
+	emit_reserved(rsinfo, n, now, &last);
 	return true;
 }
 
@@ -552,6 +733,13 @@ tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 		return;
 	/* unknown (an error), paused or empty */
 	tj_lookup_queue(queue_name_arg, &queue);
+	if (tj_hints_enabled() && cached_queue_id(queue_name_arg) != queue.id)
+	{
+		/* the hinted statements looked for another queue of that name */
+		remember_queue_id(queue_name_arg, queue.id);
+		if (!queue.paused)
+			(void) reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now);
+	}
 }
 
 /* reserve(queue, worker, max_jobs, lease) returns setof reserved_job */

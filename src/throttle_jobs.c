@@ -26,5 +26,6 @@ _PG_init(void)
 	{
 		tj_workers_init();
 		tj_stats_shmem_init();
+		tj_hint_shmem_init();
 	}
 }
