@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # TJ_* variables are for the scripts sourcing this
-# test/lib.sh -- shared shell helpers for test/run (and test/demo, test/bench).
+# test/lib.sh -- shared shell helpers for test/run (and examples/demo, test/bench).
 #
 # Source it from bash; it only defines functions and TJ_* variables and runs
 # nothing by itself.  Typical use:

@@ -1,4 +1,4 @@
-# The upgrade from the released 0.1.0 (sql/throttle_jobs--0.1.0.sql, frozen)
+# The upgrade from the released 0.1.0 (throttle_jobs--0.1.0.sql, frozen)
 # to the current version.  Database up_a is made with 0.1.0 and holds data
 # in every state: queues (paused, round_robin, a handler queue owned by a
 # role that is not a superuser), limits (a cap, a template, each rate
