@@ -522,12 +522,16 @@ static Oid	job_relid = InvalidOid;
 static AttrNumber att_queue_id, att_state, att_priority, att_rr_rank, att_run_at, att_id;
 
 static AttrNumber
-job_attnum(TupleDesc desc, const char *name)
+job_attnum(Relation rel, const char *name)
 {
-	int			n = SPI_fnumber(desc, name);
+	int			n = SPI_fnumber(RelationGetDescr(rel), name);
 
 	if (n <= 0)
-		elog(ERROR, "throttle_jobs.job has no column \"%s\"", name);
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("throttle_jobs._job_ready_trigger() runs on throttle_jobs.job only, not on \"%s\"",
+						RelationGetRelationName(rel)),
+				 errdetail("The table has no column \"%s\".", name)));
 	return (AttrNumber) n;
 }
 
@@ -569,21 +573,27 @@ throttle_jobs_job_ready_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("throttle_jobs._job_ready_trigger() must be called as a BEFORE ROW trigger")));
 	rel = td->tg_relation;
+	if (RelationGetRelid(rel) != job_relid)
+	{
+		/* (all found before any is kept: a wrong table changes nothing) */
+		AttrNumber	queue_id = job_attnum(rel, "queue_id");
+		AttrNumber	state = job_attnum(rel, "state");
+		AttrNumber	priority = job_attnum(rel, "priority");
+		AttrNumber	rr_rank = job_attnum(rel, "rr_rank");
+		AttrNumber	run_at = job_attnum(rel, "run_at");
+		AttrNumber	id = job_attnum(rel, "id");
+
+		att_queue_id = queue_id;
+		att_state = state;
+		att_priority = priority;
+		att_rr_rank = rr_rank;
+		att_run_at = run_at;
+		att_id = id;
+		job_relid = RelationGetRelid(rel);
+	}
 
 	if (hint_hash != NULL)
 	{
-		if (RelationGetRelid(rel) != job_relid)
-		{
-			TupleDesc	desc = RelationGetDescr(rel);
-
-			att_queue_id = job_attnum(desc, "queue_id");
-			att_state = job_attnum(desc, "state");
-			att_priority = job_attnum(desc, "priority");
-			att_rr_rank = job_attnum(desc, "rr_rank");
-			att_run_at = job_attnum(desc, "run_at");
-			att_id = job_attnum(desc, "id");
-			job_relid = RelationGetRelid(rel);
-		}
 		if (!TRIGGER_FIRED_BY_INSERT(td->tg_event))
 			note_tuple(rel, td->tg_trigtuple, true);
 		if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
