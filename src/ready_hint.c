@@ -54,7 +54,6 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
-#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -268,8 +267,7 @@ tj_hints_enabled(void)
  * did.  *discover is set when the caller must find the levels that already
  * hold ready jobs (tj_hint_discovered) before it may use the result.
  * A level not walked from its start for HINT_VERIFY_MS comes back with
- * hint minus infinity, and counts as walked (unless the reservation hands
- * the walk back, tj_hint_unwalk).
+ * hint minus infinity, and counts as walked.
  */
 bool
 tj_hint_read(int32 queue_id, TimestampTz now, TJHintRead *out, bool *discover)
@@ -372,30 +370,6 @@ tj_hint_raise(int32 queue_id, int16 priority, uint64 seq, const TJReadyKey *clai
 	LWLockRelease(hint_shared->lock);
 }
 
-/*
- * The levels from the `from`th on of what tj_hint_read gave a reservation
- * that had all its jobs before it reached them: the walk from the start
- * that the read gave them (and counted as made) goes back to the next
- * reservation.  Else, while a higher level has a job each time the walk
- * falls due, a lower level would never be walked.
- */
-void
-tj_hint_unwalk(int32 queue_id, const TJHintRead *read, int from, TimestampTz now)
-{
-	HintQueue  *q;
-
-	LWLockAcquire(hint_shared->lock, LW_EXCLUSIVE);
-	q = find_queue(queue_id, HASH_FIND);
-	for (int i = from; q != NULL && i < read->nlevels; i++)
-	{
-		TJHintLevel *l = find_level(q, read->levels[i].priority);
-
-		if (l != NULL && l->walked_at == now && read->levels[i].walked_at != now)
-			l->walked_at = read->levels[i].walked_at;
-	}
-	LWLockRelease(hint_shared->lock);
-}
-
 /* Every level of the queue back to minus infinity (one walk each) */
 void
 tj_hint_reset(int32 queue_id)
@@ -447,6 +421,17 @@ publish_pending(bool on_abort, int level)
 			publish_locked(q, p->priority, false, &p->key);
 	}
 	LWLockRelease(hint_shared->lock);
+}
+
+/*
+ * Publishes now what this transaction has made ready so far (and again at
+ * commit): a reservation that released waiting jobs meets them in its own
+ * walk.  Publishing early only lowers hints, which is always safe.
+ */
+void
+tj_hint_publish_early(void)
+{
+	publish_pending(false, 0);
 }
 
 static void
@@ -541,45 +526,6 @@ note_key(int32 queue_id, int16 priority, bool on_abort, const TJReadyKey *key)
 	pending[npending].level = level;
 	pending[npending].key = *key;
 	npending++;
-}
-
-/*
- * A statement under READ COMMITTED that waited for a job's row lock and then
- * found the row no longer matching its WHERE keeps the row locked without
- * changing it (EvalPlanQual locks the newest version before it rechecks).
- * No trigger sees that, yet reservations skip the row as locked, and one may
- * raise the hint past it; when the lock goes, nothing would publish the job.
- * So a caller whose statement on job `id` changed nothing calls this: if the
- * job is ready now, its key is published when the (sub)transaction ends,
- * commit or abort.  Connected to SPI.
- */
-static TJStatement ready_job_stmt = {
-	"SELECT j.queue_id, j.priority, j.rr_rank, j.run_at, j.id FROM throttle_jobs.job j"
-	" WHERE j.id = $1 AND j.state = 'available'",
-	1, {INT8OID}
-};
-
-void
-tj_hint_note_job(Datum id)
-{
-	TJReadyKey	key;
-	int32		queue_id;
-	int16		priority;
-	bool		isnull;
-
-	if (hint_hash == NULL)
-		return;
-	if (tj_execute(&ready_job_stmt, &id, NULL, false, 0, SPI_OK_SELECT) == 1)
-	{
-		queue_id = DatumGetInt32(tj_get_datum(0, 1, &isnull));
-		priority = DatumGetInt16(tj_get_datum(0, 2, &isnull));
-		key.rr_rank = DatumGetInt64(tj_get_datum(0, 3, &isnull));
-		key.run_at = DatumGetTimestampTz(tj_get_datum(0, 4, &isnull));
-		key.id = DatumGetInt64(tj_get_datum(0, 5, &isnull));
-		note_key(queue_id, priority, false, &key);
-		note_key(queue_id, priority, true, &key);
-	}
-	SPI_freetuptable(SPI_tuptable);
 }
 
 /* Columns of throttle_jobs.job the trigger reads, found once by name */
