@@ -54,24 +54,28 @@ PG_FUNCTION_INFO_V1(throttle_jobs_reserve);
  * job (the caller tells which).  Only for READ COMMITTED, where the
  * statement's snapshot is as new as tj_limits_exist()'s.
  */
+#define RESERVE_SQL(queue_cond, level_cond, order) \
+	"WITH q AS MATERIALIZED (" \
+	"  SELECT q.id, q.name, q.lease, q.max_attempts FROM throttle_jobs.queue q" \
+	"   WHERE " queue_cond " AND NOT q.paused" \
+	"     AND NOT EXISTS (SELECT FROM throttle_jobs.key_limit))," \
+	" picked AS MATERIALIZED (" \
+	"  SELECT j.id FROM throttle_jobs.job j" \
+	"   WHERE j.queue_id = (SELECT q.id FROM q)" level_cond " AND j.state = 'available'" \
+	"     AND j.run_at <= $2" \
+	"   ORDER BY " order \
+	"   LIMIT $3" \
+	"   FOR UPDATE SKIP LOCKED)" \
+	" UPDATE throttle_jobs.job j" \
+	"    SET state = 'running', attempt = j.attempt + 1," \
+	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $2 + coalesce($4, q.lease)," \
+	"        reserved_at = $2, worker = $5" \
+	"   FROM q" \
+	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))" \
+	" RETURNING " RESERVED_COLUMNS ", q.name, q.id"
+
 static TJStatement reserve_stmt = {
-	"WITH q AS MATERIALIZED ("
-	"  SELECT q.id, q.name, q.lease, q.max_attempts FROM throttle_jobs.queue q"
-	"   WHERE q.name = $1 AND NOT q.paused"
-	"     AND NOT EXISTS (SELECT FROM throttle_jobs.key_limit)),"
-	" picked AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.queue_id = (SELECT q.id FROM q) AND j.state = 'available' AND j.run_at <= $2"
-	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id"
-	"   LIMIT $3"
-	"   FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j"
-	"    SET state = 'running', attempt = j.attempt + 1,"
-	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $2 + coalesce($4, q.lease),"
-	"        reserved_at = $2, worker = $5"
-	"   FROM q"
-	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))"
-	" RETURNING " RESERVED_COLUMNS ", q.name, q.id",
+	RESERVE_SQL("q.name = $1", "", "j.priority DESC, j.rr_rank, j.run_at, j.id"),
 	5, {TEXTOID, TIMESTAMPTZOID, INT8OID, INTERVALOID, TEXTOID}, NULL, TJ_GENERIC
 };
 
@@ -82,24 +86,9 @@ static TJStatement reserve_stmt = {
  * hint is where the scan starts, not a filter (ready_hint.c).
  */
 static TJStatement reserve_level_stmt = {
-	"WITH q AS MATERIALIZED ("
-	"  SELECT q.id, q.name, q.lease, q.max_attempts FROM throttle_jobs.queue q"
-	"   WHERE q.id = $6 AND q.name = $1 AND NOT q.paused"
-	"     AND NOT EXISTS (SELECT FROM throttle_jobs.key_limit)),"
-	" picked AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.queue_id = (SELECT q.id FROM q) AND j.priority = $7 AND j.state = 'available'"
-	"     AND (j.rr_rank, j.run_at, j.id) >= ($8, $9, $10) AND j.run_at <= $2"
-	"   ORDER BY j.rr_rank, j.run_at, j.id"
-	"   LIMIT $3"
-	"   FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j"
-	"    SET state = 'running', attempt = j.attempt + 1,"
-	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $2 + coalesce($4, q.lease),"
-	"        reserved_at = $2, worker = $5"
-	"   FROM q"
-	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))"
-	" RETURNING " RESERVED_COLUMNS ", q.name, q.id",
+	RESERVE_SQL("q.id = $6 AND q.name = $1",
+				" AND j.priority = $7 AND (j.rr_rank, j.run_at, j.id) >= ($8, $9, $10)",
+				"j.rr_rank, j.run_at, j.id"),
 	10, {TEXTOID, TIMESTAMPTZOID, INT8OID, INTERVALOID, TEXTOID,
 		INT4OID, INT2OID, INT8OID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
 };
@@ -459,6 +448,34 @@ judge(LimitedCall *call, Candidate *batch, uint64 n)
 }
 
 /*
+ * Judges the candidates that a cursor over `stmt` returns, in batches,
+ * until max_jobs are taken or a bound is reached: jobs judged (each costs
+ * statements), and jobs walked past because their key was parked earlier
+ * in this call (nearly free, but a cursor opened before the parking still
+ * shows them all once).
+ */
+static void
+walk_cursor(LimitedCall *call, TJStatement *stmt, Datum *values, Candidate *batch,
+			int64 max_visit)
+{
+	Portal		portal = SPI_cursor_open(NULL, tj_plan(stmt), values, NULL, false);
+
+	while (call->taken < call->max_jobs && call->visited < max_visit && call->walked < TJ_MAX_WALK)
+	{
+		uint64		n;
+
+		SPI_cursor_fetch(portal, true, SCAN_BATCH);
+		n = SPI_processed;
+		if (n == 0)
+			break;
+		read_candidates(batch);
+		SPI_freetuptable(SPI_tuptable);
+		judge(call, batch, n);
+	}
+	SPI_cursor_close(portal);
+}
+
+/*
  * The limited walk over all ready jobs of the queue, best first, for a
  * queue without skip hints.  The first few candidates come from one
  * statement that also tells whether notes or due rate keys wait; only then,
@@ -469,7 +486,6 @@ static void
 walk_limited(LimitedCall *call, Candidate *batch, int32 first, int64 max_visit)
 {
 	Datum		values[3];
-	Portal		portal;
 	uint64		n;
 	bool		isnull;
 
@@ -492,24 +508,21 @@ walk_limited(LimitedCall *call, Candidate *batch, int32 first, int64 max_visit)
 		tj_release_pending(&call->cache, call->now);
 	}
 
-	/*
-	 * Two bounds: jobs judged (each costs statements), and jobs walked past
-	 * because their key was parked earlier in this call (nearly free, but a
-	 * cursor opened before the parking still shows them all once).  Jobs
-	 * skipped above are met again, and passed over at once.
-	 */
-	portal = SPI_cursor_open(NULL, tj_plan(&candidates_stmt), values, NULL, false);
-	while (call->taken < call->max_jobs && call->visited < max_visit && call->walked < TJ_MAX_WALK)
-	{
-		SPI_cursor_fetch(portal, true, SCAN_BATCH);
-		n = SPI_processed;
-		if (n == 0)
-			break;
-		read_candidates(batch);
-		SPI_freetuptable(SPI_tuptable);
-		judge(call, batch, n);
-	}
-	SPI_cursor_close(portal);
+	/* jobs skipped above are met again, and passed over at once */
+	walk_cursor(call, &candidates_stmt, values, batch, max_visit);
+}
+
+/*
+ * Releases the waiting jobs that keys can take now and publishes them at
+ * once, so that this call's walk, started again from the hints read anew,
+ * meets them.  False when the queue has no hints any more.
+ */
+static bool
+release_waiting(LimitedCall *call, TJHintRead *hints)
+{
+	tj_release_pending(&call->cache, call->now);
+	tj_hint_publish_early();
+	return read_hints(call->queue->id, call->now, hints);
 }
 
 /*
@@ -535,7 +548,6 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 	for (int i = 0; i < hints->nlevels && call->taken < call->max_jobs; i++)
 	{
 		const TJHintLevel *level = &hints->levels[i];
-		Portal		portal;
 
 		call->passing = true;
 		call->passed_any = false;
@@ -549,10 +561,8 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 		{
 			/* waiting jobs whose keys can take them now come back first */
 			SPI_freetuptable(SPI_tuptable);
-			tj_release_pending(&call->cache, call->now);
-			tj_hint_publish_early();
 			released = true;
-			if (!read_hints(call->queue->id, call->now, hints))
+			if (!release_waiting(call, hints))
 				return false;
 			i = -1;
 			continue;
@@ -567,20 +577,8 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 			/* (level_candidates_stmt's parameters: those of the first without $3) */
 			Datum		cvalues[6] = {values[0], values[1], values[3], values[4], values[5], values[6]};
 
-			portal = SPI_cursor_open(NULL, tj_plan(&level_candidates_stmt), cvalues, NULL, false);
 			call->passing = true;
-			while (call->taken < call->max_jobs && call->visited < max_visit &&
-				   call->walked < TJ_MAX_WALK)
-			{
-				SPI_cursor_fetch(portal, true, SCAN_BATCH);
-				n = SPI_processed;
-				if (n == 0)
-					break;
-				read_candidates(batch);
-				SPI_freetuptable(SPI_tuptable);
-				judge(call, batch, n);
-			}
-			SPI_cursor_close(portal);
+			walk_cursor(call, &level_candidates_stmt, cvalues, batch, max_visit);
 		}
 		if (call->passed_any)
 			tj_hint_raise(call->queue->id, level->priority, hints->seq, &call->passed, call->now);
@@ -588,19 +586,15 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 		if (i == hints->nlevels - 1 && !seen_any && !released)
 		{
 			/* nothing ready: waiting jobs may come back, then walk again */
-			tj_release_pending(&call->cache, call->now);
-			tj_hint_publish_early();
 			released = true;
-			if (!read_hints(call->queue->id, call->now, hints))
+			if (!release_waiting(call, hints))
 				return false;
 			i = -1;
 		}
 	}
 	if (hints->nlevels == 0 && !released)
 	{
-		tj_release_pending(&call->cache, call->now);
-		tj_hint_publish_early();
-		if (!read_hints(call->queue->id, call->now, hints))
+		if (!release_waiting(call, hints))
 			return false;
 		if (hints->nlevels > 0)
 			return walk_limited_levels(call, hints, batch, first, max_visit);
