@@ -2071,6 +2071,260 @@ CREATE TRIGGER job_ready_delete BEFORE DELETE ON throttle_jobs.job
 	FOR EACH ROW WHEN (OLD.state OPERATOR(pg_catalog.=) 'available')
 	EXECUTE FUNCTION throttle_jobs._job_ready_trigger();
 
+
+------------------------------------------------------------------------------
+-- create_queue(..., max_running => n) (issue 14, SQL gap 4)
+------------------------------------------------------------------------------
+
+-- The queue-wide cap can be given at creation: create_queue takes one more
+-- argument, last and defaulted, so every call of the 0.1.0 function means
+-- the same.  An added argument is a new function: the 0.1.0 one is dropped
+-- and made again, with its grant and comment.  The C wrapper sets the cap
+-- as set_queue_max_running does (src/queue_cap.c), in the same transaction.
+DROP FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text);
+CREATE FUNCTION throttle_jobs.create_queue(
+	name				text,
+	max_size			bigint DEFAULT NULL,
+	on_full				text DEFAULT 'error',
+	max_attempts		integer DEFAULT 5,
+	backoff_base		interval DEFAULT '30 seconds',
+	backoff_factor		double precision DEFAULT 4,
+	backoff_max			interval DEFAULT '1 hour',
+	backoff_jitter		double precision DEFAULT 0.1,
+	lease				interval DEFAULT '5 minutes',
+	retain_completed	interval DEFAULT '1 day',
+	retain_dead			interval DEFAULT '14 days',
+	handler				regprocedure DEFAULT NULL,
+	fairness			text DEFAULT 'fifo',
+	max_running			integer DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'throttle_jobs_create_queue'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text, integer)
+	TO throttle_jobs_admin;
+COMMENT ON FUNCTION throttle_jobs.create_queue(text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text, integer) IS 'Creates a queue with its retry policy, lease, retention, backpressure, optional SQL handler and optional cap on its running jobs (max_running, as set_queue_max_running sets it).';
+
+
+------------------------------------------------------------------------------
+-- try_acquire/acquire counters in key_stats and metrics() (issue 14, SQL gap 5)
+------------------------------------------------------------------------------
+
+-- The outcomes of try_acquire, acquire and try_acquire_session calls on
+-- limited keys (admitted, refused, waited, timed out), kept per key in
+-- shared memory with the throttling counters (src/stats.c), counted when
+-- the call returns; key_stats shows them in four columns appended at its
+-- end, metrics() as throttle_jobs_key_acquires_total{key, event}.
+CREATE FUNCTION throttle_jobs._stats_key_acquires(
+	OUT key text, OUT acquire_admitted bigint, OUT acquire_refused bigint,
+	OUT acquire_waited bigint, OUT acquire_timed_out bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'throttle_jobs_stats_key_acquires'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION throttle_jobs._stats_key_acquires() FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._stats_key_acquires() IS 'Internal: try_acquire/acquire counters per key since start or reset, for key_stats.';
+
+ALTER TYPE throttle_jobs.key_stats_row
+	ADD ATTRIBUTE acquire_admitted bigint,
+	ADD ATTRIBUTE acquire_refused bigint,
+	ADD ATTRIBUTE acquire_waited bigint,
+	ADD ATTRIBUTE acquire_timed_out bigint;
+
+-- (the 0.1.0 function, with the acq lines added)
+CREATE OR REPLACE FUNCTION throttle_jobs.stats_key_rows()
+RETURNS SETOF throttle_jobs.key_stats_row
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+WITH ks AS (
+	SELECT * FROM throttle_jobs.stats_keys()
+), acq AS (
+	SELECT * FROM throttle_jobs._stats_key_acquires()
+), keys AS (
+	SELECT l.key FROM throttle_jobs.key_limit l WHERE pg_catalog.right(l.key, 1) <> '*'
+	UNION SELECT s.key FROM throttle_jobs.key_rate_state s
+	UNION SELECT j.concurrency_key FROM throttle_jobs.job j
+		  WHERE j.state = 'running' AND j.concurrency_key IS NOT NULL
+	UNION SELECT ks.key FROM ks
+), gov AS (
+	SELECT k.key, c.key AS cap_limit, c.max_running, r.key AS rate_limit, r.max_per_period,
+		   r.period, r.algorithm, r.burst, r.adaptive
+	FROM keys k
+	LEFT JOIN LATERAL (
+		SELECT l.key, l.max_running FROM throttle_jobs.key_limit l
+		WHERE l.max_running IS NOT NULL
+		  AND throttle_jobs._key_matches(k.key, l.key)
+		ORDER BY l.key = k.key DESC, pg_catalog.length(l.key) DESC LIMIT 1) c ON true
+	LEFT JOIN LATERAL (
+		SELECT l.key, l.max_per_period, l.period, l.algorithm, l.burst, l.adaptive
+		FROM throttle_jobs.key_limit l
+		WHERE l.max_per_period IS NOT NULL
+		  AND throttle_jobs._key_matches(k.key, l.key)
+		ORDER BY l.key = k.key DESC, pg_catalog.length(l.key) DESC LIMIT 1) r ON true
+	WHERE c.key IS NOT NULL OR r.key IS NOT NULL
+)
+SELECT g.key, g.cap_limit, g.max_running,
+	CASE WHEN g.max_running IS NOT NULL THEN
+		(SELECT pg_catalog.count(*) FROM throttle_jobs.job j
+		 WHERE j.state = 'running' AND j.concurrency_key = g.key) END AS running,
+	g.rate_limit, g.max_per_period, g.period, g.algorithm,
+	CASE WHEN g.algorithm = 'token_bucket' THEN
+		CASE WHEN s.key IS NULL THEN coalesce(g.burst, g.max_per_period)::double precision
+			 ELSE LEAST(coalesce(g.burst, g.max_per_period)::double precision,
+						s.tokens + pg_catalog.date_part('epoch', GREATEST(pg_catalog.now() - s.stamp, '0'::interval))
+								 * g.max_per_period * s.factor / pg_catalog.date_part('epoch', g.period)) END
+	END AS tokens,
+	CASE g.algorithm
+		WHEN 'fixed_window' THEN CASE WHEN s.stamp + g.period > pg_catalog.now() THEN s.tokens::bigint ELSE 0 END
+		WHEN 'sliding_window' THEN coalesce((SELECT pg_catalog.sum(u.c) FROM ROWS FROM (pg_catalog.unnest(s.log_at), pg_catalog.unnest(s.log_cost)) u(a, c)
+											 WHERE u.a > pg_catalog.now() - g.period), 0)::bigint
+	END AS window_used,
+	CASE WHEN s.next_at > pg_catalog.now() THEN s.next_at END AS next_admission_at,
+	CASE WHEN st.shared THEN coalesce(ks.throttled_cap, 0) END AS throttled_cap,
+	CASE WHEN st.shared THEN coalesce(ks.throttled_rate, 0) END AS throttled_rate,
+	ks.throttled_since, ks.last_throttled_at, ks.last_admitted_at,
+	CASE WHEN g.adaptive THEN coalesce(s.factor, 1) END AS adaptive_factor,
+	CASE WHEN st.shared THEN coalesce(a.acquire_admitted, 0) END AS acquire_admitted,
+	CASE WHEN st.shared THEN coalesce(a.acquire_refused, 0) END AS acquire_refused,
+	CASE WHEN st.shared THEN coalesce(a.acquire_waited, 0) END AS acquire_waited,
+	CASE WHEN st.shared THEN coalesce(a.acquire_timed_out, 0) END AS acquire_timed_out
+FROM gov g
+CROSS JOIN throttle_jobs.stats_state() st
+LEFT JOIN throttle_jobs.key_rate_state s ON s.key = g.key
+LEFT JOIN ks ON ks.key = g.key
+LEFT JOIN acq a ON a.key OPERATOR(pg_catalog.=) g.key
+$$;
+COMMENT ON FUNCTION throttle_jobs.stats_key_rows() IS 'The rows of key_stats (each limited key, templates expanded to live keys), with the try_acquire/acquire counters.';
+
+-- (made again to take the new columns: they come last)
+CREATE OR REPLACE VIEW throttle_jobs.key_stats AS
+SELECT * FROM throttle_jobs.stats_key_rows();
+COMMENT ON VIEW throttle_jobs.key_stats IS 'Each limited key (templates expanded to live keys): cap and holders, rate, tokens or window use, next admission, throttled counts, adaptive factor, try_acquire/acquire outcomes.';
+
+-- (the 0.1.0 function, with the throttle_jobs_key_acquires_total lines added)
+CREATE OR REPLACE FUNCTION throttle_jobs.metrics()
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qs throttle_jobs.queue_stats[] := ARRAY(SELECT s FROM throttle_jobs.queue_stats s ORDER BY s.queue);
+	ks throttle_jobs.key_stats[] := ARRAY(SELECT k FROM throttle_jobs.key_stats k ORDER BY k.key);
+	shared boolean := (SELECT st.shared FROM throttle_jobs.stats_state() st);
+	out text[] := '{}';
+	g record;
+BEGIN
+	out := out || ARRAY[
+		'# HELP throttle_jobs_stats_shared Whether statistics are kept in shared memory (the library is preloaded).',
+		'# TYPE throttle_jobs_stats_shared gauge',
+		'throttle_jobs_stats_shared ' || CASE WHEN shared THEN '1' ELSE '0' END];
+
+	out := out || ARRAY['# HELP throttle_jobs_jobs Jobs per queue and state (available includes throttled jobs).',
+						'# TYPE throttle_jobs_jobs gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_jobs{queue="%s",state="%s"} %s',
+								 throttle_jobs._prom_label(s.queue), v.state, v.n)
+		FROM pg_catalog.unnest(qs) s,
+			 LATERAL (VALUES (1, 'available', s.available), (2, 'scheduled', s.scheduled),
+							 (3, 'running', s.running), (4, 'retrying', s.retrying),
+							 (5, 'dead', s.dead)) v(o, state, n)
+		WHERE v.n IS NOT NULL ORDER BY s.queue, v.o);
+
+	out := out || ARRAY['# HELP throttle_jobs_lag_seconds Age of the oldest ready job.',
+						'# TYPE throttle_jobs_lag_seconds gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_lag_seconds{queue="%s"} %s',
+								 throttle_jobs._prom_label(s.queue),
+								 pg_catalog.date_part('epoch', s.lag))
+		FROM pg_catalog.unnest(qs) s ORDER BY s.queue);
+
+	out := out || ARRAY['# HELP throttle_jobs_queue_paused Whether the queue is paused (1) or not (0).',
+						'# TYPE throttle_jobs_queue_paused gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_queue_paused{queue="%s"} %s',
+								 throttle_jobs._prom_label(s.queue), CASE WHEN s.paused THEN 1 ELSE 0 END)
+		FROM pg_catalog.unnest(qs) s ORDER BY s.queue);
+
+	out := out || ARRAY['# HELP throttle_jobs_queue_max_size The queue''s max_size (queues without one are left out).',
+						'# TYPE throttle_jobs_queue_max_size gauge'];
+	out := out || ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_queue_max_size{queue="%s"} %s',
+								 throttle_jobs._prom_label(s.queue), s.max_size)
+		FROM pg_catalog.unnest(qs) s WHERE s.max_size IS NOT NULL ORDER BY s.queue);
+
+	IF shared THEN
+		out := out || ARRAY['# HELP throttle_jobs_events_total Job events per queue since the server started or reset_stats().',
+							'# TYPE throttle_jobs_events_total counter'];
+		out := out || ARRAY(
+			SELECT pg_catalog.format('throttle_jobs_events_total{queue="%s",event="%s"} %s',
+									 throttle_jobs._prom_label(s.queue), v.event, v.n)
+			FROM pg_catalog.unnest(qs) s,
+				 LATERAL (VALUES (0, 'enqueued', s.enqueued), (1, 'reserved', s.reserved), (2, 'completed', s.completed), (3, 'failed', s.failed), (4, 'retried', s.retried), (5, 'dead_lettered', s.dead_lettered), (6, 'lease_expired', s.lease_expired), (7, 'throttled_cap', s.throttled_cap), (8, 'throttled_rate', s.throttled_rate), (9, 'dropped', s.dropped), (10, 'snoozed', s.snoozed), (11, 'cancelled', s.cancelled)) v(o, event, n)
+			ORDER BY s.queue, v.o);
+
+		out := out || throttle_jobs._prom_histogram('wait', 'throttle_jobs_wait_seconds',
+													'Time from ready (run_at) to start (reservation).');
+		out := out || throttle_jobs._prom_histogram('run', 'throttle_jobs_run_seconds',
+													'Time from start (reservation) to completion, of completed jobs.');
+
+		out := out || ARRAY['# HELP throttle_jobs_key_throttled_total Jobs held back by a key, by its cap (event="throttled_cap") or its rate (event="throttled_rate").',
+							'# TYPE throttle_jobs_key_throttled_total counter'];
+		out := out || ARRAY(
+			SELECT pg_catalog.format('throttle_jobs_key_throttled_total{key="%s",event="%s"} %s',
+									 throttle_jobs._prom_label(k.key), v.event, v.n)
+			FROM pg_catalog.unnest(ks) k,
+				 LATERAL (VALUES (1, 'throttled_cap', k.throttled_cap), (2, 'throttled_rate', k.throttled_rate)) v(o, event, n)
+			ORDER BY k.key, v.o);
+
+		out := out || ARRAY['# HELP throttle_jobs_key_throttled_seconds How long the key has held jobs back without admitting one (0: not throttled).',
+							'# TYPE throttle_jobs_key_throttled_seconds gauge'];
+		out := out || ARRAY(
+			SELECT pg_catalog.format('throttle_jobs_key_throttled_seconds{key="%s"} %s',
+									 throttle_jobs._prom_label(k.key),
+									 coalesce(pg_catalog.date_part('epoch', pg_catalog.now() - k.throttled_since), 0))
+			FROM pg_catalog.unnest(ks) k ORDER BY k.key);
+
+		out := out OPERATOR(pg_catalog.||) ARRAY['# HELP throttle_jobs_key_acquires_total Calls of try_acquire, acquire and try_acquire_session on a limited key: admitted (returned true), refused (try_acquire returned false), waited (acquire waited), timed_out (acquire returned false).',
+							'# TYPE throttle_jobs_key_acquires_total counter'];
+		out := out OPERATOR(pg_catalog.||) ARRAY(
+			SELECT pg_catalog.format('throttle_jobs_key_acquires_total{key="%s",event="%s"} %s',
+									 throttle_jobs._prom_label(k.key), v.event, v.n)
+			FROM pg_catalog.unnest(ks) k,
+				 LATERAL (VALUES (1, 'admitted', k.acquire_admitted), (2, 'refused', k.acquire_refused),
+								 (3, 'waited', k.acquire_waited), (4, 'timed_out', k.acquire_timed_out)) v(o, event, n)
+			ORDER BY k.key, v.o);
+	END IF;
+
+	-- one gauge per key_stats column, for the keys where it applies
+	FOR g IN SELECT * FROM (VALUES
+			(1, 'running', 'throttle_jobs_key_running', 'Running jobs holding a capped key.'),
+			(2, 'max_running', 'throttle_jobs_key_max_running', 'The concurrency cap in force for a key.'),
+			(3, 'tokens', 'throttle_jobs_key_tokens', 'Tokens left in a token bucket key.'),
+			(4, 'window_used', 'throttle_jobs_key_window_used', 'Admissions (cost units) used in a window key''s current window.'),
+			(5, 'adaptive_factor', 'throttle_jobs_key_adaptive_factor', 'Share of an adaptive rate limit in force.')
+		) v(o, col, metric, help) ORDER BY v.o
+	LOOP
+		out := out || ARRAY['# HELP ' || g.metric || ' ' || g.help, '# TYPE ' || g.metric || ' gauge'];
+		out := out || ARRAY(
+			SELECT pg_catalog.format('%s{key="%s"} %s', g.metric, throttle_jobs._prom_label(k.key),
+									 pg_catalog.to_jsonb(k) ->> g.col)
+			FROM pg_catalog.unnest(ks) k
+			WHERE pg_catalog.to_jsonb(k) ->> g.col IS NOT NULL
+			ORDER BY k.key);
+	END LOOP;
+	RETURN pg_catalog.array_to_string(out, E'\n') || E'\n';
+END
+$$;
+COMMENT ON FUNCTION throttle_jobs.metrics() IS 'The statistics in Prometheus text exposition format (queue, key, state and event labels).';
+
+
 ------------------------------------------------------------------------------
 -- End of the 0.1.0 -> 0.2.0 changes
 ------------------------------------------------------------------------------

@@ -69,6 +69,59 @@ SELECT throttle_jobs.set_queue_max_running('mr_q', -1);
 SELECT throttle_jobs.set_queue_max_running('mr_nope', 2);
 SELECT throttle_jobs.set_queue_max_running(NULL, 2);
 
+-- create_queue(..., max_running => n) sets the cap at creation, as
+-- set_queue_max_running does: a reservation of 10 gets 3.
+SELECT throttle_jobs.create_queue('mr_made', max_running => 3);
+SELECT q.name, m.max_running FROM throttle_jobs.queue_max_running m JOIN throttle_jobs.queue q ON q.id = m.queue_id
+ WHERE q.name = 'mr_made';
+SELECT count(throttle_jobs.enqueue('mr_made')) FROM generate_series(1, 5) g;
+SELECT count(*) AS made_reserved FROM throttle_jobs.reserve('mr_made', 'w1', 10);
+SELECT count(*) AS made_reserved_more FROM throttle_jobs.reserve('mr_made', 'w1', 10);
+SELECT throttle_jobs.drop_queue('mr_made', force => true);
+-- with the other options, by position (max_size 7) and by name
+SELECT throttle_jobs.create_queue('mr_made', 7, max_attempts => 2, max_running => 1);
+SELECT q.max_size, q.max_attempts, m.max_running FROM throttle_jobs.queue q
+  JOIN throttle_jobs.queue_max_running m ON m.queue_id = q.id WHERE q.name = 'mr_made';
+SELECT throttle_jobs.drop_queue('mr_made');
+-- 0 and NULL (the default) make no cap; a 0.1.0-style call is unchanged
+SELECT throttle_jobs.create_queue('mr_made0', max_running => 0);
+SELECT throttle_jobs.create_queue('mr_madenull', max_running => NULL);
+SELECT throttle_jobs.create_queue('mr_made01', 5, 'drop');
+SELECT q.name, q.max_size, q.on_full, m.max_running FROM throttle_jobs.queue q
+  LEFT JOIN throttle_jobs.queue_max_running m ON m.queue_id = q.id
+ WHERE q.name IN ('mr_made0', 'mr_madenull', 'mr_made01') ORDER BY q.name;
+SELECT throttle_jobs.drop_queue('mr_made0');
+SELECT throttle_jobs.drop_queue('mr_madenull');
+SELECT throttle_jobs.drop_queue('mr_made01');
+-- a negative cap is refused (22023, the setter's message) and no queue is made
+SELECT throttle_jobs.create_queue('mr_made', max_running => -2);
+\set VERBOSITY sqlstate
+SELECT throttle_jobs.create_queue('mr_made', max_running => -2);
+\set VERBOSITY terse
+SELECT count(*) AS made FROM throttle_jobs.queue WHERE name = 'mr_made';
+-- a bad option with a good cap: no queue and no cap either
+SELECT throttle_jobs.create_queue('mr_made', max_attempts => 0, max_running => 2);
+SELECT count(*) AS made FROM throttle_jobs.queue WHERE name = 'mr_made';
+SELECT count(*) AS capped FROM throttle_jobs.queue_max_running m JOIN throttle_jobs.queue q ON q.id = m.queue_id
+ WHERE q.name NOT IN ('mr_q');
+-- an admin (not a superuser) makes a capped queue and owns it
+CREATE ROLE mr_admin;
+GRANT throttle_jobs_admin TO mr_admin;
+SET ROLE mr_admin;
+SELECT throttle_jobs.create_queue('mr_made', max_running => 2);
+RESET ROLE;
+SELECT q.owner, m.max_running FROM throttle_jobs.queue q
+  JOIN throttle_jobs.queue_max_running m ON m.queue_id = q.id WHERE q.name = 'mr_made';
+-- a worker may not create queues, capped or not
+CREATE ROLE mr_w2;
+GRANT throttle_jobs_worker TO mr_w2;
+SET ROLE mr_w2;
+SELECT throttle_jobs.create_queue('mr_made2', max_running => 2);
+RESET ROLE;
+SELECT throttle_jobs.drop_queue('mr_made');
+DROP ROLE mr_admin;
+DROP ROLE mr_w2;
+
 -- Privileges: manage is needed; a worker may not, a manage grantee may.
 CREATE ROLE mr_worker;
 GRANT throttle_jobs_worker TO mr_worker;

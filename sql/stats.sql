@@ -216,3 +216,50 @@ SELECT throttle_jobs.drop_queue(name, force => true) FROM throttle_jobs.queue
 WHERE name LIKE 'st%' ORDER BY name;
 SELECT count(*) FROM throttle_jobs.stats_minute;
 SELECT throttle_jobs.drop_limit('st:c:*'), throttle_jobs.drop_limit('st:r');
+
+-- try_acquire/acquire/try_acquire_session: their outcomes per limited key,
+-- in key_stats (acquire_* columns) and metrics(), counted when the call
+-- returns.
+SELECT throttle_jobs.set_concurrency_limit('st:acq', 1);
+SELECT throttle_jobs.set_rate_limit('st:acqr', 1, '1 hour');
+SELECT throttle_jobs.set_rate_limit('st:acqw', 1, '1 s', 'fixed_window');
+-- cap 1, held by a running job: try_acquire and try_acquire_session are
+-- refused, acquire waits and times out; once it completes, both are admitted
+SELECT throttle_jobs.create_queue('st_acq');
+SELECT throttle_jobs.enqueue('st_acq', concurrency_key => 'st:acq') IS NOT NULL AS enqueued;
+SELECT id AS acq_id, lease_token AS acq_token FROM throttle_jobs.reserve('st_acq', 'w') \gset
+SELECT throttle_jobs.try_acquire('st:acq') AS refused;
+SELECT throttle_jobs.try_acquire_session('st:acq') AS refused;
+SELECT throttle_jobs.acquire('st:acq', 1, '300 ms') AS waited_timed_out;
+SELECT throttle_jobs.complete(:acq_id, :'acq_token');
+SELECT throttle_jobs.try_acquire('st:acq') AS admitted;
+SELECT throttle_jobs.try_acquire_session('st:acq') AS admitted;
+SELECT throttle_jobs.release('st:acq');
+SELECT throttle_jobs.drop_queue('st_acq');
+-- rate 1 an hour: one admitted, one refused, and a refusal rolled back
+-- counts too; acquire gives up at once (the next token is past its
+-- timeout): timed out, not waited
+SELECT throttle_jobs.try_acquire('st:acqr') AS admitted;
+SELECT throttle_jobs.try_acquire('st:acqr') AS refused;
+BEGIN;
+SELECT throttle_jobs.try_acquire('st:acqr') AS refused;
+ROLLBACK;
+SELECT throttle_jobs.acquire('st:acqr', 1, '1 s') AS timed_out;
+-- a 1 s window: after an admission, acquire waits for the next window and
+-- is admitted
+SELECT throttle_jobs.try_acquire('st:acqw') AS admitted,
+       throttle_jobs.acquire('st:acqw', 1, '10 s') AS waited_admitted;
+-- a key without a limit is always granted and not counted
+SELECT throttle_jobs.try_acquire('st:acqfree') AS admitted;
+SELECT key, acquire_admitted, acquire_refused, acquire_waited, acquire_timed_out
+FROM throttle_jobs.key_stats WHERE key LIKE 'st:acq%' ORDER BY key;
+SELECT count(*) AS free_counted FROM throttle_jobs._stats_key_acquires() WHERE key = 'st:acqfree';
+SELECT line FROM regexp_split_to_table(throttle_jobs.metrics(), E'\n') line
+WHERE line LIKE '%throttle_jobs_key_acquires_total%'
+  AND (line LIKE '#%' OR line LIKE '%key="st:acq%');
+-- reset_stats() zeroes them
+SELECT throttle_jobs.reset_stats();
+SELECT key, acquire_admitted, acquire_refused, acquire_waited, acquire_timed_out
+FROM throttle_jobs.key_stats WHERE key LIKE 'st:acq%' ORDER BY key;
+SELECT throttle_jobs.drop_limit('st:acq'), throttle_jobs.drop_limit('st:acqr'),
+       throttle_jobs.drop_limit('st:acqw');

@@ -1214,7 +1214,9 @@ check_acquire_args(FunctionCallInfo fcinfo, char **key, int32 *cost)
 }
 
 /*
- * One attempt; *wait_until says when another could succeed (0: soon).
+ * One attempt; *wait_until says when another could succeed (0: soon), and
+ * *limited whether a limit governs the key (the calls on keys without one,
+ * always granted, are not counted in the statistics).
  *
  * The decision runs in a subtransaction.  A grant releases it into the
  * caller's transaction: the tokens taken and the key's mutex stay until that
@@ -1227,7 +1229,8 @@ check_acquire_args(FunctionCallInfo fcinfo, char **key, int32 *cost)
  * caller's transaction already held (an earlier grant) stays held.
  */
 static bool
-acquire_once(const char *key, int32 cost, bool session, TimestampTz *wait_until)
+acquire_once(const char *key, int32 cost, bool session, TimestampTz *wait_until,
+			 bool *limited)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -1245,6 +1248,7 @@ acquire_once(const char *key, int32 cost, bool session, TimestampTz *wait_until)
 		SPI_connect();
 		r = tj_admit(&cache, key, key, cost, GetCurrentTimestamp(), &blocked_key,
 					 &blocked_until, &admitted_at);
+		*limited = r != TJ_ADMIT_OK || tj_key_limit(&cache, key)->limited;
 		if (r == TJ_ADMIT_OK)
 		{
 			TJKeyLimit *l = tj_key_limit(&cache, key);
@@ -1305,9 +1309,14 @@ throttle_jobs_try_acquire(PG_FUNCTION_ARGS)
 	char	   *key;
 	int32		cost;
 	TimestampTz wait_until;
+	bool		limited;
+	bool		granted;
 
 	check_acquire_args(fcinfo, &key, &cost);
-	PG_RETURN_BOOL(acquire_once(key, cost, false, &wait_until));
+	granted = acquire_once(key, cost, false, &wait_until, &limited);
+	if (limited)
+		tj_stats_acquire(key, granted ? TJ_ACQ_ADMITTED : TJ_ACQ_REFUSED);
+	PG_RETURN_BOOL(granted);
 }
 
 /*
@@ -1321,13 +1330,17 @@ throttle_jobs_try_acquire_session(PG_FUNCTION_ARGS)
 {
 	char	   *key;
 	TimestampTz wait_until;
+	bool		limited = true;	/* a key held for the session has a cap */
+	bool		granted;
 
 	tj_require_not_null(fcinfo, 0, "key");
 	tj_check_job_key(PG_GETARG_TEXT_PP(0), "key");
 	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	if (session_hold(key))
-		PG_RETURN_BOOL(true);
-	PG_RETURN_BOOL(acquire_once(key, 1, true, &wait_until));
+	granted = session_hold(key) != NULL ||
+		acquire_once(key, 1, true, &wait_until, &limited);
+	if (limited)
+		tj_stats_acquire(key, granted ? TJ_ACQ_ADMITTED : TJ_ACQ_REFUSED);
+	PG_RETURN_BOOL(granted);
 }
 
 /*
@@ -1372,17 +1385,27 @@ throttle_jobs_acquire(PG_FUNCTION_ARGS)
 	tj_check_interval(PG_GETARG_INTERVAL_P(2), "timeout", true);
 	deadline = GetCurrentTimestamp() + tj_interval_usecs(PG_GETARG_INTERVAL_P(2));
 
-	for (;;)
+	for (bool waited = false;; waited = true)
 	{
 		TimestampTz wait_until;
 		TimestampTz now;
 		long		sleep_ms;
+		bool		limited;
 
-		if (acquire_once(key, cost, false, &wait_until))
+		if (acquire_once(key, cost, false, &wait_until, &limited))
+		{
+			if (limited)
+				tj_stats_acquire(key, TJ_ACQ_ADMITTED);
 			PG_RETURN_BOOL(true);
+		}
 		now = GetCurrentTimestamp();
 		if (now >= deadline || wait_until == DT_NOEND || wait_until > deadline)
+		{
+			tj_stats_acquire(key, TJ_ACQ_TIMED_OUT);
 			PG_RETURN_BOOL(false);
+		}
+		if (!waited)
+			tj_stats_acquire(key, TJ_ACQ_WAITED);
 		/* a refused rate says when; a busy key is polled every 10 ms */
 		sleep_ms = wait_until > now ? (long) ((wait_until - now + 999) / 1000) : 10;
 		sleep_ms = Min(sleep_ms, (long) ((deadline - now + 999) / 1000));

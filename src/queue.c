@@ -33,16 +33,17 @@ PG_FUNCTION_INFO_V1(throttle_jobs_alter_queue);
 	" pg_catalog.interval, pg_catalog.float8, pg_catalog.interval, pg_catalog.float8," \
 	" pg_catalog.interval, pg_catalog.interval, pg_catalog.interval," \
 	" pg_catalog.regprocedure, pg_catalog.text"
+#define QUEUE_OPTION_COUNT 13
 
 /*
  * Calls the internal SECURITY DEFINER function `target` with the current
  * role (the one in effect where our caller called us: these wrappers are not
- * SECURITY DEFINER) followed by our own arguments.  The call goes through
- * fmgr directly, so the internal function needs no EXECUTE grant, and no
- * one can call it by name to claim another role.
+ * SECURITY DEFINER) followed by our first `nargs` arguments.  The call goes
+ * through fmgr directly, so the internal function needs no EXECUTE grant,
+ * and no one can call it by name to claim another role.
  */
 static Datum
-call_with_role(FunctionCallInfo fcinfo, const char *target)
+call_with_role(FunctionCallInfo fcinfo, const char *target, int nargs)
 {
 	Oid			fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
 														  CStringGetDatum(target)));
@@ -50,21 +51,40 @@ call_with_role(FunctionCallInfo fcinfo, const char *target)
 	LOCAL_FCINFO(call, FUNC_MAX_ARGS);
 
 	fmgr_info(fn, &flinfo);
-	InitFunctionCallInfoData(*call, &flinfo, fcinfo->nargs + 1, InvalidOid, NULL, NULL);
+	InitFunctionCallInfoData(*call, &flinfo, nargs + 1, InvalidOid, NULL, NULL);
 	call->args[0].value = ObjectIdGetDatum(GetUserId());
 	call->args[0].isnull = false;
-	for (int i = 0; i < fcinfo->nargs; i++)
+	for (int i = 0; i < nargs; i++)
 		call->args[i + 1] = fcinfo->args[i];
 	(void) FunctionCallInvoke(call);
 	PG_RETURN_VOID();
 }
 
-/* create_queue(name, options...): the calling role becomes the owner */
+/*
+ * create_queue(name, options..., max_running => NULL): the calling role
+ * becomes the owner.  max_running (0.2.0; the 0.1.0 function has no such
+ * argument) is set as set_queue_max_running sets it, in the same
+ * transaction: a refused cap leaves no queue behind.
+ */
 Datum
 throttle_jobs_create_queue(PG_FUNCTION_ARGS)
 {
-	return call_with_role(fcinfo,
-						  "throttle_jobs._create_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+	bool		capped = PG_NARGS() > QUEUE_OPTION_COUNT && !PG_ARGISNULL(QUEUE_OPTION_COUNT);
+	int32		max_running = capped ? PG_GETARG_INT32(QUEUE_OPTION_COUNT) : 0;
+	TJCaller	caller;
+
+	if (capped)
+		tj_check_queue_max_running(max_running);
+	(void) call_with_role(fcinfo,
+						  "throttle_jobs._create_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")",
+						  QUEUE_OPTION_COUNT);
+	if (capped && max_running > 0)
+	{
+		tj_caller_enter(fcinfo, &caller);
+		tj_store_queue_max_running(caller.role, PG_GETARG_TEXT_PP(0), max_running);
+		tj_caller_leave(&caller);
+	}
+	PG_RETURN_VOID();
 }
 
 /* alter_queue(name, options...): only the owner may change the handler */
@@ -72,7 +92,8 @@ Datum
 throttle_jobs_alter_queue(PG_FUNCTION_ARGS)
 {
 	return call_with_role(fcinfo,
-						  "throttle_jobs._alter_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")");
+						  "throttle_jobs._alter_queue(pg_catalog.oid, " QUEUE_OPTION_TYPES ")",
+						  PG_NARGS());
 }
 
 /* Locks the queue called `name` (it need not exist) until transaction end. */

@@ -2,7 +2,8 @@
  *
  * queue_cap.c
  *		set_queue_max_running(queue, n): a cap on the jobs of a whole queue
- *		that run at once, exact like a key's concurrency cap.
+ *		that run at once, exact like a key's concurrency cap (also set by
+ *		create_queue(..., max_running => n), through the same functions).
  *
  * The caps live in queue_max_running (one row per capped queue).  A
  * reservation from a capped queue takes the queue's mutex (a database
@@ -203,26 +204,32 @@ tj_queue_cap_room(text *queue_name, int32 max_jobs)
 	return (int32) Min((int64) max_jobs, cap - running);
 }
 
-/* set_queue_max_running(queue, max_running) returns void: NULL or 0 clears */
-Datum
-throttle_jobs_set_queue_max_running(PG_FUNCTION_ARGS)
+/* Refuses a negative cap (22023); 0 means no cap. */
+void
+tj_check_queue_max_running(int32 max_running)
 {
-	Datum		values[2];
-	TJCaller	caller;
-	TJQueue		queue;
-	int32		max_running = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
-
-	tj_require_not_null(fcinfo, 0, "queue name");
 	if (max_running < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_running must not be negative, not %d", max_running),
 				 errhint("Pass a positive number of jobs, or NULL or 0 to remove the cap.")));
+}
 
-	tj_caller_enter(fcinfo, &caller);
+/*
+ * Sets (max_running > 0) or clears (0) the cap of the queue called
+ * queue_name, for `role`, who must manage the queue.  The caller has
+ * checked max_running (tj_check_queue_max_running) and runs as the
+ * extension's owner (tj_caller_enter); not connected to SPI.
+ */
+void
+tj_store_queue_max_running(Oid role, text *queue_name, int32 max_running)
+{
+	Datum		values[2];
+	TJQueue		queue;
+
 	SPI_connect();
-	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_MANAGE);
-	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	tj_check_queue(role, queue_name, TJ_PRIV_MANAGE);
+	tj_lookup_queue(queue_name, &queue);
 	values[0] = Int32GetDatum(queue.id);
 	values[1] = Int32GetDatum(max_running);
 	if (max_running > 0)
@@ -233,6 +240,19 @@ throttle_jobs_set_queue_max_running(PG_FUNCTION_ARGS)
 	forget_caps((Datum) 0, queue_cap_relid());
 	CacheInvalidateRelcacheByRelid(queue_cap_relid());
 	SPI_finish();
+}
+
+/* set_queue_max_running(queue, max_running) returns void: NULL or 0 clears */
+Datum
+throttle_jobs_set_queue_max_running(PG_FUNCTION_ARGS)
+{
+	TJCaller	caller;
+	int32		max_running = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
+
+	tj_require_not_null(fcinfo, 0, "queue name");
+	tj_check_queue_max_running(max_running);
+	tj_caller_enter(fcinfo, &caller);
+	tj_store_queue_max_running(caller.role, PG_GETARG_TEXT_PP(0), max_running);
 	tj_caller_leave(&caller);
 	PG_RETURN_VOID();
 }

@@ -3,7 +3,8 @@
  * stats.c
  *		Statistics: per-queue event counters, depth gauges, time windows and
  *		wait/run time histograms in shared memory, per-key throttling
- *		counters, and maintain()'s part (recount, per-minute rollup).
+ *		and try_acquire/acquire counters, and maintain()'s part (recount,
+ *		per-minute rollup).
  *
  * Shared memory exists only when the library is preloaded
  * (shared_preload_libraries); without it every tj_stats_* hook is a no-op
@@ -14,6 +15,10 @@
  * commit the deltas are applied to shared memory; at abort (or the abort of
  * a subtransaction) the affected deltas are thrown away.  So a rolled-back
  * reservation counts nothing, as pgstat does with its pending entries.
+ * The one exception: the outcomes of try_acquire/acquire calls
+ * (tj_stats_acquire) count calls, not state, and are added to shared
+ * memory when the call returns, whether its transaction commits or not (a
+ * refusal is often followed by a rollback).
  *
  * Locking.
  *	- TJStatsShared.lock (LWLock, tranche "throttle_jobs_stats") protects the
@@ -68,6 +73,7 @@
 PG_FUNCTION_INFO_V1(throttle_jobs_stats_queues);
 PG_FUNCTION_INFO_V1(throttle_jobs_stats_histograms);
 PG_FUNCTION_INFO_V1(throttle_jobs_stats_keys);
+PG_FUNCTION_INFO_V1(throttle_jobs_stats_key_acquires);
 PG_FUNCTION_INFO_V1(throttle_jobs_stats_state);
 PG_FUNCTION_INFO_V1(throttle_jobs_stats_note);
 PG_FUNCTION_INFO_V1(throttle_jobs_stats_reset);
@@ -149,6 +155,7 @@ typedef struct TJKeyStats
 	TimestampTz last_throttled_at;
 	TimestampTz throttled_since;	/* throttled since, without an admission; 0: not */
 	TimestampTz last_admitted_at;
+	int64		acquires[TJ_ACQ_COUNT];	/* try_acquire/acquire outcomes */
 } TJKeyStats;
 
 typedef struct TJStatsShared
@@ -352,6 +359,7 @@ hist_bound(int i)
 
 /* ---- pending deltas ---- */
 
+static TJKeyStats *key_entry(const char *key, bool create);
 static void stats_xact_callback(XactEvent event, void *arg);
 static void stats_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 								   SubTransactionId parentSubid, void *arg);
@@ -510,6 +518,38 @@ tj_stats_reserved(int32 queue_id, TimestampTz run_at, TimestampTz at,
 		pending_key(ckey)->admitted = true;
 	if (rkey && (ckey == NULL || strcmp(ckey, rkey) != 0))
 		pending_key(rkey)->admitted = true;
+}
+
+/*
+ * One call of try_acquire, acquire or try_acquire_session on a key that a
+ * limit governs ended with `ev`.  Added to shared memory at once (see the
+ * file header), under the key's entry, made if missing and there is room.
+ */
+void
+tj_stats_acquire(const char *key, TJAcquireEvent ev)
+{
+	TJKeyStats *e;
+
+	if (tj_stats == NULL)
+		return;
+	LWLockAcquire(tj_stats->lock, LW_SHARED);
+	e = key_entry(key, false);
+	if (e == NULL)
+	{
+		LWLockRelease(tj_stats->lock);
+		LWLockAcquire(tj_stats->lock, LW_EXCLUSIVE);
+		e = key_entry(key, true);
+		if (e == NULL)
+		{
+			tj_stats->keys_full++;
+			LWLockRelease(tj_stats->lock);
+			return;
+		}
+	}
+	SpinLockAcquire(&e->mutex);
+	e->acquires[ev]++;
+	SpinLockRelease(&e->mutex);
+	LWLockRelease(tj_stats->lock);
 }
 
 /*
@@ -1203,6 +1243,43 @@ throttle_jobs_stats_keys(PG_FUNCTION_ARGS)
 		nulls[4] = c.throttled_since == 0;
 		v[5] = TimestampTzGetDatum(c.last_admitted_at);
 		nulls[5] = c.last_admitted_at == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nulls);
+	}
+	LWLockRelease(tj_stats->lock);
+	return (Datum) 0;
+}
+
+/*
+ * _stats_key_acquires(): key, admitted, refused, waited, timed_out: the
+ * outcomes of try_acquire/acquire/try_acquire_session calls, for each key
+ * that has an entry (throttled or acquired since start or reset).
+ */
+Datum
+throttle_jobs_stats_key_acquires(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS seq;
+	TJKeyStats *e;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (tj_stats == NULL)
+		return (Datum) 0;
+	LWLockAcquire(tj_stats->lock, LW_SHARED);
+	hash_seq_init(&seq, key_hash);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		TJKeyStats	c;
+		Datum		v[1 + TJ_ACQ_COUNT];
+		bool		nulls[1 + TJ_ACQ_COUNT] = {false};
+
+		if (e->k.dbid != MyDatabaseId)
+			continue;
+		SpinLockAcquire(&e->mutex);
+		memcpy(&c, e, sizeof(c));
+		SpinLockRelease(&e->mutex);
+		v[0] = CStringGetTextDatum(c.k.key);
+		for (int i = 0; i < TJ_ACQ_COUNT; i++)
+			v[1 + i] = Int64GetDatum(c.acquires[i]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nulls);
 	}
 	LWLockRelease(tj_stats->lock);

@@ -197,6 +197,8 @@ extern int64 tj_notify_due(TimestampTz now);
 
 /* queue_cap.c: a queue-wide cap on running jobs */
 extern int32 tj_queue_cap_room(text *queue_name, int32 max_jobs);
+extern void tj_check_queue_max_running(int32 max_running);
+extern void tj_store_queue_max_running(Oid role, text *queue_name, int32 max_running);
 
 /* work.c */
 extern void tj_refuse_xact_snapshot(void);
@@ -339,6 +341,16 @@ typedef enum TJEvent
 	TJ_EV_COUNT
 } TJEvent;
 
+/* Outcomes of try_acquire/acquire/try_acquire_session calls, per key */
+typedef enum TJAcquireEvent
+{
+	TJ_ACQ_ADMITTED,			/* returned true */
+	TJ_ACQ_REFUSED,				/* try_acquire(_session) returned false */
+	TJ_ACQ_WAITED,				/* acquire was refused at first and waited */
+	TJ_ACQ_TIMED_OUT,			/* acquire returned false */
+	TJ_ACQ_COUNT
+} TJAcquireEvent;
+
 extern int	tj_stats_max_queues;
 extern int	tj_stats_max_keys;
 extern int	tj_stats_history;
@@ -347,6 +359,7 @@ extern void tj_stats_define_gucs(void);
 extern void tj_stats_shmem_init(void);
 extern bool tj_stats_enabled(void);
 extern void tj_stats_count(int32 queue_id, TJEvent ev, int64 n);
+extern void tj_stats_acquire(const char *key, TJAcquireEvent ev);
 extern void tj_stats_enqueued(int32 queue_id, TimestampTz run_at, const char *blocked_key,
 							  TimestampTz blocked_until);
 extern void tj_stats_reserved(int32 queue_id, TimestampTz run_at, TimestampTz at,

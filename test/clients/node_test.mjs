@@ -223,6 +223,46 @@ const cases = {
     check(runs.length === 2, `the snoozed job ran ${runs.length} times`);
   },
 
+  // Results ride on the next reservation: 20 jobs' results are kept while
+  // complete() runs only for the other jobs of the batch whose statement
+  // the server refused; a result over max_payload_size fails its own job.
+  async results() {
+    const queue = 'node_res';
+    await q("SELECT throttle_jobs.create_queue($1, max_attempts => 1)", [queue]);
+    // (for the worker's sessions, which connect later)
+    await q(`ALTER DATABASE ${DB} SET track_functions = 'all'`);
+    await q(`ALTER DATABASE ${DB} SET throttle_jobs.max_payload_size = 4096`);
+    let ids;
+    let big;
+    try {
+      [ids, big] = await withDb(async (c) => {
+        const r = [];
+        for (let i = 0; i < 20; i++) r.push(await enqueue(c, queue, { result: { n: i } }));
+        return [r, await enqueue(c, queue, { result_pad: 10000 })];
+      });
+      const w = startWorker(queue, logpath('res'), { concurrency: 4, poll: 0.2 });
+      await waitFor(async () => await archived(queue) === 20
+        && Number(await q1('SELECT count(*) FROM throttle_jobs.dead_letters WHERE queue = $1', [queue])) === 1,
+      30, '20 completed jobs and 1 dead');
+      check(await stop(w) === 0, 'worker exit status');
+    } finally {
+      await q(`ALTER DATABASE ${DB} RESET track_functions`);
+      await q(`ALTER DATABASE ${DB} RESET throttle_jobs.max_payload_size`);
+    }
+    const rows = await q('SELECT id, result FROM throttle_jobs.archived_jobs WHERE queue = $1 ORDER BY id', [queue]);
+    check(JSON.stringify(rows) === JSON.stringify(ids.map((id, i) => ({ id, result: { n: i } }))),
+      `results: ${JSON.stringify(rows)}`);
+    const err = await q1('SELECT last_error FROM throttle_jobs.dead_letters WHERE id = $1', [big]);
+    check(typeof err === 'string' && err.startsWith('result refused'), `the big result's job: ${err}`);
+    const calls = async () => Object.fromEntries((await q("SELECT funcname, calls FROM pg_catalog.pg_stat_user_functions " +
+      "WHERE schemaname = 'throttle_jobs' AND funcname IN ('complete', 'complete_and_reserve_ex')")).map((r) => [r.funcname, Number(r.calls)]));
+    // (the worker's backend reports its counts when idle and when it exits;
+    // a call that raised an error is not counted)
+    await waitFor(async () => ((await calls()).complete_and_reserve_ex ?? 0) > 0, 10, "the worker's function counts");
+    const n = (await calls()).complete ?? 0;
+    check(n <= 3, `complete() ran ${n} times for 20 jobs with results (4 at once)`);
+  },
+
   // Heartbeats keep a 4 s job alive under a 1 s lease while maintain() runs;
   // without them (heartbeat every 100 s) the lease expires.
   async heartbeat() {

@@ -8,6 +8,8 @@
 //   {"snooze_once": S}    throw new Snooze(S s) the first time this process
 //                         runs the job (a snooze does not count an attempt)
 //   {"result": X}         return X (the job's result)
+//   {"result_pad": N}     return {"pad": N x's} (a result larger than the
+//                         payload may be)
 // and a line {"ev": "lost", "reason": R} when the worker reports the job's
 // lease lost (onLeaseLost).
 // Run from a copy of clients/node holding node_modules (node.sh makes it).
@@ -42,6 +44,7 @@ async function handler(job) {
       snoozed.add(job.id);
       throw new Snooze(p.snooze_once * 1000);
     }
+    if ('result_pad' in p) return { pad: 'x'.repeat(p.result_pad) };
     return p.result;
   } finally {
     note('end', job);

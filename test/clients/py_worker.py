@@ -11,6 +11,8 @@ start and end to --log:
                              runs the job (a snooze does not count an
                              attempt, so the attempt cannot tell)
   {"result": X}              return X (the job's result)
+  {"result_pad": N}          return {"pad": N x's} (a result larger than
+                             the payload may be)
 and a line {"ev": "lost", "reason": R} when the worker reports the job's
 lease lost (on_lease_lost).
 """
@@ -64,6 +66,8 @@ def handler(job):
         if "snooze_once" in p and job.id not in SNOOZED:
             SNOOZED.add(job.id)
             raise Snooze(p["snooze_once"])
+        if "result_pad" in p:
+            return {"pad": "x" * p["result_pad"]}
         return p.get("result")
     finally:
         note("end", job)

@@ -246,6 +246,43 @@ def test_errors():
     check(len(runs) == 2, "the snoozed job ran %d times" % len(runs))
 
 
+def test_results():
+    """Results ride on the next reservation: 20 jobs' results are kept
+    while complete() runs only for the other jobs of the batch whose
+    statement the server refused; a result over max_payload_size fails its
+    own job."""
+    queue = "py_res"
+    q("SELECT throttle_jobs.create_queue(%s, max_attempts => 1)", [queue])
+    # (for the worker's sessions, which connect later)
+    q("ALTER DATABASE %s SET track_functions = 'all'" % DB)
+    q("ALTER DATABASE %s SET throttle_jobs.max_payload_size = 4096" % DB)
+    try:
+        with psycopg.connect(dbname=DB) as c:
+            ids = [enqueue(c, queue, {"result": {"n": i}}) for i in range(20)]
+            big = enqueue(c, queue, {"result_pad": 10000})
+        w = start_worker(queue, logpath("res"), concurrency=4, poll=0.2)
+        wait_for(lambda: archived(queue) == 20
+                 and q1("SELECT count(*) FROM throttle_jobs.dead_letters WHERE queue = %s", [queue]) == 1,
+                 30, "20 completed jobs and 1 dead")
+        check(stop(w) == 0, "worker exit status")
+    finally:
+        q("ALTER DATABASE %s RESET track_functions" % DB)
+        q("ALTER DATABASE %s RESET throttle_jobs.max_payload_size" % DB)
+    rows = q("SELECT id, result FROM throttle_jobs.archived_jobs WHERE queue = %s ORDER BY id", [queue])
+    check(rows == [(j, {"n": i}) for i, j in enumerate(ids)], "results: %r" % (rows,))
+    err = q1("SELECT last_error FROM throttle_jobs.dead_letters WHERE id = %s", [big])
+    check(err is not None and err.startswith("result refused"), "the big result's job: %r" % (err,))
+
+    def calls():
+        return dict(q("SELECT funcname, calls FROM pg_catalog.pg_stat_user_functions "
+                      "WHERE schemaname = 'throttle_jobs' AND funcname IN ('complete', 'complete_and_reserve_ex')"))
+    # (the worker's backend reports its counts when idle and when it exits;
+    # a call that raised an error is not counted)
+    wait_for(lambda: calls().get("complete_and_reserve_ex", 0) > 0, 10, "the worker's function counts")
+    n = calls().get("complete", 0)
+    check(n <= 3, "complete() ran %d times for 20 jobs with results (4 at once)" % n)
+
+
 def test_heartbeat():
     """Heartbeats keep a 4 s job alive under a 1 s lease while maintain()
     runs; without them (heartbeat every 100 s) the lease expires."""
@@ -386,7 +423,7 @@ def test_lease_lost():
 
 
 CASES = [test_producer, test_once, test_sigkill, test_sigterm, test_errors,
-         test_heartbeat, test_reconnect, test_throttled, test_example,
+         test_results, test_heartbeat, test_reconnect, test_throttled, test_example,
          test_queue_notify, test_lease_lost]
 
 

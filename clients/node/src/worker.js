@@ -119,6 +119,8 @@ const RESERVE_COLS =
   "pg_catalog.date_part('epoch', r.lease_until OPERATOR(pg_catalog.-) pg_catalog.now()) AS lease_left";
 const EX_SIG = 'throttle_jobs.complete_and_reserve_ex(text, text, bigint[], uuid[], jsonb[], integer, interval)';
 const PAIRS = 'ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::uuid[])) AS t(id, tok)';
+const TRIPLES = 'ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::uuid[]), ' +
+  'pg_catalog.unnest($3::jsonb[])) AS t(id, tok, res)';
 
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -369,27 +371,60 @@ export class Worker {
     });
   }
 
+  /** Whether complete_and_reserve_ex exists (0.2.0), asked once per connection.
+   * @returns {Promise<boolean>} */
+  async checkEx() {
+    if (this.hasEx === null) {
+      const r = await this.db('SELECT pg_catalog.to_regprocedure($1) IS NOT NULL AS ok', [EX_SIG]);
+      this.hasEx = r[0].ok;
+    }
+    return /** @type {boolean} */ (this.hasEx);
+  }
+
   /** Record the finished jobs' outcomes and (reserve) fill the free slots.
-   * Resolves true when every free slot got a job (do not wait).
+   * Resolves true when every free slot got a job (do not wait). The
+   * completions, results included (0.2.0), ride on the reservation
+   * (complete_and_reserve_ex), or on one statement when there is nothing
+   * to reserve; the other outcomes are recorded one by one.
    * @param {boolean} reserve @returns {Promise<boolean>} */
   async step(reserve) {
     const outcomes = this.outcomes;
     this.outcomes = [];
-    let done = outcomes.filter(([, k, a]) => k === 'complete' && a === undefined).map(([j]) => j);
+    /** @type {(Job & InternalJob)[]} */
+    let done = [];
+    /** @type {(string | null)[]} results as JSON text, NULL: none */
+    let results = [];
     /** @type {(Job & InternalJob)[]} */
     const got = [];
     let free = 0;
     try {
-      for (const [j, k, a] of outcomes) {
-        if (k === 'complete' && a === undefined) continue;
-        await this.record(j, k, a);
-        this.running.delete(j.id);
+      for (const outcome of outcomes) {
+        const j = outcome[0];
+        let [, k, a] = outcome;
+        /** @type {string | null} */
+        let text = null;
+        if (k === 'complete' && a !== undefined) {
+          try {
+            text = JSON.stringify(a) ?? null;
+          } catch (e) {
+            k = 'fail';
+            a = [`result refused: ${e}`, null, true];
+          }
+        }
+        // (against 0.1.0 a result needs complete() of its own)
+        if (k === 'complete' && (text === null || await this.checkEx())) {
+          done.push(j);
+          results.push(text);
+        } else {
+          await this.record(j, k, a);
+          this.running.delete(j.id);
+        }
       }
       free = this.concurrency - (this.running.size - done.length);
       if (!reserve || free <= 0) {
         if (done.length > 0) {
-          const rows = await this.db(`SELECT t.id, throttle_jobs.complete(t.id, t.tok) AS ok FROM ${PAIRS}`,
-            [done.map((j) => j.id), done.map((j) => j.leaseToken)]);
+          const rows = await this.db(`SELECT t.id, throttle_jobs.complete(t.id, t.tok, t.res) AS ok FROM ${TRIPLES}`,
+            [done.map((j) => j.id), done.map((j) => j.leaseToken), results]);
           for (const j of done) this.running.delete(j.id);
           this.completed(done, new Map(rows.filter((r) => !r.ok).map((r) => [r.id, 'stale'])));
         }
@@ -398,24 +433,37 @@ export class Worker {
       const nq = this.queues.length;
       for (let i = 0; i < nq && got.length < free; i++) {
         const queue = this.queues[(this.nextQueue + i) % nq];
-        if (this.hasEx === null) {
-          const r = await this.db('SELECT pg_catalog.to_regprocedure($1) IS NOT NULL AS ok', [EX_SIG]);
-          this.hasEx = r[0].ok;
-        }
-        const fn = this.hasEx
-          ? `SELECT r.outcome, ${RESERVE_COLS} FROM throttle_jobs.complete_and_reserve_ex($1, $2, $3::bigint[], $4::uuid[], NULL, $5, $6::interval) AS r`
-          : `SELECT 'reserved' AS outcome, ${RESERVE_COLS} FROM throttle_jobs.complete_and_reserve($1, $2, $3::bigint[], $4::uuid[], $5, $6::interval) AS r`;
-        const rows = await this.db(fn,
-          [queue, this.name, done.map((j) => j.id), done.map((j) => j.leaseToken), free - got.length, this.lease]);
+        const ids = done.map((j) => j.id);
+        const toks = done.map((j) => j.leaseToken);
+        const rows = await this.checkEx()
+          ? await this.db(`SELECT r.outcome, ${RESERVE_COLS} FROM throttle_jobs.complete_and_reserve_ex($1, $2, $3::bigint[], $4::uuid[], $5::jsonb[], $6, $7::interval) AS r`,
+            [queue, this.name, ids, toks, results.some((r) => r !== null) ? results : null, free - got.length, this.lease])
+          : await this.db(`SELECT 'reserved' AS outcome, ${RESERVE_COLS} FROM throttle_jobs.complete_and_reserve($1, $2, $3::bigint[], $4::uuid[], $5, $6::interval) AS r`,
+            [queue, this.name, ids, toks, free - got.length, this.lease]);
         if (done.length > 0) {
           for (const j of done) this.running.delete(j.id);
           this.completed(done, new Map(rows.filter((r) => r.outcome !== 'reserved').map((r) => [r.id, r.outcome])));
           done = [];
+          results = [];
         }
         got.push(...this.jobsFrom(rows.filter((r) => r.outcome === 'reserved')));
       }
       this.nextQueue = (this.nextQueue + 1) % nq;
     } catch (e) {
+      // The server may have refused a result (too large): nothing of the
+      // statement happened; complete those jobs one by one, so that a
+      // refused result fails its own job only.
+      if (!(e instanceof ConnectionLost)) {
+        for (let i = 0; i < done.length; i++) {
+          if (results[i] === null) continue;
+          try {
+            await this.record(done[i], 'complete', JSON.parse(/** @type {string} */ (results[i])));
+          } catch {
+            break;
+          }
+          this.running.delete(done[i].id);
+        }
+      }
       // Give the unrecorded outcomes back for the next try.
       this.outcomes = outcomes.filter(([j]) => this.running.has(j.id)).concat(this.outcomes);
       if (e instanceof ConnectionLost) return false;

@@ -17,6 +17,7 @@ complete_and_reserve.
 self._state (a lock) protects self._running and self._outcomes.
 """
 
+import json
 import logging
 import os
 import select
@@ -335,27 +336,56 @@ class Worker:
             jobs.append(j)
         return jobs
 
+    def _check_ex(self, c: psycopg.Connection) -> bool:
+        """Whether complete_and_reserve_ex exists (0.2.0), asked once per connection."""
+        if self._has_ex is None:
+            self._has_ex = c.execute("SELECT pg_catalog.to_regprocedure(%s) IS NOT NULL",
+                                     [_EX_SIG]).fetchone()[0]
+        return bool(self._has_ex)
+
+    def _split(self, outcomes: List[Tuple[Job, str, Any]]) -> Tuple[List[Job], List[Any]]:
+        """The completions that ride on the next call (with their results,
+        when complete_and_reserve_ex can take them), and their results;
+        records the other outcomes one by one."""
+        done: List[Job] = []
+        results: List[Any] = []
+        for j, k, a in outcomes:
+            if k == "complete" and a is not None:
+                try:
+                    json.dumps(a)
+                except (TypeError, ValueError) as e:
+                    k, a = "fail", ("result refused: %s" % (e,), None, True)
+            if k == "complete" and (a is None or self._db(self._check_ex)):
+                done.append(j)
+                results.append(a)
+            else:
+                self._record(j, k, a)
+                self._settle([j])
+        return done, results
+
     def _step(self, reserve: bool) -> bool:
         """Record the finished jobs' outcomes and (reserve) fill the free
         slots.  Returns True when every free slot got a job (there may be
-        more: do not wait)."""
+        more: do not wait).  The completions, results included (0.2.0),
+        ride on the reservation (complete_and_reserve_ex), or on one
+        statement when there is nothing to reserve."""
         outcomes = self._take_outcomes()
-        done = [j for j, k, a in outcomes if k == "complete" and a is None]
+        done: List[Job] = []
+        results: List[Any] = []
         try:
-            for j, k, a in outcomes:
-                if not (k == "complete" and a is None):
-                    self._record(j, k, a)
-                    self._settle([j])
+            done, results = self._split(outcomes)
             with self._state:
                 free = self.concurrency - (len(self._running) - len(done))
             if not reserve or free <= 0:
                 if done:
                     ids = [j.id for j in done]
                     toks = [j.lease_token for j in done]
+                    res = [None if r is None else Jsonb(r) for r in results]
                     rows = self._db(lambda c: c.execute(
-                        "SELECT t.id, throttle_jobs.complete(t.id, t.tok) "
-                        "FROM ROWS FROM (pg_catalog.unnest(%s::bigint[]), pg_catalog.unnest(%s::uuid[])) AS t(id, tok)",
-                        [ids, toks]).fetchall())
+                        "SELECT t.id, throttle_jobs.complete(t.id, t.tok, t.res) "
+                        "FROM ROWS FROM (pg_catalog.unnest(%s::bigint[]), pg_catalog.unnest(%s::uuid[]), "
+                        "pg_catalog.unnest(%s::jsonb[])) AS t(id, tok, res)",
+                        [ids, toks, res]).fetchall())
                     self._settle(done)
                     self._completed(done, {i: "stale" for i, ok in rows if not ok})
                 return False
@@ -368,26 +398,25 @@ class Worker:
                     break
                 ids = [j.id for j in done]
                 toks = [j.lease_token for j in done]
+                # (results only against 0.2.0: _split kept the others apart)
+                res = ([None if r is None else Jsonb(r) for r in results]
+                       if any(r is not None for r in results) else None)
 
-                def q(c, queue=queue, want=want, ids=ids, toks=toks):
-                    if self._has_ex is None:
-                        self._has_ex = c.execute(
-                            "SELECT pg_catalog.to_regprocedure(%s) IS NOT NULL",
-                            [_EX_SIG]).fetchone()[0]
-                    if not self._has_ex:
+                def q(c, queue=queue, want=want, ids=ids, toks=toks, res=res):
+                    if not self._check_ex(c):
                         return [("reserved",) + tuple(r) for r in c.execute(
                             "SELECT " + _RESERVE_COLS + " FROM throttle_jobs.complete_and_reserve("
                             "%s, %s, %s::bigint[], %s::uuid[], %s, %s::interval) AS r",
                             [queue, self.name, ids, toks, want, self.lease]).fetchall()]
                     return c.execute(
                         "SELECT r.outcome, " + _RESERVE_COLS + " FROM throttle_jobs.complete_and_reserve_ex("
-                        "%s, %s, %s::bigint[], %s::uuid[], NULL, %s, %s::interval) AS r",
-                        [queue, self.name, ids, toks, want, self.lease]).fetchall()
+                        "%s, %s, %s::bigint[], %s::uuid[], %s::jsonb[], %s, %s::interval) AS r",
+                        [queue, self.name, ids, toks, res, want, self.lease]).fetchall()
                 rows = self._db(q)
                 if done:
                     self._settle(done)
                     self._completed(done, {r[1]: r[0] for r in rows if r[0] != "reserved"})
-                    done = []
+                    done, results = [], []
                 got.extend(self._jobs_from([r[1:] for r in rows if r[0] == "reserved"]))
             self._next_queue = (self._next_queue + 1) % nq
         except ConnectionLost:
@@ -399,6 +428,16 @@ class Worker:
             if isinstance(e, psycopg.ProgrammingError):
                 raise
             log.warning("worker loop: %s; retrying", str(e).strip())
+            # The server may have refused a result (too large): nothing of
+            # the statement happened; complete those jobs one by one, so
+            # that a refused result fails its own job only.
+            for j, r in zip(done, results):
+                if r is not None:
+                    try:
+                        self._record(j, "complete", r)
+                    except ConnectionLost:
+                        break
+                    self._settle([j])
             with self._state:
                 self._outcomes = [o for o in outcomes if o[0].id in self._running] + self._outcomes
             self._stopping.wait(min(self.poll_interval, 1.0))
