@@ -68,8 +68,8 @@
 
 PG_FUNCTION_INFO_V1(throttle_jobs_job_ready_trigger);
 
-#define HINT_MAX_QUEUES	4096	/* queues (of all databases) with hints */
-#define HINT_RING		64		/* keys published that a raise can still see */
+#define HINT_MAX_QUEUES	1024	/* queues (of all databases) with hints: about 1.7 kB each */
+#define HINT_RING		32		/* keys published that a raise can still see */
 #define HINT_VERIFY_MS	10000	/* a level is walked from its start this often */
 
 typedef struct HintQueueKey
@@ -81,7 +81,6 @@ typedef struct HintQueueKey
 typedef struct HintPublished
 {
 	int16		priority;
-	bool		all_levels;		/* a reset: every level */
 	TJReadyKey	key;
 } HintPublished;
 
@@ -231,26 +230,16 @@ add_level(HintQueue *q, int16 priority, const TJReadyKey *start)
 
 /* Lowers the hint of a level to `key` (caller holds the lock) */
 static void
-publish_locked(HintQueue *q, int16 priority, bool all_levels, const TJReadyKey *key)
+publish_locked(HintQueue *q, int16 priority, const TJReadyKey *key)
 {
+	TJHintLevel *l = add_level(q, priority, key);
 	HintPublished *p;
 
-	if (all_levels)
-	{
-		for (int i = 0; i < q->nlevels; i++)
-			q->levels[i].hint = minus_infinity;
-	}
-	else
-	{
-		TJHintLevel *l = add_level(q, priority, key);
-
-		if (l != NULL && key_cmp(key, &l->hint) < 0)
-			l->hint = *key;
-	}
+	if (l != NULL && key_cmp(key, &l->hint) < 0)
+		l->hint = *key;
 	q->seq++;
 	p = &q->ring[q->seq % HINT_RING];
 	p->priority = priority;
-	p->all_levels = all_levels;
 	p->key = *key;
 }
 
@@ -359,29 +348,12 @@ tj_hint_raise(int32 queue_id, int16 priority, uint64 seq, const TJReadyKey *clai
 		{
 			HintPublished *p = &q->ring[s % HINT_RING];
 
-			if (p->all_levels)
-				l = NULL;
-			else if (p->priority == priority && key_cmp(&p->key, &to) < 0)
+			if (p->priority == priority && key_cmp(&p->key, &to) < 0)
 				to = p->key;
 		}
 		if (l != NULL && key_cmp(&l->hint, &to) < 0)
 			l->hint = to;
 	}
-	LWLockRelease(hint_shared->lock);
-}
-
-/* Every level of the queue back to minus infinity (one walk each) */
-void
-tj_hint_reset(int32 queue_id)
-{
-	HintQueue  *q;
-
-	if (hint_hash == NULL)
-		return;
-	LWLockAcquire(hint_shared->lock, LW_EXCLUSIVE);
-	q = find_queue(queue_id, HASH_FIND);
-	if (q != NULL)
-		publish_locked(q, 0, true, &minus_infinity);
 	LWLockRelease(hint_shared->lock);
 }
 
@@ -418,7 +390,7 @@ publish_pending(bool on_abort, int level)
 			continue;
 		q = find_queue(p->queue_id, HASH_FIND);
 		if (q != NULL)
-			publish_locked(q, p->priority, false, &p->key);
+			publish_locked(q, p->priority, &p->key);
 	}
 	LWLockRelease(hint_shared->lock);
 }

@@ -154,7 +154,6 @@ extern bool tj_hint_read(int32 queue_id, TimestampTz now, TJHintRead *out, bool 
 extern bool tj_hint_discovered(int32 queue_id, const int16 *priorities, int n, TJHintRead *out);
 extern void tj_hint_raise(int32 queue_id, int16 priority, uint64 seq, const TJReadyKey *claimed,
 						  TimestampTz now);
-extern void tj_hint_reset(int32 queue_id);
 extern void tj_hint_publish_early(void);
 
 /* backoff.c */
