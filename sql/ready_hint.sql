@@ -71,6 +71,52 @@ SELECT string_agg(payload->>'n', ' ') AS taken FROM throttle_jobs.reserve('hint_
 SELECT string_agg(payload->>'n', ' ') AS taken FROM throttle_jobs.reserve('hint_q', 'w', 5);
 SELECT string_agg(payload->>'n', ' ') AS taken FROM throttle_jobs.reserve('hint_q', 'w', 10);
 
+-- A transaction's own jobs made ready behind the hint are ready to its own
+-- reservations before it commits.
+SELECT throttle_jobs.enqueue('hint_q', '{"n": "x1"}', run_at => now() - interval '1 hour') > 0 AS enqueued;
+SELECT throttle_jobs.enqueue('hint_q', '{"n": "x2"}', run_at => now() - interval '1 hour') > 0 AS enqueued;
+SELECT payload->>'n' AS n FROM throttle_jobs.reserve('hint_q', 'w');
+BEGIN;
+SELECT throttle_jobs.enqueue('hint_q', '{"n": "own"}', run_at => now() - interval '3 hours') > 0 AS enqueued;
+SELECT payload->>'n' AS n FROM throttle_jobs.reserve('hint_q', 'w');
+COMMIT;
+SELECT payload->>'n' AS n FROM throttle_jobs.reserve('hint_q', 'w');
+
+-- More queues than shared memory keeps hints for (1,024): the entry read
+-- longest ago makes room, and its queue finds its levels again.  Each
+-- queue gets two jobs; one reservation each raises its hint; then a job
+-- behind the hint; then every job left is reserved (2,060 of them).
+CREATE FUNCTION pg_temp.hint_many(action text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  i integer;
+  got bigint := 0;
+BEGIN
+  FOR i IN 1..1030 LOOP
+    CASE action
+      WHEN 'make' THEN
+        PERFORM throttle_jobs.create_queue('hint_many_' || i);
+        PERFORM throttle_jobs.enqueue('hint_many_' || i, '{}', run_at => now() - interval '1 hour')
+          FROM generate_series(1, 2);
+      WHEN 'reserve1' THEN
+        got := got + (SELECT count(*) FROM throttle_jobs.reserve('hint_many_' || i, 'w'));
+      WHEN 'behind' THEN
+        PERFORM throttle_jobs.enqueue('hint_many_' || i, '{}', run_at => now() - interval '2 hours');
+      WHEN 'reserve5' THEN
+        got := got + (SELECT count(*) FROM throttle_jobs.reserve('hint_many_' || i, 'w', 5));
+      WHEN 'drop' THEN
+        PERFORM throttle_jobs.drop_queue('hint_many_' || i, force => true);
+    END CASE;
+  END LOOP;
+  RETURN got;
+END
+$$;
+SELECT pg_temp.hint_many('make');
+SELECT pg_temp.hint_many('reserve1') AS reserved;
+SELECT pg_temp.hint_many('reserve1') AS reserved;
+SELECT pg_temp.hint_many('behind');
+SELECT pg_temp.hint_many('reserve5') AS reserved;
+SELECT pg_temp.hint_many('drop');
+
 -- The publishing triggers: BEFORE ROW, only for rows that are or were ready.
 SELECT tgname, pg_get_triggerdef(t.oid) LIKE '%BEFORE%FOR EACH ROW WHEN%' AS before_row_when
   FROM pg_trigger t WHERE tgrelid = 'throttle_jobs.job'::regclass AND NOT tgisinternal ORDER BY tgname;

@@ -87,6 +87,8 @@ typedef struct HintPublished
 typedef struct HintQueue
 {
 	HintQueueKey tag;			/* hash key */
+	uint64		epoch;			/* which entry of this queue (one may be evicted) */
+	TimestampTz used_at;		/* last read by a reservation */
 	bool		discovered;		/* the levels that held ready jobs are known */
 	bool		overflow;		/* more levels than TJ_HINT_LEVELS: no hints */
 	int			nlevels;
@@ -98,10 +100,13 @@ typedef struct HintQueue
 typedef struct HintShared
 {
 	LWLock	   *lock;
+	uint64		epochs;			/* entries made so far */
 } HintShared;
 
 static HintShared *hint_shared = NULL;
 static HTAB *hint_hash = NULL;
+
+static void publish_locked_pending(bool on_abort, int level);
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -152,7 +157,10 @@ hint_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	hint_shared = ShmemInitStruct("throttle_jobs hints", sizeof(HintShared), &found);
 	if (!found)
+	{
 		hint_shared->lock = &(GetNamedLWLockTranche("throttle_jobs_hints"))->lock;
+		hint_shared->epochs = 0;
+	}
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(HintQueueKey);
 	info.entrysize = sizeof(HintQueue);
@@ -171,8 +179,13 @@ tj_hint_shmem_init(void)
 	shmem_startup_hook = hint_shmem_startup;
 }
 
+/*
+ * The entry of a queue of this database; with `create`, made if missing,
+ * in place of the entry read longest ago when the table is full (its queue
+ * then finds its levels again).  Caller holds the lock exclusively.
+ */
 static HintQueue *
-find_queue(int32 queue_id, HASHACTION action)
+find_queue(int32 queue_id, bool create)
 {
 	HintQueueKey tag;
 	bool		found;
@@ -181,9 +194,25 @@ find_queue(int32 queue_id, HASHACTION action)
 	memset(&tag, 0, sizeof(tag));
 	tag.dbid = MyDatabaseId;
 	tag.queue_id = queue_id;
-	q = hash_search(hint_hash, &tag, action, &found);
+	q = hash_search(hint_hash, &tag, create ? HASH_ENTER_NULL : HASH_FIND, &found);
+	if (q == NULL && create)
+	{
+		HASH_SEQ_STATUS scan;
+		HintQueue  *e;
+		HintQueue  *oldest = NULL;
+
+		hash_seq_init(&scan, hint_hash);
+		while ((e = hash_seq_search(&scan)) != NULL)
+			if (oldest == NULL || e->used_at < oldest->used_at)
+				oldest = e;
+		if (oldest != NULL)
+			hash_search(hint_hash, &oldest->tag, HASH_REMOVE, NULL);
+		q = hash_search(hint_hash, &tag, HASH_ENTER_NULL, &found);
+	}
 	if (q != NULL && !found)
 	{
+		q->epoch = ++hint_shared->epochs;
+		q->used_at = 0;
 		q->discovered = false;
 		q->overflow = false;
 		q->nlevels = 0;
@@ -268,10 +297,18 @@ tj_hint_read(int32 queue_id, TimestampTz now, TJHintRead *out, bool *discover)
 	if (hint_hash == NULL)
 		return false;
 	LWLockAcquire(hint_shared->lock, LW_EXCLUSIVE);
-	q = find_queue(queue_id, HASH_ENTER_NULL);
+	/*
+	 * This transaction's own ready jobs are ready to it already (a
+	 * reservation that released waiting jobs meets them in its walk).
+	 * Publishing before commit only lowers hints, which is always safe.
+	 */
+	publish_locked_pending(false, 0);
+	q = find_queue(queue_id, true);
 	if (q != NULL && !q->overflow)
 	{
 		*discover = !q->discovered;
+		q->used_at = now;
+		out->epoch = q->epoch;
 		out->seq = q->seq;
 		out->nlevels = q->nlevels;
 		for (int i = 0; i < q->nlevels; i++)
@@ -291,8 +328,9 @@ tj_hint_read(int32 queue_id, TimestampTz now, TJHintRead *out, bool *discover)
 
 /*
  * The levels found holding ready jobs by a statement whose snapshot was
- * taken after tj_hint_read made the entry: they start at minus infinity.
- * Fills *out again.  False if the queue now has too many levels.
+ * taken after tj_hint_read made the entry (*out, read then): they start at
+ * minus infinity.  Fills *out again.  False if the queue now has too many
+ * levels, or its entry was replaced meanwhile.
  */
 bool
 tj_hint_discovered(int32 queue_id, const int16 *priorities, int n, TJHintRead *out)
@@ -301,8 +339,8 @@ tj_hint_discovered(int32 queue_id, const int16 *priorities, int n, TJHintRead *o
 	bool		ok = false;
 
 	LWLockAcquire(hint_shared->lock, LW_EXCLUSIVE);
-	q = find_queue(queue_id, HASH_FIND);
-	if (q != NULL)
+	q = find_queue(queue_id, false);
+	if (q != NULL && q->epoch == out->epoch)
 	{
 		for (int i = 0; i < n; i++)
 		{
@@ -325,13 +363,15 @@ tj_hint_discovered(int32 queue_id, const int16 *priorities, int n, TJHintRead *o
 }
 
 /*
- * After a reservation that read the queue at sequence number `seq` claimed
- * jobs up to `claimed` at level `priority`: the hint may rise (rule 2).
+ * After a reservation that read the queue (*read: its entry and sequence
+ * number) claimed jobs up to `claimed` at level `priority`: the hint may
+ * rise (rule 2).
  */
 void
-tj_hint_raise(int32 queue_id, int16 priority, uint64 seq, const TJReadyKey *claimed,
+tj_hint_raise(int32 queue_id, int16 priority, const TJHintRead *read, const TJReadyKey *claimed,
 			  TimestampTz now)
 {
+	uint64		seq = read->seq;
 	HintQueue  *q;
 	TJReadyKey	to = *claimed;
 	TJReadyKey	cap = {0, now, PG_INT64_MAX};
@@ -339,8 +379,8 @@ tj_hint_raise(int32 queue_id, int16 priority, uint64 seq, const TJReadyKey *clai
 	if (key_cmp(&cap, &to) < 0)
 		to = cap;
 	LWLockAcquire(hint_shared->lock, LW_EXCLUSIVE);
-	q = find_queue(queue_id, HASH_FIND);
-	if (q != NULL && q->seq - seq <= HINT_RING)
+	q = find_queue(queue_id, false);
+	if (q != NULL && q->epoch == read->epoch && q->seq - seq <= HINT_RING)
 	{
 		TJHintLevel *l = find_level(q, priority);
 
@@ -373,37 +413,31 @@ static int	npending = 0;
 static int	pending_size = 0;
 static bool callbacks_registered = false;
 
-/* Publishes the pending keys of one kind, from `level` up */
+/* Publishes the pending keys of one kind, from `level` up (lock held) */
 static void
-publish_pending(bool on_abort, int level)
+publish_locked_pending(bool on_abort, int level)
 {
-	HintQueue  *q;
-
-	if (npending == 0 || hint_hash == NULL)
-		return;
-	LWLockAcquire(hint_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < npending; i++)
 	{
 		PendingKey *p = &pending[i];
+		HintQueue  *q;
 
 		if (p->on_abort != on_abort || p->level < level)
 			continue;
-		q = find_queue(p->queue_id, HASH_FIND);
+		q = find_queue(p->queue_id, false);
 		if (q != NULL)
 			publish_locked(q, p->priority, &p->key);
 	}
-	LWLockRelease(hint_shared->lock);
 }
 
-/*
- * Publishes now what this transaction has made ready so far (and again at
- * commit): a reservation that released waiting jobs meets them in its own
- * walk.  Publishing early only lowers hints, which is always safe.
- */
-void
-tj_hint_publish_early(void)
+static void
+publish_pending(bool on_abort, int level)
 {
-	publish_pending(false, 0);
+	if (npending == 0 || hint_hash == NULL)
+		return;
+	LWLockAcquire(hint_shared->lock, LW_EXCLUSIVE);
+	publish_locked_pending(on_abort, level);
+	LWLockRelease(hint_shared->lock);
 }
 
 static void

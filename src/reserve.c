@@ -513,15 +513,14 @@ walk_limited(LimitedCall *call, Candidate *batch, int32 first, int64 max_visit)
 }
 
 /*
- * Releases the waiting jobs that keys can take now and publishes them at
- * once, so that this call's walk, started again from the hints read anew,
- * meets them.  False when the queue has no hints any more.
+ * Releases the waiting jobs that keys can take now, and reads the hints
+ * anew (which publishes them at once), so that this call's walk, started
+ * again, meets them.  False when the queue has no hints any more.
  */
 static bool
 release_waiting(LimitedCall *call, TJHintRead *hints)
 {
 	tj_release_pending(&call->cache, call->now);
-	tj_hint_publish_early();
 	return read_hints(call->queue->id, call->now, hints);
 }
 
@@ -581,7 +580,7 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 			walk_cursor(call, &level_candidates_stmt, cvalues, batch, max_visit);
 		}
 		if (call->passed_any)
-			tj_hint_raise(call->queue->id, level->priority, hints->seq, &call->passed, call->now);
+			tj_hint_raise(call->queue->id, level->priority, hints, &call->passed, call->now);
 
 		if (i == hints->nlevels - 1 && !seen_any && !released)
 		{
@@ -776,7 +775,7 @@ reserve_hinted(ReturnSetInfo *rsinfo, text *queue_name_arg, int32 queue_id, text
 		if (n > 0)
 		{
 			emit_reserved(rsinfo, n, now, &last);
-			tj_hint_raise(queue_id, level->priority, hints.seq, &last, now);
+			tj_hint_raise(queue_id, level->priority, &hints, &last, now);
 			taken += n;
 		}
 		SPI_freetuptable(SPI_tuptable);

@@ -143,6 +143,7 @@ typedef struct TJHintLevel
 
 typedef struct TJHintRead
 {
+	uint64		epoch;			/* the entry read */
 	uint64		seq;
 	int			nlevels;
 	TJHintLevel levels[TJ_HINT_LEVELS];
@@ -152,9 +153,8 @@ extern void tj_hint_shmem_init(void);
 extern bool tj_hints_enabled(void);
 extern bool tj_hint_read(int32 queue_id, TimestampTz now, TJHintRead *out, bool *discover);
 extern bool tj_hint_discovered(int32 queue_id, const int16 *priorities, int n, TJHintRead *out);
-extern void tj_hint_raise(int32 queue_id, int16 priority, uint64 seq, const TJReadyKey *claimed,
-						  TimestampTz now);
-extern void tj_hint_publish_early(void);
+extern void tj_hint_raise(int32 queue_id, int16 priority, const TJHintRead *read,
+						  const TJReadyKey *claimed, TimestampTz now);
 
 /* backoff.c */
 extern int64 tj_backoff_usecs(int32 attempt, int64 base_usecs, double factor,
