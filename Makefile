@@ -22,7 +22,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 #
 # pg_regress inputs in sql/, outputs in expected/ (one topic per file, in
 # order; install creates the extension and runs first).
-REGRESS = install queues enqueue reserve complete work backoff dead_letters \
+REGRESS = install queues enqueue reserve ready_hint complete work backoff dead_letters \
           maintain run_jobs views hot_updates limits fairness adaptive waiting stats privileges bad_input \
           handler_security search_path queue_grants hardening maintenance options api handler_leftovers max_running
 REGRESS_OPTS = --user=postgres

@@ -1647,6 +1647,35 @@ DROP FUNCTION throttle_jobs._create_queue(oid, text, bigint, text, integer, inte
 DROP FUNCTION throttle_jobs._alter_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text);
 DROP FUNCTION throttle_jobs._check_queue_options(boolean, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, text);
 
+
+------------------------------------------------------------------------------
+-- Skip hints: reservation under an old snapshot (issue 17)
+------------------------------------------------------------------------------
+
+-- Records the keys of jobs made ready (published when the transaction
+-- commits) and of ready jobs taken out of ready (published if it aborts),
+-- so that reservation's skip hints never pass a ready job (src/ready_hint.c).
+-- Only rows that are, or were, ready reach the function.
+CREATE FUNCTION throttle_jobs._job_ready_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'throttle_jobs_job_ready_trigger'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION throttle_jobs._job_ready_trigger() IS 'Internal: notes where ready jobs begin for reservation''s skip hints.';
+REVOKE ALL ON FUNCTION throttle_jobs._job_ready_trigger() FROM PUBLIC;
+
+CREATE TRIGGER job_ready_insert BEFORE INSERT ON throttle_jobs.job
+	FOR EACH ROW WHEN (NEW.state OPERATOR(pg_catalog.=) 'available')
+	EXECUTE FUNCTION throttle_jobs._job_ready_trigger();
+CREATE TRIGGER job_ready_update BEFORE UPDATE ON throttle_jobs.job
+	FOR EACH ROW WHEN (OLD.state OPERATOR(pg_catalog.=) 'available'
+					   OR NEW.state OPERATOR(pg_catalog.=) 'available')
+	EXECUTE FUNCTION throttle_jobs._job_ready_trigger();
+CREATE TRIGGER job_ready_delete BEFORE DELETE ON throttle_jobs.job
+	FOR EACH ROW WHEN (OLD.state OPERATOR(pg_catalog.=) 'available')
+	EXECUTE FUNCTION throttle_jobs._job_ready_trigger();
+
+
 ------------------------------------------------------------------------------
 -- create_queue(..., max_running => n) (issue 14, SQL gap 4)
 ------------------------------------------------------------------------------

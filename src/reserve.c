@@ -21,6 +21,11 @@
  * for right now is skipped.  A job is locked only when it is taken or
  * parked.
  *
+ * Either way, each priority level's scan starts at its skip hint, where its
+ * ready jobs begin, and not at the start of the level, so that dead index
+ * entries kept by an old snapshot are not walked (ready_hint.c states the
+ * rules; round-robin queues and queues without hints walk as before).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -49,25 +54,62 @@ PG_FUNCTION_INFO_V1(throttle_jobs_reserve);
  * job (the caller tells which).  Only for READ COMMITTED, where the
  * statement's snapshot is as new as tj_limits_exist()'s.
  */
+#define RESERVE_SQL(queue_cond, level_cond, order) \
+	"WITH q AS MATERIALIZED (" \
+	"  SELECT q.id, q.name, q.lease, q.max_attempts FROM throttle_jobs.queue q" \
+	"   WHERE " queue_cond " AND NOT q.paused" \
+	"     AND NOT EXISTS (SELECT FROM throttle_jobs.key_limit))," \
+	" picked AS MATERIALIZED (" \
+	"  SELECT j.id FROM throttle_jobs.job j" \
+	"   WHERE j.queue_id = (SELECT q.id FROM q)" level_cond " AND j.state = 'available'" \
+	"     AND j.run_at <= $2" \
+	"   ORDER BY " order \
+	"   LIMIT $3" \
+	"   FOR UPDATE SKIP LOCKED)" \
+	" UPDATE throttle_jobs.job j" \
+	"    SET state = 'running', attempt = j.attempt + 1," \
+	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $2 + coalesce($4, q.lease)," \
+	"        reserved_at = $2, worker = $5" \
+	"   FROM q" \
+	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))" \
+	" RETURNING " RESERVED_COLUMNS ", q.name, q.id"
+
 static TJStatement reserve_stmt = {
-	"WITH q AS MATERIALIZED ("
-	"  SELECT q.id, q.name, q.lease, q.max_attempts FROM throttle_jobs.queue q"
-	"   WHERE q.name = $1 AND NOT q.paused"
-	"     AND NOT EXISTS (SELECT FROM throttle_jobs.key_limit)),"
-	" picked AS MATERIALIZED ("
-	"  SELECT j.id FROM throttle_jobs.job j"
-	"   WHERE j.queue_id = (SELECT q.id FROM q) AND j.state = 'available' AND j.run_at <= $2"
-	"   ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id"
-	"   LIMIT $3"
-	"   FOR UPDATE SKIP LOCKED)"
-	" UPDATE throttle_jobs.job j"
-	"    SET state = 'running', attempt = j.attempt + 1,"
-	"        lease_token = pg_catalog.gen_random_uuid(), lease_until = $2 + coalesce($4, q.lease),"
-	"        reserved_at = $2, worker = $5"
-	"   FROM q"
-	"  WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))"
-	" RETURNING " RESERVED_COLUMNS ", q.name, q.id",
+	RESERVE_SQL("q.name = $1", "", "j.priority DESC, j.rr_rank, j.run_at, j.id"),
 	5, {TEXTOID, TIMESTAMPTZOID, INT8OID, INTERVALOID, TEXTOID}, NULL, TJ_GENERIC
+};
+
+/*
+ * reserve_stmt for one priority level ($7) of queue $6, its index scan
+ * starting at the level's skip hint ($8, $9, $10): equalities on the leading
+ * columns of job_ready_idx and a row comparison on the rest, so that the
+ * hint is where the scan starts, not a filter (ready_hint.c).
+ */
+static TJStatement reserve_level_stmt = {
+	RESERVE_SQL("q.id = $6 AND q.name = $1",
+				" AND j.priority = $7 AND (j.rr_rank, j.run_at, j.id) >= ($8, $9, $10)",
+				"j.rr_rank, j.run_at, j.id"),
+	10, {TEXTOID, TIMESTAMPTZOID, INT8OID, INTERVALOID, TEXTOID,
+		INT4OID, INT2OID, INT8OID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
+};
+
+/*
+ * The priority levels that hold ready jobs of queue $1, highest first (a
+ * walk that jumps from level to level), for a queue that has no skip hints
+ * yet.
+ */
+static TJStatement ready_levels_stmt = {
+	"WITH RECURSIVE p AS ("
+	"  (SELECT j.priority FROM throttle_jobs.job j"
+	"    WHERE j.queue_id = $1 AND j.state = 'available' ORDER BY j.priority DESC LIMIT 1)"
+	"  UNION ALL"
+	"  SELECT (SELECT j.priority FROM throttle_jobs.job j"
+	"           WHERE j.queue_id = $1 AND j.state = 'available' AND j.priority < p.priority"
+	"           ORDER BY j.priority DESC LIMIT 1)"
+	"    FROM p WHERE p.priority IS NOT NULL)"
+	" SELECT p.priority FROM p WHERE p.priority IS NOT NULL"
+	" LIMIT " CppAsString2(TJ_HINT_LEVELS) " + 1",
+	1, {INT4OID}, NULL, TJ_GENERIC
 };
 
 /*
@@ -75,25 +117,52 @@ static TJStatement reserve_stmt = {
  * reservation reads the first few rows: planned for them, it walks
  * job_ready_idx instead of sorting every ready job).
  */
+#define CANDIDATE_COLUMNS \
+	"j.id, j.concurrency_key, j.rate_limit_key, j.cost, j.rr_rank, j.run_at"
+#define CANDIDATE_NCOLUMNS 6
+
 static TJStatement candidates_stmt = {
-	"SELECT j.id, j.concurrency_key, j.rate_limit_key, j.cost FROM throttle_jobs.job j"
+	"SELECT " CANDIDATE_COLUMNS " FROM throttle_jobs.job j"
 	" WHERE j.queue_id = $1 AND j.state = 'available' AND j.run_at <= $2"
 	" ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id",
 	2, {INT4OID, TIMESTAMPTZOID}, NULL, CURSOR_OPT_FAST_PLAN | TJ_GENERIC
+};
+
+/* candidates_stmt for one priority level ($3) from its skip hint ($4-$6) */
+static TJStatement level_candidates_stmt = {
+	"SELECT " CANDIDATE_COLUMNS " FROM throttle_jobs.job j"
+	" WHERE j.queue_id = $1 AND j.priority = $3 AND j.state = 'available'"
+	"   AND (j.rr_rank, j.run_at, j.id) >= ($4, $5, $6) AND j.run_at <= $2"
+	" ORDER BY j.rr_rank, j.run_at, j.id",
+	6, {INT4OID, TIMESTAMPTZOID, INT2OID, INT8OID, TIMESTAMPTZOID, INT8OID}, NULL,
+	CURSOR_OPT_FAST_PLAN | TJ_GENERIC
 };
 
 /*
  * The first $3 of them, in one statement (no cursor), and whether notes or
  * due rate keys wait to be looked at (tj_release_pending) first.
  */
+#define PENDING_COLUMN \
+	"(SELECT EXISTS (SELECT FROM throttle_jobs.key_recheck))" \
+	" OR (SELECT EXISTS (SELECT FROM throttle_jobs.key_rate_state s WHERE s.next_at <= $2))"
+
 static TJStatement first_candidates_stmt = {
-	"SELECT j.id, j.concurrency_key, j.rate_limit_key, j.cost,"
-	"       (SELECT EXISTS (SELECT FROM throttle_jobs.key_recheck))"
-	"       OR (SELECT EXISTS (SELECT FROM throttle_jobs.key_rate_state s WHERE s.next_at <= $2))"
+	"SELECT " CANDIDATE_COLUMNS ", " PENDING_COLUMN
 	"  FROM throttle_jobs.job j"
 	" WHERE j.queue_id = $1 AND j.state = 'available' AND j.run_at <= $2"
 	" ORDER BY j.priority DESC, j.rr_rank, j.run_at, j.id LIMIT $3",
 	3, {INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, TJ_GENERIC
+};
+
+/* first_candidates_stmt for one priority level ($4) from its skip hint ($5-$7) */
+static TJStatement level_first_candidates_stmt = {
+	"SELECT " CANDIDATE_COLUMNS ", " PENDING_COLUMN
+	"  FROM throttle_jobs.job j"
+	" WHERE j.queue_id = $1 AND j.priority = $4 AND j.state = 'available'"
+	"   AND (j.rr_rank, j.run_at, j.id) >= ($5, $6, $7) AND j.run_at <= $2"
+	" ORDER BY j.rr_rank, j.run_at, j.id LIMIT $3",
+	7, {INT4OID, TIMESTAMPTZOID, INT8OID, INT2OID, INT8OID, TIMESTAMPTZOID, INT8OID}, NULL,
+	TJ_GENERIC
 };
 
 /* Takes one admitted job, if it is still ready and nobody holds it */
@@ -228,6 +297,7 @@ typedef struct Candidate
 	char	   *ckey;
 	char	   *rkey;
 	int32		cost;
+	TJReadyKey	key;			/* where it stands in its priority level */
 } Candidate;
 
 /* What one limited reservation has done so far */
@@ -245,6 +315,10 @@ typedef struct LimitedCall
 	int32		taken;
 	int64		visited;		/* jobs judged (each costs statements) */
 	int64		walked;			/* jobs looked at */
+	/* the level being walked from its skip hint: how far no job is left ready */
+	bool		passing;		/* every candidate so far left ready, or is locked */
+	bool		passed_any;
+	TJReadyKey	passed;			/* the last such candidate */
 } LimitedCall;
 
 /*
@@ -264,9 +338,31 @@ read_candidates(Candidate *out)
 		out[i].ckey = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		out[i].rkey = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
 		out[i].cost = DatumGetInt32(tj_get_datum(i, 4, &isnull));
+		out[i].key.rr_rank = DatumGetInt64(tj_get_datum(i, 5, &isnull));
+		out[i].key.run_at = DatumGetTimestampTz(tj_get_datum(i, 6, &isnull));
+		out[i].key.id = out[i].id;
 	}
 	return n;
 }
+
+/*
+ * After judging candidate c: while every candidate of the level so far was
+ * taken, parked, dead-lettered, gone or locked by another transaction, the
+ * skip hint may rise past c; a candidate left ready (its key busy) stops it.
+ */
+static void
+note_passed(LimitedCall *call, const Candidate *c, bool passable)
+{
+	if (!passable)
+		call->passing = false;
+	else if (call->passing)
+	{
+		call->passed = c->key;
+		call->passed_any = true;
+	}
+}
+
+static bool read_hints(int32 queue_id, TimestampTz now, TJHintRead *hints);
 
 /* Judges candidates in order, taking the admitted ones, until max_jobs. */
 static void
@@ -288,11 +384,17 @@ judge(LimitedCall *call, Candidate *batch, uint64 n)
 		call->walked++;
 		if (((known = blocked_find(&call->blocked, c->ckey)) != NULL && *known != DT_NOEND) ||
 			((known = blocked_find(&call->blocked, c->rkey)) != NULL && *known != DT_NOEND))
+		{
+			note_passed(call, c, true);
 			continue;
+		}
 		call->visited++;
 		/* a key another transaction is admitting for right now: skip */
 		if (blocked_find(&call->blocked, c->ckey) || blocked_find(&call->blocked, c->rkey))
+		{
+			note_passed(call, c, false);
 			continue;
+		}
 
 		r = tj_admit(&call->cache, c->ckey, c->rkey, c->cost, call->now, &blocked_key,
 					 &blocked_until, &admitted_at);
@@ -321,6 +423,8 @@ judge(LimitedCall *call, Candidate *batch, uint64 n)
 				blocked_add(&call->blocked, c->ckey, DT_NOEND);
 			if (c->rkey)
 				blocked_add(&call->blocked, c->rkey, DT_NOEND);
+			note_passed(call, c, false);
+			continue;
 		}
 		else if (r == TJ_ADMIT_RATE && blocked_until == DT_NOEND)
 		{
@@ -339,30 +443,178 @@ judge(LimitedCall *call, Candidate *batch, uint64 n)
 			tj_park_ready(blocked_key, r == TJ_ADMIT_CAP, blocked_until, call->queue->id,
 						  call->now);
 		}
+		note_passed(call, c, true);
 	}
 }
 
 /*
- * Reservation when limits exist (see the file header).  The first few
- * candidates come from one statement that also tells whether notes or due
- * rate keys wait; only then, or when those few were not enough, does the
- * reservation release waiting jobs first and walk the ready jobs through a
- * cursor.  The number of jobs it looks at is bounded, so a crowd of jobs
- * whose keys are busy elsewhere cannot make one call slow.  Connected to
- * SPI by the caller.
+ * Judges the candidates that a cursor over `stmt` returns, in batches,
+ * until max_jobs are taken or a bound is reached: jobs judged (each costs
+ * statements), and jobs walked past because their key was parked earlier
+ * in this call (nearly free, but a cursor opened before the parking still
+ * shows them all once).
+ */
+static void
+walk_cursor(LimitedCall *call, TJStatement *stmt, Datum *values, Candidate *batch,
+			int64 max_visit)
+{
+	Portal		portal = SPI_cursor_open(NULL, tj_plan(stmt), values, NULL, false);
+
+	while (call->taken < call->max_jobs && call->visited < max_visit && call->walked < TJ_MAX_WALK)
+	{
+		uint64		n;
+
+		SPI_cursor_fetch(portal, true, SCAN_BATCH);
+		n = SPI_processed;
+		if (n == 0)
+			break;
+		read_candidates(batch);
+		SPI_freetuptable(SPI_tuptable);
+		judge(call, batch, n);
+	}
+	SPI_cursor_close(portal);
+}
+
+/*
+ * The limited walk over all ready jobs of the queue, best first, for a
+ * queue without skip hints.  The first few candidates come from one
+ * statement that also tells whether notes or due rate keys wait; only then,
+ * or when those few were not enough, does the reservation release waiting
+ * jobs first and walk the ready jobs through a cursor.
+ */
+static void
+walk_limited(LimitedCall *call, Candidate *batch, int32 first, int64 max_visit)
+{
+	Datum		values[3];
+	uint64		n;
+	bool		isnull;
+
+	values[0] = Int32GetDatum(call->queue->id);
+	values[1] = TimestampTzGetDatum(call->now);
+	values[2] = Int64GetDatum(first);
+	n = tj_execute(&first_candidates_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	if (n > 0 && !DatumGetBool(tj_get_datum(0, CANDIDATE_NCOLUMNS + 1, &isnull)))
+	{
+		read_candidates(batch);
+		SPI_freetuptable(SPI_tuptable);
+		judge(call, batch, n);
+		if (call->taken == call->max_jobs || n < first)
+			return;
+	}
+	else
+	{
+		/* waiting jobs whose keys can take them now come back first */
+		SPI_freetuptable(SPI_tuptable);
+		tj_release_pending(&call->cache, call->now);
+	}
+
+	/* jobs skipped above are met again, and passed over at once */
+	walk_cursor(call, &candidates_stmt, values, batch, max_visit);
+}
+
+/*
+ * Releases the waiting jobs that keys can take now, and reads the hints
+ * anew (which publishes them at once), so that this call's walk, started
+ * again, meets them.  False when the queue has no hints any more.
+ */
+static bool
+release_waiting(LimitedCall *call, TJHintRead *hints)
+{
+	tj_release_pending(&call->cache, call->now);
+	return read_hints(call->queue->id, call->now, hints);
+}
+
+/*
+ * The limited walk level by level, each from its skip hint (ready_hint.c),
+ * as walk_limited does it over the whole queue; the hint of each level then
+ * rises past the candidates that no longer wait there (note_passed).
+ * Waiting jobs released by this call are published at once, so that the
+ * walk, started again from the new hints, meets them.  False when the
+ * queue turned out to have no hints (the caller walks without them).
+ */
+static bool
+walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int32 first,
+					int64 max_visit)
+{
+	Datum		values[7];
+	bool		released = false;
+	bool		seen_any = false;
+	uint64		n;
+	bool		isnull;
+
+	values[0] = Int32GetDatum(call->queue->id);
+	values[1] = TimestampTzGetDatum(call->now);
+	for (int i = 0; i < hints->nlevels && call->taken < call->max_jobs; i++)
+	{
+		const TJHintLevel *level = &hints->levels[i];
+
+		call->passing = true;
+		call->passed_any = false;
+		values[2] = Int64GetDatum(first);
+		values[3] = Int16GetDatum(level->priority);
+		values[4] = Int64GetDatum(level->hint.rr_rank);
+		values[5] = TimestampTzGetDatum(level->hint.run_at);
+		values[6] = Int64GetDatum(level->hint.id);
+		n = tj_execute(&level_first_candidates_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+		if (n > 0 && !released && DatumGetBool(tj_get_datum(0, CANDIDATE_NCOLUMNS + 1, &isnull)))
+		{
+			/* waiting jobs whose keys can take them now come back first */
+			SPI_freetuptable(SPI_tuptable);
+			released = true;
+			if (!release_waiting(call, hints))
+				return false;
+			i = -1;
+			continue;
+		}
+		seen_any |= n > 0;
+		read_candidates(batch);
+		SPI_freetuptable(SPI_tuptable);
+		judge(call, batch, n);
+		if (call->taken < call->max_jobs && n == (uint64) first &&
+			call->visited < max_visit && call->walked < TJ_MAX_WALK)
+		{
+			/* (level_candidates_stmt's parameters: those of the first without $3) */
+			Datum		cvalues[6] = {values[0], values[1], values[3], values[4], values[5], values[6]};
+
+			call->passing = true;
+			walk_cursor(call, &level_candidates_stmt, cvalues, batch, max_visit);
+		}
+		if (call->passed_any)
+			tj_hint_raise(call->queue->id, level->priority, hints, &call->passed, call->now);
+
+		if (i == hints->nlevels - 1 && !seen_any && !released)
+		{
+			/* nothing ready: waiting jobs may come back, then walk again */
+			released = true;
+			if (!release_waiting(call, hints))
+				return false;
+			i = -1;
+		}
+	}
+	if (hints->nlevels == 0 && !released)
+	{
+		if (!release_waiting(call, hints))
+			return false;
+		if (hints->nlevels > 0)
+			return walk_limited_levels(call, hints, batch, first, max_visit);
+	}
+	return true;
+}
+
+/*
+ * Reservation when limits exist (see the file header).  The number of jobs
+ * it looks at is bounded, so a crowd of jobs whose keys are busy elsewhere
+ * cannot make one call slow.  Connected to SPI by the caller.
  */
 static void
 reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 				int32 max_jobs, TimestampTz now, TimestampTz lease_until)
 {
 	LimitedCall call = {0};
-	Datum		values[3];
-	Portal		portal;
 	int64		max_visit = 1000 + 10 * (int64) max_jobs;
 	int32		first = Min(SCAN_BATCH, max_jobs + 3);
 	Candidate  *batch = palloc(sizeof(Candidate) * SCAN_BATCH);
-	uint64		n;
-	bool		isnull;
+	TJHintRead	hints;
 
 	call.rsinfo = rsinfo;
 	call.queue = queue;
@@ -372,73 +624,24 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 	call.lease_until = lease_until;
 	call.queue_name = CStringGetTextDatum(queue->name);
 
-	values[0] = Int32GetDatum(queue->id);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = Int64GetDatum(first);
-	n = tj_execute(&first_candidates_stmt, values, NULL, false, 0, SPI_OK_SELECT);
-	if (n > 0 && !DatumGetBool(tj_get_datum(0, 5, &isnull)))
-	{
-		read_candidates(batch);
-		SPI_freetuptable(SPI_tuptable);
-		judge(&call, batch, n);
-		if (call.taken == max_jobs || n < first)
-			return;
-	}
-	else
-	{
-		/* waiting jobs whose keys can take them now come back first */
-		SPI_freetuptable(SPI_tuptable);
-		tj_release_pending(&call.cache, now);
-	}
-
-	/*
-	 * Two bounds: jobs judged (each costs statements), and jobs walked past
-	 * because their key was parked earlier in this call (nearly free, but a
-	 * cursor opened before the parking still shows them all once).  Jobs
-	 * skipped above are met again, and passed over at once.
-	 */
-	portal = SPI_cursor_open(NULL, tj_plan(&candidates_stmt), values, NULL, false);
-	while (call.taken < max_jobs && call.visited < max_visit && call.walked < TJ_MAX_WALK)
-	{
-		SPI_cursor_fetch(portal, true, SCAN_BATCH);
-		n = SPI_processed;
-		if (n == 0)
-			break;
-		read_candidates(batch);
-		SPI_freetuptable(SPI_tuptable);
-		judge(&call, batch, n);
-	}
-	SPI_cursor_close(portal);
+	if (tj_hints_enabled() && read_hints(queue->id, now, &hints) &&
+		walk_limited_levels(&call, &hints, batch, first, max_visit))
+		return;
+	walk_limited(&call, batch, first, max_visit);
 }
 
 /*
- * reserve_stmt: true if it reserved jobs (added to rsinfo), false if it
- * found none, the admitting path is needed, or the queue is unknown or
- * paused.  Connected to SPI by the caller.
+ * Adds the n rows of the current SPI result (RESERVED_COLUMNS, queue name
+ * and id) to the output in queue order; *last gets the last one's key.
  */
-static bool
-reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
-			 int32 max_jobs, Interval *lease, TimestampTz now)
+static void
+emit_reserved(ReturnSetInfo *rsinfo, uint64 n, TimestampTz now, TJReadyKey *last)
 {
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	uint64		n;
-	ReservedRow *rows;
+	ReservedRow *rows = palloc(sizeof(ReservedRow) * n);
 	Datum		queue_name;
 	bool		isnull;
 
-	values[0] = PointerGetDatum(queue_name_arg);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = Int64GetDatum(max_jobs);
-	values[3] = PointerGetDatum(lease);
-	nulls[3] = lease ? ' ' : 'n';
-	values[4] = PointerGetDatum(worker);
-	n = tj_execute(&reserve_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
-	if (n == 0)
-		return false;
-
 	/* UPDATE ... RETURNING has no order: sort as the queue orders jobs. */
-	rows = palloc(sizeof(ReservedRow) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		rows[i].row = i;
@@ -456,6 +659,167 @@ reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 		tj_stats_reserved(DatumGetInt32(tj_get_datum(rows[i].row, R_QUEUE_ID, &isnull)),
 						  rows[i].run_at, now, NULL, NULL);
 	}
+	last->rr_rank = rows[n - 1].rr_rank;
+	last->run_at = rows[n - 1].run_at;
+	last->id = rows[n - 1].id;
+	pfree(rows);
+}
+
+/*
+ * The ids of the queues this backend reserved from lately, by name, so that
+ * reservation finds a queue's skip hints before its statement runs.  A
+ * stale entry (a queue dropped and made again) only makes the statement
+ * find nothing once: the lookup that follows corrects it.
+ */
+#define QUEUE_IDS	16
+
+static struct
+{
+	char	   *name;
+	int32		id;
+}			queue_ids[QUEUE_IDS];
+static int	queue_ids_next = 0;
+
+static int32
+cached_queue_id(text *name)
+{
+	char	   *s = text_to_cstring(name);
+
+	for (int i = 0; i < QUEUE_IDS; i++)
+		if (queue_ids[i].name != NULL && strcmp(queue_ids[i].name, s) == 0)
+			return queue_ids[i].id;
+	return 0;
+}
+
+static void
+remember_queue_id(text *name, int32 id)
+{
+	char	   *s = text_to_cstring(name);
+
+	for (int i = 0; i < QUEUE_IDS; i++)
+		if (queue_ids[i].name != NULL && strcmp(queue_ids[i].name, s) == 0)
+		{
+			queue_ids[i].id = id;
+			return;
+		}
+	if (queue_ids[queue_ids_next].name != NULL)
+		pfree(queue_ids[queue_ids_next].name);
+	queue_ids[queue_ids_next].name = MemoryContextStrdup(TopMemoryContext, s);
+	queue_ids[queue_ids_next].id = id;
+	queue_ids_next = (queue_ids_next + 1) % QUEUE_IDS;
+}
+
+/*
+ * The queue's priority levels with their skip hints, read before the
+ * statements that use them take their snapshots (ready_hint.c); for a
+ * queue met for the first time, the levels that hold ready jobs are found
+ * first.  False when the queue has no hints: walk as without them.
+ */
+static bool
+read_hints(int32 queue_id, TimestampTz now, TJHintRead *hints)
+{
+	bool		discover;
+	int16		levels[TJ_HINT_LEVELS + 1];
+	Datum		values[1];
+	uint64		n;
+	bool		isnull;
+
+	if (!tj_hint_read(queue_id, now, hints, &discover))
+		return false;
+	if (!discover)
+		return true;
+	values[0] = Int32GetDatum(queue_id);
+	n = tj_execute(&ready_levels_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+		levels[i] = DatumGetInt16(tj_get_datum(i, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return tj_hint_discovered(queue_id, levels, (int) n, hints);
+}
+
+/*
+ * reserve_level_stmt level by level, highest priority first, each scan
+ * starting at its level's skip hint, which then rises past the jobs taken.
+ * -1 when the queue has no hints (the caller walks as without them), else
+ * the number of jobs reserved.  Connected to SPI by the caller.
+ */
+static int64
+reserve_hinted(ReturnSetInfo *rsinfo, text *queue_name_arg, int32 queue_id, text *worker,
+			   int32 max_jobs, Interval *lease, TimestampTz now)
+{
+	TJHintRead	hints;
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int64		taken = 0;
+
+	if (!read_hints(queue_id, now, &hints))
+		return -1;
+
+	values[0] = PointerGetDatum(queue_name_arg);
+	values[1] = TimestampTzGetDatum(now);
+	values[3] = PointerGetDatum(lease);
+	nulls[3] = lease ? ' ' : 'n';
+	values[4] = PointerGetDatum(worker);
+	values[5] = Int32GetDatum(queue_id);
+	for (int i = 0; i < hints.nlevels && taken < max_jobs; i++)
+	{
+		const TJHintLevel *level = &hints.levels[i];
+		TJReadyKey	last;
+		uint64		n;
+
+		values[2] = Int64GetDatum(max_jobs - taken);
+		values[6] = Int16GetDatum(level->priority);
+		values[7] = Int64GetDatum(level->hint.rr_rank);
+		values[8] = TimestampTzGetDatum(level->hint.run_at);
+		values[9] = Int64GetDatum(level->hint.id);
+		n = tj_execute(&reserve_level_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+		if (n > 0)
+		{
+			emit_reserved(rsinfo, n, now, &last);
+			tj_hint_raise(queue_id, level->priority, &hints, &last, now);
+			taken += n;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	return taken;
+}
+
+/*
+ * Reservation while no limits exist: true if it reserved jobs (added to
+ * rsinfo), false if it found none, the admitting path is needed, or the
+ * queue is unknown or paused.  Connected to SPI by the caller.
+ */
+static bool
+reserve_fast(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
+			 int32 max_jobs, Interval *lease, TimestampTz now)
+{
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int32		queue_id = tj_hints_enabled() ? cached_queue_id(queue_name_arg) : 0;
+	uint64		n;
+	TJReadyKey	last;
+	bool		isnull;
+
+	if (queue_id != 0)
+	{
+		int64		taken = reserve_hinted(rsinfo, queue_name_arg, queue_id, worker,
+										   max_jobs, lease, now);
+
+		if (taken >= 0)
+			return taken > 0;
+	}
+
+	values[0] = PointerGetDatum(queue_name_arg);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = Int64GetDatum(max_jobs);
+	values[3] = PointerGetDatum(lease);
+	nulls[3] = lease ? ' ' : 'n';
+	values[4] = PointerGetDatum(worker);
+	n = tj_execute(&reserve_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (n == 0)
+		return false;
+	if (tj_hints_enabled())
+		remember_queue_id(queue_name_arg, DatumGetInt32(tj_get_datum(0, R_QUEUE_ID, &isnull)));
+	emit_reserved(rsinfo, n, now, &last);
 	return true;
 }
 
@@ -552,6 +916,13 @@ tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name_arg, text *worker,
 		return;
 	/* unknown (an error), paused or empty */
 	tj_lookup_queue(queue_name_arg, &queue);
+	if (tj_hints_enabled() && cached_queue_id(queue_name_arg) != queue.id)
+	{
+		/* the hinted statements looked for another queue of that name */
+		remember_queue_id(queue_name_arg, queue.id);
+		if (!queue.paused)
+			(void) reserve_fast(rsinfo, queue_name_arg, worker, max_jobs, lease, now);
+	}
 }
 
 /* reserve(queue, worker, max_jobs, lease) returns setof reserved_job */

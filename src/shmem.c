@@ -14,6 +14,8 @@
  * Segments, and the lock that protects each:
  *	- "throttle_jobs stats" (stats.c): tranche "throttle_jobs_stats" and
  *	  per-entry spinlocks; see stats.c's header.
+ *	- "throttle_jobs hints" and its hash of queues (ready_hint.c): tranche
+ *	  "throttle_jobs_hints", one LWLock over all of it.
  *	- "throttle_jobs workers" (below): the slots of each database's
  *	  maintenance worker (dbworker.c) and executors (executor.c), and the
  *	  out-of-slots warning flag; every field under tj_workers->mutex, a
@@ -65,6 +67,7 @@ typedef struct ShmemPart
 static const ShmemPart parts[] = {
 	{tj_stats_shmem_size, "throttle_jobs_stats", 1, tj_stats_shmem_init},
 	{workers_shmem_size, NULL, 0, workers_shmem_init},
+	{tj_hint_shmem_size, "throttle_jobs_hints", 1, tj_hint_shmem_init},
 };
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;

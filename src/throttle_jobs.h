@@ -163,6 +163,39 @@ extern void tj_assign_run_jobs_caller(const char *newval, void *extra);
 extern void tj_run_jobs_check(Oid caller, text *queue);
 extern bool tj_run_jobs_may_take(Datum queue);
 
+/* ready_hint.c: where each priority level's ready jobs begin (see the file header) */
+#define TJ_HINT_LEVELS	16		/* priority levels a queue may use with hints */
+
+typedef struct TJReadyKey
+{
+	int64		rr_rank;
+	TimestampTz run_at;
+	int64		id;
+} TJReadyKey;
+
+typedef struct TJHintLevel
+{
+	int16		priority;
+	TJReadyKey	hint;			/* no ready job of the level below it */
+	TimestampTz walked_at;		/* last walked from its start */
+} TJHintLevel;
+
+typedef struct TJHintRead
+{
+	uint64		epoch;			/* the entry read */
+	uint64		seq;
+	int			nlevels;
+	TJHintLevel levels[TJ_HINT_LEVELS];
+} TJHintRead;
+
+extern Size tj_hint_shmem_size(void);
+extern void tj_hint_shmem_init(void);
+extern bool tj_hints_enabled(void);
+extern bool tj_hint_read(int32 queue_id, TimestampTz now, TJHintRead *out, bool *discover);
+extern bool tj_hint_discovered(int32 queue_id, const int16 *priorities, int n, TJHintRead *out);
+extern void tj_hint_raise(int32 queue_id, int16 priority, const TJHintRead *read,
+						  const TJReadyKey *claimed, TimestampTz now);
+
 /* backoff.c */
 extern int64 tj_backoff_usecs(int32 attempt, int64 base_usecs, double factor,
 							  int64 max_usecs, double jitter, double draw);
