@@ -237,6 +237,8 @@ tj_complete_job(Datum *values, const char *nulls)
 		completed(0);
 	}
 	SPI_freetuptable(SPI_tuptable);
+	if (!done)
+		tj_hint_note_job(values[0]);	/* it may be locked, and ready */
 	return done;
 }
 
@@ -417,7 +419,10 @@ throttle_jobs_fail(PG_FUNCTION_ARGS)
 	tj_check_job(caller.role, PG_GETARG_DATUM(0), TJ_PRIV_CONSUME);
 	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
 	{
-		bool		cancelled = tj_job_was_cancelled(PG_GETARG_INT64(0), caller.role);
+		bool		cancelled;
+
+		tj_hint_note_job(values[0]);	/* it may be locked, and ready */
+		cancelled = tj_job_was_cancelled(PG_GETARG_INT64(0), caller.role);
 
 		SPI_finish();
 		tj_caller_leave(&caller);
@@ -463,6 +468,8 @@ throttle_jobs_snooze(PG_FUNCTION_ARGS)
 						 DatumGetInt32(tj_get_datum(0, 4, &isnull)));
 		release_slot(0);
 	}
+	else
+		tj_hint_note_job(values[0]);	/* it may be locked, and ready */
 	SPI_finish();
 	tj_caller_leave(&caller);
 	PG_RETURN_BOOL(n > 0);
@@ -496,6 +503,8 @@ throttle_jobs_heartbeat(PG_FUNCTION_ARGS)
 	n = tj_execute(&heartbeat_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
 	if (n > 0)
 		until = DatumGetTimestampTz(tj_get_datum(0, 1, &isnull));
+	else
+		tj_hint_note_job(values[0]);	/* it may be locked, and ready */
 	SPI_finish();
 	tj_caller_leave(&caller);
 	if (n == 0)

@@ -54,6 +54,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -532,6 +533,45 @@ note_key(int32 queue_id, int16 priority, bool on_abort, const TJReadyKey *key)
 	pending[npending].level = level;
 	pending[npending].key = *key;
 	npending++;
+}
+
+/*
+ * A statement under READ COMMITTED that waited for a job's row lock and then
+ * found the row no longer matching its WHERE keeps the row locked without
+ * changing it (EvalPlanQual locks the newest version before it rechecks).
+ * No trigger sees that, yet reservations skip the row as locked, and one may
+ * raise the hint past it; when the lock goes, nothing would publish the job.
+ * So a caller whose statement on job `id` changed nothing calls this: if the
+ * job is ready now, its key is published when the (sub)transaction ends,
+ * commit or abort.  Connected to SPI.
+ */
+static TJStatement ready_job_stmt = {
+	"SELECT j.queue_id, j.priority, j.rr_rank, j.run_at, j.id FROM throttle_jobs.job j"
+	" WHERE j.id = $1 AND j.state = 'available'",
+	1, {INT8OID}
+};
+
+void
+tj_hint_note_job(Datum id)
+{
+	TJReadyKey	key;
+	int32		queue_id;
+	int16		priority;
+	bool		isnull;
+
+	if (hint_hash == NULL)
+		return;
+	if (tj_execute(&ready_job_stmt, &id, NULL, false, 0, SPI_OK_SELECT) == 1)
+	{
+		queue_id = DatumGetInt32(tj_get_datum(0, 1, &isnull));
+		priority = DatumGetInt16(tj_get_datum(0, 2, &isnull));
+		key.rr_rank = DatumGetInt64(tj_get_datum(0, 3, &isnull));
+		key.run_at = DatumGetTimestampTz(tj_get_datum(0, 4, &isnull));
+		key.id = DatumGetInt64(tj_get_datum(0, 5, &isnull));
+		note_key(queue_id, priority, false, &key);
+		note_key(queue_id, priority, true, &key);
+	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /* Columns of throttle_jobs.job the trigger reads, found once by name */
