@@ -286,7 +286,8 @@ tj_hints_enabled(void)
  * did.  *discover is set when the caller must find the levels that already
  * hold ready jobs (tj_hint_discovered) before it may use the result.
  * A level not walked from its start for HINT_VERIFY_MS comes back with
- * hint minus infinity, and counts as walked.
+ * hint minus infinity, and counts as walked (unless the reservation hands
+ * the walk back, tj_hint_unwalk).
  */
 bool
 tj_hint_read(int32 queue_id, TimestampTz now, TJHintRead *out, bool *discover)
@@ -394,6 +395,30 @@ tj_hint_raise(int32 queue_id, int16 priority, const TJHintRead *read, const TJRe
 		}
 		if (l != NULL && key_cmp(&l->hint, &to) < 0)
 			l->hint = to;
+	}
+	LWLockRelease(hint_shared->lock);
+}
+
+/*
+ * The levels from the `from`th on of what tj_hint_read gave a reservation
+ * that had all its jobs before it reached them: the walk from the start
+ * that the read gave them (and counted as made) goes back to the next
+ * reservation.  Else, while a higher level has a job each time the walk
+ * falls due, a lower level would never be walked.
+ */
+void
+tj_hint_unwalk(int32 queue_id, const TJHintRead *read, int from, TimestampTz now)
+{
+	HintQueue  *q;
+
+	LWLockAcquire(hint_shared->lock, LW_EXCLUSIVE);
+	q = find_queue(queue_id, false);
+	for (int i = from; q != NULL && q->epoch == read->epoch && i < read->nlevels; i++)
+	{
+		TJHintLevel *l = find_level(q, read->levels[i].priority);
+
+		if (l != NULL && l->walked_at == now && read->levels[i].walked_at != now)
+			l->walked_at = read->levels[i].walked_at;
 	}
 	LWLockRelease(hint_shared->lock);
 }

@@ -750,6 +750,7 @@ reserve_hinted(ReturnSetInfo *rsinfo, text *queue_name_arg, int32 queue_id, text
 	Datum		values[10];
 	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int64		taken = 0;
+	int			i;
 
 	if (!read_hints(queue_id, now, &hints))
 		return -1;
@@ -760,7 +761,7 @@ reserve_hinted(ReturnSetInfo *rsinfo, text *queue_name_arg, int32 queue_id, text
 	nulls[3] = lease ? ' ' : 'n';
 	values[4] = PointerGetDatum(worker);
 	values[5] = Int32GetDatum(queue_id);
-	for (int i = 0; i < hints.nlevels && taken < max_jobs; i++)
+	for (i = 0; i < hints.nlevels && taken < max_jobs; i++)
 	{
 		const TJHintLevel *level = &hints.levels[i];
 		TJReadyKey	last;
@@ -780,6 +781,9 @@ reserve_hinted(ReturnSetInfo *rsinfo, text *queue_name_arg, int32 queue_id, text
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
+	/* the levels not scanned keep their walk from the start */
+	if (i < hints.nlevels)
+		tj_hint_unwalk(queue_id, &hints, i, now);
 	return taken;
 }
 
