@@ -293,7 +293,10 @@ tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids)
 	if (done_ids)
 		*done_ids = palloc(sizeof(int64) * (n + 1));
 	if (n == 0)
+	{
+		tj_hint_note_jobs(ids); /* stale pairs: locked, maybe, and ready */
 		return 0;
+	}
 	/* the keys, read before unparking runs statements of its own */
 	ckeys = palloc(sizeof(char *) * n);
 	rkeys = palloc(sizeof(char *) * n);
@@ -316,6 +319,9 @@ tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids)
 		if (rkeys[i] != NULL)
 			tj_record_outcome(rkeys[i], false, now);
 	}
+	if (n < (uint64) ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(ids)),
+									ARR_DIMS(DatumGetArrayTypeP(ids))))
+		tj_hint_note_jobs(ids); /* stale pairs: locked, maybe, and ready */
 	return n;
 }
 

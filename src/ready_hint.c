@@ -576,27 +576,48 @@ static TJStatement ready_job_stmt = {
 	1, {INT8OID}
 };
 
-void
-tj_hint_note_job(Datum id)
-{
-	TJReadyKey	key;
-	int32		queue_id;
-	int16		priority;
-	bool		isnull;
+/* ready_job_stmt for the jobs of an int8[] */
+static TJStatement ready_jobs_stmt = {
+	"SELECT j.queue_id, j.priority, j.rr_rank, j.run_at, j.id FROM throttle_jobs.job j"
+	" WHERE j.id = ANY ($1) AND j.state = 'available'",
+	1, {INT8ARRAYOID}
+};
 
-	if (hint_hash == NULL)
-		return;
-	if (tj_execute(&ready_job_stmt, &id, NULL, false, 0, SPI_OK_SELECT) == 1)
+/* Notes the keys that ready_job(s)_stmt found, for commit and abort */
+static void
+note_ready_rows(uint64 n)
+{
+	for (uint64 i = 0; i < n; i++)
 	{
-		queue_id = DatumGetInt32(tj_get_datum(0, 1, &isnull));
-		priority = DatumGetInt16(tj_get_datum(0, 2, &isnull));
-		key.rr_rank = DatumGetInt64(tj_get_datum(0, 3, &isnull));
-		key.run_at = DatumGetTimestampTz(tj_get_datum(0, 4, &isnull));
-		key.id = DatumGetInt64(tj_get_datum(0, 5, &isnull));
+		TJReadyKey	key;
+		int32		queue_id;
+		int16		priority;
+		bool		isnull;
+
+		queue_id = DatumGetInt32(tj_get_datum(i, 1, &isnull));
+		priority = DatumGetInt16(tj_get_datum(i, 2, &isnull));
+		key.rr_rank = DatumGetInt64(tj_get_datum(i, 3, &isnull));
+		key.run_at = DatumGetTimestampTz(tj_get_datum(i, 4, &isnull));
+		key.id = DatumGetInt64(tj_get_datum(i, 5, &isnull));
 		note_key(queue_id, priority, false, &key);
 		note_key(queue_id, priority, true, &key);
 	}
 	SPI_freetuptable(SPI_tuptable);
+}
+
+void
+tj_hint_note_job(Datum id)
+{
+	if (hint_hash != NULL)
+		note_ready_rows(tj_execute(&ready_job_stmt, &id, NULL, false, 0, SPI_OK_SELECT));
+}
+
+/* tj_hint_note_job for each job of `ids`, an int8[] */
+void
+tj_hint_note_jobs(Datum ids)
+{
+	if (hint_hash != NULL)
+		note_ready_rows(tj_execute(&ready_jobs_stmt, &ids, NULL, false, 0, SPI_OK_SELECT));
 }
 
 /* Columns of throttle_jobs.job the trigger reads, found once by name */
