@@ -515,12 +515,15 @@ walk_limited(LimitedCall *call, Candidate *batch, int32 first, int64 max_visit)
 /*
  * Releases the waiting jobs that keys can take now, and reads the hints
  * anew (which publishes them at once), so that this call's walk, started
- * again, meets them.  False when the queue has no hints any more.
+ * again, meets them.  The levels from the `from`th on were not walked: the
+ * walks from their start that the first read gave go back first, for the
+ * new read to give again.  False when the queue has no hints any more.
  */
 static bool
-release_waiting(LimitedCall *call, TJHintRead *hints)
+release_waiting(LimitedCall *call, TJHintRead *hints, int from)
 {
 	tj_release_pending(&call->cache, call->now);
+	tj_hint_unwalk(call->queue->id, hints, from, call->now);
 	return read_hints(call->queue->id, call->now, hints);
 }
 
@@ -541,10 +544,11 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 	bool		seen_any = false;
 	uint64		n;
 	bool		isnull;
+	int			i;
 
 	values[0] = Int32GetDatum(call->queue->id);
 	values[1] = TimestampTzGetDatum(call->now);
-	for (int i = 0; i < hints->nlevels && call->taken < call->max_jobs; i++)
+	for (i = 0; i < hints->nlevels && call->taken < call->max_jobs; i++)
 	{
 		const TJHintLevel *level = &hints->levels[i];
 
@@ -561,7 +565,7 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 			/* waiting jobs whose keys can take them now come back first */
 			SPI_freetuptable(SPI_tuptable);
 			released = true;
-			if (!release_waiting(call, hints))
+			if (!release_waiting(call, hints, i))
 				return false;
 			i = -1;
 			continue;
@@ -586,14 +590,17 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 		{
 			/* nothing ready: waiting jobs may come back, then walk again */
 			released = true;
-			if (!release_waiting(call, hints))
+			if (!release_waiting(call, hints, hints->nlevels))
 				return false;
 			i = -1;
 		}
 	}
+	/* the levels not scanned keep their walk from the start */
+	if (i < hints->nlevels)
+		tj_hint_unwalk(call->queue->id, hints, i, call->now);
 	if (hints->nlevels == 0 && !released)
 	{
-		if (!release_waiting(call, hints))
+		if (!release_waiting(call, hints, 0))
 			return false;
 		if (hints->nlevels > 0)
 			return walk_limited_levels(call, hints, batch, first, max_visit);
