@@ -195,19 +195,27 @@ find_queue(int32 queue_id, bool create)
 	memset(&tag, 0, sizeof(tag));
 	tag.dbid = MyDatabaseId;
 	tag.queue_id = queue_id;
-	q = hash_search(hint_hash, &tag, create ? HASH_ENTER_NULL : HASH_FIND, &found);
+	q = hash_search(hint_hash, &tag, HASH_FIND, &found);
 	if (q == NULL && create)
 	{
-		HASH_SEQ_STATUS scan;
-		HintQueue  *e;
-		HintQueue  *oldest = NULL;
+		/*
+		 * Never more entries than the table was sized for: past that, a
+		 * shared hash table grows into the server's spare shared memory
+		 * (which the lock table needs) until none is left.
+		 */
+		if (hash_get_num_entries(hint_hash) >= HINT_MAX_QUEUES)
+		{
+			HASH_SEQ_STATUS scan;
+			HintQueue  *e;
+			HintQueue  *oldest = NULL;
 
-		hash_seq_init(&scan, hint_hash);
-		while ((e = hash_seq_search(&scan)) != NULL)
-			if (oldest == NULL || e->used_at < oldest->used_at)
-				oldest = e;
-		if (oldest != NULL)
-			hash_search(hint_hash, &oldest->tag, HASH_REMOVE, NULL);
+			hash_seq_init(&scan, hint_hash);
+			while ((e = hash_seq_search(&scan)) != NULL)
+				if (oldest == NULL || e->used_at < oldest->used_at)
+					oldest = e;
+			if (oldest != NULL)
+				hash_search(hint_hash, &oldest->tag, HASH_REMOVE, NULL);
+		}
 		q = hash_search(hint_hash, &tag, HASH_ENTER_NULL, &found);
 	}
 	if (q != NULL && !found)
