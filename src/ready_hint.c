@@ -53,7 +53,9 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
@@ -62,6 +64,7 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
@@ -281,10 +284,41 @@ publish_locked(HintQueue *q, int16 priority, const TJReadyKey *key)
 	p->key = *key;
 }
 
+/*
+ * Whether reservation may use hints in this database: shared memory holds
+ * them, and the job table's job_ready_* triggers are there and enabled.
+ * The 0.2.0 library also runs a database still at 0.1.0 (between the
+ * restart onto it and ALTER EXTENSION UPDATE), which has no triggers:
+ * nothing publishes there, and reservation walks as it did without hints.
+ * (The relation is found in the relation cache; reservation locks it next.)
+ */
 bool
 tj_hints_enabled(void)
 {
-	return hint_hash != NULL;
+	Oid			nsp;
+	Oid			relid;
+	Relation	rel;
+	int			found = 0;
+
+	if (hint_hash == NULL)
+		return false;
+	nsp = get_namespace_oid("throttle_jobs", true);
+	relid = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
+	if (!OidIsValid(relid))
+		return false;
+	rel = relation_open(relid, AccessShareLock);
+	for (int i = 0; rel->trigdesc != NULL && i < rel->trigdesc->numtriggers; i++)
+	{
+		const Trigger *t = &rel->trigdesc->triggers[i];
+
+		if (t->tgenabled != TRIGGER_DISABLED &&
+			(strcmp(t->tgname, "job_ready_insert") == 0 ||
+			 strcmp(t->tgname, "job_ready_update") == 0 ||
+			 strcmp(t->tgname, "job_ready_delete") == 0))
+			found++;
+	}
+	relation_close(rel, AccessShareLock);
+	return found == 3;
 }
 
 /*
