@@ -667,9 +667,10 @@ static Oid	job_relid = InvalidOid;
 static AttrNumber att_queue_id, att_state, att_priority, att_rr_rank, att_run_at, att_id;
 
 static AttrNumber
-job_attnum(Relation rel, const char *name)
+job_attnum(Relation rel, const char *name, Oid type)
 {
-	int			n = SPI_fnumber(RelationGetDescr(rel), name);
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			n = SPI_fnumber(desc, name);
 
 	if (n <= 0)
 		ereport(ERROR,
@@ -677,6 +678,14 @@ job_attnum(Relation rel, const char *name)
 				 errmsg("throttle_jobs._job_ready_trigger() runs on throttle_jobs.job only, not on \"%s\"",
 						RelationGetRelationName(rel)),
 				 errdetail("The table has no column \"%s\".", name)));
+	if (TupleDescAttr(desc, n - 1)->atttypid != type)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("throttle_jobs._job_ready_trigger() runs on throttle_jobs.job only, not on \"%s\"",
+						RelationGetRelationName(rel)),
+				 errdetail("Its column \"%s\" is of type %s, not %s.", name,
+						   format_type_be(TupleDescAttr(desc, n - 1)->atttypid),
+						   format_type_be(type))));
 	return (AttrNumber) n;
 }
 
@@ -721,12 +730,12 @@ throttle_jobs_job_ready_trigger(PG_FUNCTION_ARGS)
 	if (RelationGetRelid(rel) != job_relid)
 	{
 		/* (all found before any is kept: a wrong table changes nothing) */
-		AttrNumber	queue_id = job_attnum(rel, "queue_id");
-		AttrNumber	state = job_attnum(rel, "state");
-		AttrNumber	priority = job_attnum(rel, "priority");
-		AttrNumber	rr_rank = job_attnum(rel, "rr_rank");
-		AttrNumber	run_at = job_attnum(rel, "run_at");
-		AttrNumber	id = job_attnum(rel, "id");
+		AttrNumber	queue_id = job_attnum(rel, "queue_id", INT4OID);
+		AttrNumber	state = job_attnum(rel, "state", TEXTOID);
+		AttrNumber	priority = job_attnum(rel, "priority", INT2OID);
+		AttrNumber	rr_rank = job_attnum(rel, "rr_rank", INT8OID);
+		AttrNumber	run_at = job_attnum(rel, "run_at", TIMESTAMPTZOID);
+		AttrNumber	id = job_attnum(rel, "id", INT8OID);
 
 		att_queue_id = queue_id;
 		att_state = state;
