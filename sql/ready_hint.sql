@@ -132,5 +132,15 @@ CREATE TRIGGER hint_other_before BEFORE INSERT ON hint_other FOR EACH ROW
 INSERT INTO hint_other VALUES ('available');
 SELECT count(*) AS rows FROM hint_other;
 DROP TABLE hint_other;
+-- A table with every column the trigger reads, but of other types: refused
+-- too, not read as if it were the job table (a text read from an integer
+-- would crash the backend).
+CREATE TABLE hint_typed (id bigint, queue_id integer, state integer, priority smallint,
+                         rr_rank bigint, run_at timestamptz);
+CREATE TRIGGER hint_typed_before BEFORE INSERT ON hint_typed FOR EACH ROW
+  EXECUTE FUNCTION throttle_jobs._job_ready_trigger();
+INSERT INTO hint_typed VALUES (1, 1, 7, 0, 0, now());
+SELECT count(*) AS rows FROM hint_typed;
+DROP TABLE hint_typed;
 
 SELECT throttle_jobs.drop_queue('hint_q', force => true);

@@ -110,6 +110,8 @@ throttle_jobs_retry_now(PG_FUNCTION_ARGS)
 		/* executors of a handler queue sleep until woken */
 		tj_wake_executors_at_commit();
 	}
+	else
+		tj_hint_note_job(values[0]);	/* it may be locked, and ready */
 	SPI_finish();
 	tj_caller_leave(&caller);
 	PG_RETURN_BOOL(moved);

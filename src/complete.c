@@ -258,6 +258,8 @@ tj_complete_job(Datum id, Datum lease_token, Datum result, TimestampTz now)
 		completed(0);
 	}
 	SPI_freetuptable(SPI_tuptable);
+	if (!done)
+		tj_hint_note_job(values[0]);	/* it may be locked, and ready */
 	return done;
 }
 
@@ -315,7 +317,10 @@ tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids)
 	if (done_ids)
 		*done_ids = palloc(sizeof(int64) * (n + 1));
 	if (n == 0)
+	{
+		tj_hint_note_jobs(ids); /* stale pairs: locked, maybe, and ready */
 		return 0;
+	}
 	/* the keys, read before unparking runs statements of its own */
 	ckeys = palloc(sizeof(char *) * n);
 	rkeys = palloc(sizeof(char *) * n);
@@ -338,6 +343,9 @@ tj_complete_results(Datum ids, Datum tokens, Datum results, int64 **done_ids)
 		if (rkeys[i] != NULL)
 			tj_record_outcome(rkeys[i], false, now);
 	}
+	if (n < (uint64) ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(ids)),
+									ARR_DIMS(DatumGetArrayTypeP(ids))))
+		tj_hint_note_jobs(ids); /* stale pairs: locked, maybe, and ready */
 	return n;
 }
 
@@ -415,7 +423,10 @@ tj_fail_job(Datum id, Datum lease_token, const char *error, const Interval *retr
 	values[0] = id;
 	values[1] = lease_token;
 	if (tj_execute(&fail_lock_stmt, values, NULL, false, 0, SPI_OK_SELECT) == 0)
+	{
+		tj_hint_note_job(id);	/* it may be locked, and ready */
 		return TJ_FAIL_STALE;
+	}
 	tj_read_failed_job(0, &job);
 	return tj_fail_locked(&job, text, retry_in, retryable, now) ? TJ_FAIL_DEAD : TJ_FAIL_RETRY;
 }
@@ -479,6 +490,8 @@ tj_snooze_job(Datum id, Datum lease_token, TimestampTz run_at)
 						 DatumGetInt32(tj_get_datum(0, 4, &isnull)));
 		release_slot(0);
 	}
+	else
+		tj_hint_note_job(id);	/* it may be locked, and ready */
 	SPI_freetuptable(SPI_tuptable);
 	return snoozed;
 }
@@ -538,6 +551,8 @@ throttle_jobs_heartbeat(PG_FUNCTION_ARGS)
 	n = tj_execute(&heartbeat_stmt, values, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
 	if (n > 0)
 		until = DatumGetTimestampTz(tj_get_datum(0, 1, &isnull));
+	else
+		tj_hint_note_job(values[0]);	/* it may be locked, and ready */
 	SPI_finish();
 	tj_caller_leave(&caller);
 	if (n == 0)

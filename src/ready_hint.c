@@ -53,13 +53,17 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
@@ -168,19 +172,27 @@ find_queue(int32 queue_id, bool create)
 	memset(&tag, 0, sizeof(tag));
 	tag.dbid = MyDatabaseId;
 	tag.queue_id = queue_id;
-	q = hash_search(hint_hash, &tag, create ? HASH_ENTER_NULL : HASH_FIND, &found);
+	q = hash_search(hint_hash, &tag, HASH_FIND, &found);
 	if (q == NULL && create)
 	{
-		HASH_SEQ_STATUS scan;
-		HintQueue  *e;
-		HintQueue  *oldest = NULL;
+		/*
+		 * Never more entries than the table was sized for: past that, a
+		 * shared hash table grows into the server's spare shared memory
+		 * (which the lock table needs) until none is left.
+		 */
+		if (hash_get_num_entries(hint_hash) >= HINT_MAX_QUEUES)
+		{
+			HASH_SEQ_STATUS scan;
+			HintQueue  *e;
+			HintQueue  *oldest = NULL;
 
-		hash_seq_init(&scan, hint_hash);
-		while ((e = hash_seq_search(&scan)) != NULL)
-			if (oldest == NULL || e->used_at < oldest->used_at)
-				oldest = e;
-		if (oldest != NULL)
-			hash_search(hint_hash, &oldest->tag, HASH_REMOVE, NULL);
+			hash_seq_init(&scan, hint_hash);
+			while ((e = hash_seq_search(&scan)) != NULL)
+				if (oldest == NULL || e->used_at < oldest->used_at)
+					oldest = e;
+			if (oldest != NULL)
+				hash_search(hint_hash, &oldest->tag, HASH_REMOVE, NULL);
+		}
 		q = hash_search(hint_hash, &tag, HASH_ENTER_NULL, &found);
 	}
 	if (q != NULL && !found)
@@ -246,10 +258,41 @@ publish_locked(HintQueue *q, int16 priority, const TJReadyKey *key)
 	p->key = *key;
 }
 
+/*
+ * Whether reservation may use hints in this database: shared memory holds
+ * them, and the job table's job_ready_* triggers are there and enabled.
+ * The 0.2.0 library also runs a database still at 0.1.0 (between the
+ * restart onto it and ALTER EXTENSION UPDATE), which has no triggers:
+ * nothing publishes there, and reservation walks as it did without hints.
+ * (The relation is found in the relation cache; reservation locks it next.)
+ */
 bool
 tj_hints_enabled(void)
 {
-	return hint_hash != NULL;
+	Oid			nsp;
+	Oid			relid;
+	Relation	rel;
+	int			found = 0;
+
+	if (hint_hash == NULL)
+		return false;
+	nsp = get_namespace_oid("throttle_jobs", true);
+	relid = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
+	if (!OidIsValid(relid))
+		return false;
+	rel = relation_open(relid, AccessShareLock);
+	for (int i = 0; rel->trigdesc != NULL && i < rel->trigdesc->numtriggers; i++)
+	{
+		const Trigger *t = &rel->trigdesc->triggers[i];
+
+		if (t->tgenabled != TRIGGER_DISABLED &&
+			(strcmp(t->tgname, "job_ready_insert") == 0 ||
+			 strcmp(t->tgname, "job_ready_update") == 0 ||
+			 strcmp(t->tgname, "job_ready_delete") == 0))
+			found++;
+	}
+	relation_close(rel, AccessShareLock);
+	return found == 3;
 }
 
 /*
@@ -259,7 +302,8 @@ tj_hints_enabled(void)
  * did.  *discover is set when the caller must find the levels that already
  * hold ready jobs (tj_hint_discovered) before it may use the result.
  * A level not walked from its start for HINT_VERIFY_MS comes back with
- * hint minus infinity, and counts as walked.
+ * hint minus infinity, and counts as walked (unless the reservation hands
+ * the walk back, tj_hint_unwalk).
  */
 bool
 tj_hint_read(int32 queue_id, TimestampTz now, TJHintRead *out, bool *discover)
@@ -367,6 +411,30 @@ tj_hint_raise(int32 queue_id, int16 priority, const TJHintRead *read, const TJRe
 		}
 		if (l != NULL && key_cmp(&l->hint, &to) < 0)
 			l->hint = to;
+	}
+	LWLockRelease(hint_shared->lock);
+}
+
+/*
+ * The levels from the `from`th on of what tj_hint_read gave a reservation
+ * that had all its jobs before it reached them: the walk from the start
+ * that the read gave them (and counted as made) goes back to the next
+ * reservation.  Else, while a higher level has a job each time the walk
+ * falls due, a lower level would never be walked.
+ */
+void
+tj_hint_unwalk(int32 queue_id, const TJHintRead *read, int from, TimestampTz now)
+{
+	HintQueue  *q;
+
+	LWLockAcquire(hint_shared->lock, LW_EXCLUSIVE);
+	q = find_queue(queue_id, false);
+	for (int i = from; q != NULL && q->epoch == read->epoch && i < read->nlevels; i++)
+	{
+		TJHintLevel *l = find_level(q, read->levels[i].priority);
+
+		if (l != NULL && l->walked_at == now && read->levels[i].walked_at != now)
+			l->walked_at = read->levels[i].walked_at;
 	}
 	LWLockRelease(hint_shared->lock);
 }
@@ -508,14 +576,75 @@ note_key(int32 queue_id, int16 priority, bool on_abort, const TJReadyKey *key)
 	npending++;
 }
 
+/*
+ * A statement under READ COMMITTED that waited for a job's row lock and then
+ * found the row no longer matching its WHERE keeps the row locked without
+ * changing it (EvalPlanQual locks the newest version before it rechecks).
+ * No trigger sees that, yet reservations skip the row as locked, and one may
+ * raise the hint past it; when the lock goes, nothing would publish the job.
+ * So a caller whose statement on job `id` changed nothing calls this: if the
+ * job is ready now, its key is published when the (sub)transaction ends,
+ * commit or abort.  Connected to SPI.
+ */
+static TJStatement ready_job_stmt = {
+	"SELECT j.queue_id, j.priority, j.rr_rank, j.run_at, j.id FROM throttle_jobs.job j"
+	" WHERE j.id = $1 AND j.state = 'available'",
+	1, {INT8OID}
+};
+
+/* ready_job_stmt for the jobs of an int8[] */
+static TJStatement ready_jobs_stmt = {
+	"SELECT j.queue_id, j.priority, j.rr_rank, j.run_at, j.id FROM throttle_jobs.job j"
+	" WHERE j.id = ANY ($1) AND j.state = 'available'",
+	1, {INT8ARRAYOID}
+};
+
+/* Notes the keys that ready_job(s)_stmt found, for commit and abort */
+static void
+note_ready_rows(uint64 n)
+{
+	for (uint64 i = 0; i < n; i++)
+	{
+		TJReadyKey	key;
+		int32		queue_id;
+		int16		priority;
+		bool		isnull;
+
+		queue_id = DatumGetInt32(tj_get_datum(i, 1, &isnull));
+		priority = DatumGetInt16(tj_get_datum(i, 2, &isnull));
+		key.rr_rank = DatumGetInt64(tj_get_datum(i, 3, &isnull));
+		key.run_at = DatumGetTimestampTz(tj_get_datum(i, 4, &isnull));
+		key.id = DatumGetInt64(tj_get_datum(i, 5, &isnull));
+		note_key(queue_id, priority, false, &key);
+		note_key(queue_id, priority, true, &key);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+void
+tj_hint_note_job(Datum id)
+{
+	if (hint_hash != NULL)
+		note_ready_rows(tj_execute(&ready_job_stmt, &id, NULL, false, 0, SPI_OK_SELECT));
+}
+
+/* tj_hint_note_job for each job of `ids`, an int8[] */
+void
+tj_hint_note_jobs(Datum ids)
+{
+	if (hint_hash != NULL)
+		note_ready_rows(tj_execute(&ready_jobs_stmt, &ids, NULL, false, 0, SPI_OK_SELECT));
+}
+
 /* Columns of throttle_jobs.job the trigger reads, found once by name */
 static Oid	job_relid = InvalidOid;
 static AttrNumber att_queue_id, att_state, att_priority, att_rr_rank, att_run_at, att_id;
 
 static AttrNumber
-job_attnum(Relation rel, const char *name)
+job_attnum(Relation rel, const char *name, Oid type)
 {
-	int			n = SPI_fnumber(RelationGetDescr(rel), name);
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			n = SPI_fnumber(desc, name);
 
 	if (n <= 0)
 		ereport(ERROR,
@@ -523,6 +652,14 @@ job_attnum(Relation rel, const char *name)
 				 errmsg("throttle_jobs._job_ready_trigger() runs on throttle_jobs.job only, not on \"%s\"",
 						RelationGetRelationName(rel)),
 				 errdetail("The table has no column \"%s\".", name)));
+	if (TupleDescAttr(desc, n - 1)->atttypid != type)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("throttle_jobs._job_ready_trigger() runs on throttle_jobs.job only, not on \"%s\"",
+						RelationGetRelationName(rel)),
+				 errdetail("Its column \"%s\" is of type %s, not %s.", name,
+						   format_type_be(TupleDescAttr(desc, n - 1)->atttypid),
+						   format_type_be(type))));
 	return (AttrNumber) n;
 }
 
@@ -567,12 +704,12 @@ throttle_jobs_job_ready_trigger(PG_FUNCTION_ARGS)
 	if (RelationGetRelid(rel) != job_relid)
 	{
 		/* (all found before any is kept: a wrong table changes nothing) */
-		AttrNumber	queue_id = job_attnum(rel, "queue_id");
-		AttrNumber	state = job_attnum(rel, "state");
-		AttrNumber	priority = job_attnum(rel, "priority");
-		AttrNumber	rr_rank = job_attnum(rel, "rr_rank");
-		AttrNumber	run_at = job_attnum(rel, "run_at");
-		AttrNumber	id = job_attnum(rel, "id");
+		AttrNumber	queue_id = job_attnum(rel, "queue_id", INT4OID);
+		AttrNumber	state = job_attnum(rel, "state", TEXTOID);
+		AttrNumber	priority = job_attnum(rel, "priority", INT2OID);
+		AttrNumber	rr_rank = job_attnum(rel, "rr_rank", INT8OID);
+		AttrNumber	run_at = job_attnum(rel, "run_at", TIMESTAMPTZOID);
+		AttrNumber	id = job_attnum(rel, "id", INT8OID);
 
 		att_queue_id = queue_id;
 		att_state = state;

@@ -195,39 +195,48 @@ static TJStatement take_010_stmt = {
 static bool limits_seen = false;
 #define TJ_MAX_WALK 200000		/* rows one limited reservation walks at most */
 
-/* Keys found blocked during one reservation, with when they may pass */
+/*
+ * Keys found blocked during one reservation, with when they may pass, each
+ * as a concurrency key or as a rate key: one string may be both, for
+ * different jobs, and parking a concurrency key leaves the jobs that have
+ * it as their rate key ready (and the other way round).
+ */
 typedef struct BlockedKeys
 {
 	int			n;
 	int			size;
 	char	  **keys;
+	bool	   *rate;			/* a rate key (else a concurrency key) */
 	TimestampTz *until;			/* 0: at its cap; DT_NOEND: busy (skip, don't
 								 * park); else rate-blocked until then */
 } BlockedKeys;
 
 static TimestampTz *
-blocked_find(BlockedKeys *b, const char *key)
+blocked_find(BlockedKeys *b, const char *key, bool rate)
 {
 	if (key == NULL)
 		return NULL;
 	for (int i = 0; i < b->n; i++)
-		if (strcmp(b->keys[i], key) == 0)
+		if (b->rate[i] == rate && strcmp(b->keys[i], key) == 0)
 			return &b->until[i];
 	return NULL;
 }
 
 static void
-blocked_add(BlockedKeys *b, const char *key, TimestampTz until)
+blocked_add(BlockedKeys *b, const char *key, bool rate, TimestampTz until)
 {
 	if (b->n == b->size)
 	{
 		b->size = Max(8, b->size * 2);
 		b->keys = b->keys ? repalloc(b->keys, sizeof(char *) * b->size)
 			: palloc(sizeof(char *) * b->size);
+		b->rate = b->rate ? repalloc(b->rate, sizeof(bool) * b->size)
+			: palloc(sizeof(bool) * b->size);
 		b->until = b->until ? repalloc(b->until, sizeof(TimestampTz) * b->size)
 			: palloc(sizeof(TimestampTz) * b->size);
 	}
 	b->keys[b->n] = pstrdup(key);
+	b->rate[b->n] = rate;
 	b->until[b->n] = until;
 	b->n++;
 }
@@ -382,15 +391,15 @@ judge(LimitedCall *call, Candidate *batch, uint64 n)
 
 		/* jobs of a key already parked in this call cost nothing more */
 		call->walked++;
-		if (((known = blocked_find(&call->blocked, c->ckey)) != NULL && *known != DT_NOEND) ||
-			((known = blocked_find(&call->blocked, c->rkey)) != NULL && *known != DT_NOEND))
+		if (((known = blocked_find(&call->blocked, c->ckey, false)) != NULL && *known != DT_NOEND) ||
+			((known = blocked_find(&call->blocked, c->rkey, true)) != NULL && *known != DT_NOEND))
 		{
 			note_passed(call, c, true);
 			continue;
 		}
 		call->visited++;
 		/* a key another transaction is admitting for right now: skip */
-		if (blocked_find(&call->blocked, c->ckey) || blocked_find(&call->blocked, c->rkey))
+		if (blocked_find(&call->blocked, c->ckey, false) || blocked_find(&call->blocked, c->rkey, true))
 		{
 			note_passed(call, c, false);
 			continue;
@@ -420,9 +429,9 @@ judge(LimitedCall *call, Candidate *batch, uint64 n)
 		else if (r == TJ_ADMIT_BUSY)
 		{
 			if (c->ckey)
-				blocked_add(&call->blocked, c->ckey, DT_NOEND);
+				blocked_add(&call->blocked, c->ckey, false, DT_NOEND);
 			if (c->rkey)
-				blocked_add(&call->blocked, c->rkey, DT_NOEND);
+				blocked_add(&call->blocked, c->rkey, true, DT_NOEND);
 			note_passed(call, c, false);
 			continue;
 		}
@@ -439,7 +448,8 @@ judge(LimitedCall *call, Candidate *batch, uint64 n)
 		else
 		{
 			/* a cap parks with no time; a rate until its next admission */
-			blocked_add(&call->blocked, blocked_key, r == TJ_ADMIT_CAP ? 0 : blocked_until);
+			blocked_add(&call->blocked, blocked_key, r == TJ_ADMIT_RATE,
+						r == TJ_ADMIT_CAP ? 0 : blocked_until);
 			tj_park_ready(blocked_key, r == TJ_ADMIT_CAP, blocked_until, call->queue->id,
 						  call->now);
 		}
@@ -515,12 +525,15 @@ walk_limited(LimitedCall *call, Candidate *batch, int32 first, int64 max_visit)
 /*
  * Releases the waiting jobs that keys can take now, and reads the hints
  * anew (which publishes them at once), so that this call's walk, started
- * again, meets them.  False when the queue has no hints any more.
+ * again, meets them.  The levels from the `from`th on were not walked: the
+ * walks from their start that the first read gave go back first, for the
+ * new read to give again.  False when the queue has no hints any more.
  */
 static bool
-release_waiting(LimitedCall *call, TJHintRead *hints)
+release_waiting(LimitedCall *call, TJHintRead *hints, int from)
 {
 	tj_release_pending(&call->cache, call->now);
+	tj_hint_unwalk(call->queue->id, hints, from, call->now);
 	return read_hints(call->queue->id, call->now, hints);
 }
 
@@ -541,10 +554,11 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 	bool		seen_any = false;
 	uint64		n;
 	bool		isnull;
+	int			i;
 
 	values[0] = Int32GetDatum(call->queue->id);
 	values[1] = TimestampTzGetDatum(call->now);
-	for (int i = 0; i < hints->nlevels && call->taken < call->max_jobs; i++)
+	for (i = 0; i < hints->nlevels && call->taken < call->max_jobs; i++)
 	{
 		const TJHintLevel *level = &hints->levels[i];
 
@@ -561,7 +575,7 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 			/* waiting jobs whose keys can take them now come back first */
 			SPI_freetuptable(SPI_tuptable);
 			released = true;
-			if (!release_waiting(call, hints))
+			if (!release_waiting(call, hints, i))
 				return false;
 			i = -1;
 			continue;
@@ -586,14 +600,17 @@ walk_limited_levels(LimitedCall *call, TJHintRead *hints, Candidate *batch, int3
 		{
 			/* nothing ready: waiting jobs may come back, then walk again */
 			released = true;
-			if (!release_waiting(call, hints))
+			if (!release_waiting(call, hints, hints->nlevels))
 				return false;
 			i = -1;
 		}
 	}
+	/* the levels not scanned keep their walk from the start */
+	if (i < hints->nlevels)
+		tj_hint_unwalk(call->queue->id, hints, i, call->now);
 	if (hints->nlevels == 0 && !released)
 	{
-		if (!release_waiting(call, hints))
+		if (!release_waiting(call, hints, 0))
 			return false;
 		if (hints->nlevels > 0)
 			return walk_limited_levels(call, hints, batch, first, max_visit);
@@ -750,6 +767,7 @@ reserve_hinted(ReturnSetInfo *rsinfo, text *queue_name_arg, int32 queue_id, text
 	Datum		values[10];
 	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int64		taken = 0;
+	int			i;
 
 	if (!read_hints(queue_id, now, &hints))
 		return -1;
@@ -760,7 +778,7 @@ reserve_hinted(ReturnSetInfo *rsinfo, text *queue_name_arg, int32 queue_id, text
 	nulls[3] = lease ? ' ' : 'n';
 	values[4] = PointerGetDatum(worker);
 	values[5] = Int32GetDatum(queue_id);
-	for (int i = 0; i < hints.nlevels && taken < max_jobs; i++)
+	for (i = 0; i < hints.nlevels && taken < max_jobs; i++)
 	{
 		const TJHintLevel *level = &hints.levels[i];
 		TJReadyKey	last;
@@ -780,6 +798,9 @@ reserve_hinted(ReturnSetInfo *rsinfo, text *queue_name_arg, int32 queue_id, text
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
+	/* the levels not scanned keep their walk from the start */
+	if (i < hints.nlevels)
+		tj_hint_unwalk(queue_id, &hints, i, now);
 	return taken;
 }
 

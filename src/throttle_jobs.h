@@ -195,6 +195,9 @@ extern bool tj_hint_read(int32 queue_id, TimestampTz now, TJHintRead *out, bool 
 extern bool tj_hint_discovered(int32 queue_id, const int16 *priorities, int n, TJHintRead *out);
 extern void tj_hint_raise(int32 queue_id, int16 priority, const TJHintRead *read,
 						  const TJReadyKey *claimed, TimestampTz now);
+extern void tj_hint_unwalk(int32 queue_id, const TJHintRead *read, int from, TimestampTz now);
+extern void tj_hint_note_job(Datum id);
+extern void tj_hint_note_jobs(Datum ids);
 
 /* backoff.c */
 extern int64 tj_backoff_usecs(int32 attempt, int64 base_usecs, double factor,
