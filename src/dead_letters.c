@@ -359,38 +359,13 @@ dead_letters_call(FunctionCallInfo fcinfo, DeadForm form)
 	PG_RETURN_INT64(n);
 }
 
-Datum
-throttle_jobs_retry_dead(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, RETRY_ID);
-}
+/* Each SQL function named is the form of dead_letters_call given */
+#define DEAD_LETTERS_ENTRY(name, form) \
+	Datum name(PG_FUNCTION_ARGS) { return dead_letters_call(fcinfo, form); }
 
-Datum
-throttle_jobs_retry_dead_queue(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, RETRY_QUEUE);
-}
-
-Datum
-throttle_jobs_retry_dead_matching(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, RETRY_MATCHING);
-}
-
-Datum
-throttle_jobs_delete_dead(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, DELETE_ID);
-}
-
-Datum
-throttle_jobs_purge_dead(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, PURGE_QUEUE);
-}
-
-Datum
-throttle_jobs_purge_dead_matching(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, PURGE_MATCHING);
-}
+DEAD_LETTERS_ENTRY(throttle_jobs_retry_dead, RETRY_ID)
+DEAD_LETTERS_ENTRY(throttle_jobs_retry_dead_queue, RETRY_QUEUE)
+DEAD_LETTERS_ENTRY(throttle_jobs_retry_dead_matching, RETRY_MATCHING)
+DEAD_LETTERS_ENTRY(throttle_jobs_delete_dead, DELETE_ID)
+DEAD_LETTERS_ENTRY(throttle_jobs_purge_dead, PURGE_QUEUE)
+DEAD_LETTERS_ENTRY(throttle_jobs_purge_dead_matching, PURGE_MATCHING)

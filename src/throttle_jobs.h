@@ -68,6 +68,14 @@ typedef struct TJStatement
 /* A hot-path statement: always its generic plan */
 #define TJ_GENERIC CURSOR_OPT_GENERIC_PLAN
 
+/*
+ * SQL: the number of live jobs j that `cond` picks, counted up to $2 (a
+ * bigint) only: enough to compare with a bound, without counting them all.
+ */
+#define TJ_COUNT_JOBS_SQL(cond) \
+	"SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j" \
+	" WHERE " cond " LIMIT $2) s"
+
 extern SPIPlanPtr tj_plan(TJStatement *stmt);
 extern uint64 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
 						 bool read_only, long count, int expected);
