@@ -959,6 +959,18 @@ tj_dead_letter_if_oversized(TJLimitCache *cache, int64 id, const char *rkey, int
 
 /* ---- try_acquire / acquire ---- */
 
+/* acquire()'s wait: a busy key (no time given) is polled this often (ms) */
+#define ACQUIRE_POLL_MS		10
+/* and wakes up at least this often (ms), even when a refused rate names a later time */
+#define ACQUIRE_MAX_SLEEP_MS 1000
+
+/* A positive span in microseconds as milliseconds, rounded up */
+static long
+usecs_to_ms_up(int64 usecs)
+{
+	return (long) ((usecs + 999) / 1000);
+}
+
 /* The key argument (0) of try_acquire_session and release */
 static char *
 session_key_arg(FunctionCallInfo fcinfo)
@@ -1182,10 +1194,10 @@ throttle_jobs_acquire(PG_FUNCTION_ARGS)
 		}
 		if (!waited)
 			tj_stats_acquire(key, TJ_ACQ_WAITED);
-		/* a refused rate says when; a busy key is polled every 10 ms */
-		sleep_ms = wait_until > now ? (long) ((wait_until - now + 999) / 1000) : 10;
-		sleep_ms = Min(sleep_ms, (long) ((deadline - now + 999) / 1000));
-		sleep_ms = Min(sleep_ms, 1000L);	/* wake up at least every second */
+		/* a refused rate says when; a busy key is polled */
+		sleep_ms = wait_until > now ? usecs_to_ms_up(wait_until - now) : ACQUIRE_POLL_MS;
+		sleep_ms = Min(sleep_ms, usecs_to_ms_up(deadline - now));
+		sleep_ms = Min(sleep_ms, ACQUIRE_MAX_SLEEP_MS);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
