@@ -52,7 +52,10 @@ include $(PGXS)
 .PHONY: prove_installcheck
 prove_installcheck:
 	$(prove_installcheck)
-$(OBJS): src/throttle_jobs.h
+# Every object, and the bitcode PGXS builds beside it when the server was
+# built with LLVM (with_llvm: "make" builds each .bc from its .c, on its own).
+BITCODE = $(patsubst %.o,%.bc,$(OBJS))
+$(OBJS) $(BITCODE): src/throttle_jobs.h
 
 # The build stamp (SHOW throttle_jobs.build_stamp, src/build_stamp.c): a new
 # one, UTC time and random digits, whenever any other object of the library
@@ -60,7 +63,7 @@ $(OBJS): src/throttle_jobs.h
 src/build_stamp.h: $(filter-out src/build_stamp.o,$(OBJS))
 	printf '#define TJ_BUILD_STAMP "%s-%s"\n' "$$(date -u +%Y%m%dT%H%M%SZ)" \
 	  "$$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" > $@
-src/build_stamp.o: src/build_stamp.h
+src/build_stamp.o src/build_stamp.bc: src/build_stamp.h
 
 # The install script of the current version: the upgrade script's install
 # guard first (it refuses a schema that someone prepared), then the released

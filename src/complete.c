@@ -42,12 +42,6 @@ PG_FUNCTION_INFO_V1(throttle_jobs_heartbeat);
 	" worker, concurrency_key, rate_limit_key, unique_key"
 
 /*
- * Moves a finished job to the archive, unless its queue keeps nothing.  The
- * state test is written so that it matches no partial index: the job is
- * found by its primary key, never by walking job_running_idx, whose dead
- * entries pile up while a long transaction holds back vacuum.
- */
-/*
  * Archives the jobs of CTE "done" (unless their queue keeps none) with
  * finished_at $3 and the given result, and returns their keys, queue and
  * reservation time.
@@ -63,38 +57,39 @@ PG_FUNCTION_INFO_V1(throttle_jobs_heartbeat);
 	"   WHERE q.retain_completed > '0'::pg_catalog.interval)" \
 	" SELECT d.concurrency_key, d.rate_limit_key, d.queue_id, d.reserved_at, d.id FROM done d"
 
+/*
+ * Moves the running jobs that `match` picks (`using`: the list it joins) to
+ * the archive, unless their queue keeps nothing (ARCHIVE_DONE_SQL).  The
+ * state test is written so that it matches no partial index: the job is
+ * found by its primary key, never by walking job_running_idx, whose dead
+ * entries pile up while a long transaction holds back vacuum.
+ */
+#define COMPLETE_SQL(using, match, returning, result) \
+	"WITH done AS (" \
+	"  DELETE FROM throttle_jobs.job j" using \
+	"   WHERE " match \
+	"     AND coalesce(j.state = 'running', false)" \
+	"  RETURNING j.*" returning ")," \
+	ARCHIVE_DONE_SQL(result)
+
 static TJStatement complete_stmt = {
-	"WITH done AS ("
-	"  DELETE FROM throttle_jobs.job j"
-	"   WHERE j.id = $1 AND j.lease_token = $2"
-	"     AND coalesce(j.state = 'running', false)"
-	"  RETURNING j.*),"
-	ARCHIVE_DONE_SQL("$4"),
+	COMPLETE_SQL("", "j.id = $1 AND j.lease_token = $2", "", "$4"),
 	4, {INT8OID, UUIDOID, TIMESTAMPTZOID, JSONBOID}, NULL, TJ_GENERIC
 };
 
 /* complete_stmt for many jobs at once: $1 ids and $2 lease tokens, paired */
 static TJStatement complete_many_stmt = {
-	"WITH done AS ("
-	"  DELETE FROM throttle_jobs.job j"
-	"   USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, token)"
-	"   WHERE j.id = f.id AND j.lease_token = f.token"
-	"     AND coalesce(j.state = 'running', false)"
-	"  RETURNING j.*),"
-	ARCHIVE_DONE_SQL("NULL"),
+	COMPLETE_SQL(" USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS f(id, token)",
+				 "j.id = f.id AND j.lease_token = f.token", "", "NULL"),
 	3, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID}, NULL, TJ_GENERIC
 };
 
 /* complete_many_stmt with $4 results (jsonb[], NULL elements: none), paired */
 static TJStatement complete_results_stmt = {
-	"WITH done AS ("
-	"  DELETE FROM throttle_jobs.job j"
-	"   USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($4))"
-	"         AS f(id, token, result)"
-	"   WHERE j.id = f.id AND j.lease_token = f.token"
-	"     AND coalesce(j.state = 'running', false)"
-	"  RETURNING j.*, f.result AS done_result),"
-	ARCHIVE_DONE_SQL("d.done_result"),
+	COMPLETE_SQL(" USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+				 " pg_catalog.unnest($4)) AS f(id, token, result)",
+				 "j.id = f.id AND j.lease_token = f.token", ", f.result AS done_result",
+				 "d.done_result"),
 	4, {INT8ARRAYOID, UUIDARRAYOID, TIMESTAMPTZOID, JSONBARRAYOID}, NULL, TJ_GENERIC
 };
 

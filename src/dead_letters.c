@@ -20,8 +20,9 @@
  * Jobs enter the dead letters here too (tj_dead_letter): a running job
  * whose failure uses up its attempts or is not retryable (tj_fail_locked,
  * complete.c), a waiting job whose cost exceeds what its rate limit can
- * ever admit (tj_dead_letter_if_oversized, limits.c).  maintain() deletes
- * those older than their queue's retain_dead (maintain.c).
+ * ever admit (tj_dead_letter_if_oversized, limits.c).  The maintenance
+ * pass deletes those older than their queue's retain_dead
+ * (tj_purge_expired_dead, called by maintain.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -105,6 +106,14 @@ static TJStatement purge_stmt = {
 	" WHERE" DEAD_FILTER
 	"   AND ($6::pg_catalog.timestamptz IS NULL OR d.died_at <= $6)",
 	6, {DEAD_FILTER_ARGS, TIMESTAMPTZOID}
+};
+
+/* Dead letters older than their queue's retain_dead at $1, counted per queue (the gauge) */
+static TJStatement purge_expired_stmt = {
+	"WITH p AS (DELETE FROM throttle_jobs.job_dead d USING throttle_jobs.queue q"
+	"  WHERE q.id = d.queue_id AND d.died_at < $1 - q.retain_dead RETURNING d.queue_id)"
+	" SELECT p.queue_id, pg_catalog.count(*) FROM p GROUP BY p.queue_id",
+	1, {TIMESTAMPTZOID}
 };
 
 /* The queue of dead job $1 */
@@ -359,38 +368,38 @@ dead_letters_call(FunctionCallInfo fcinfo, DeadForm form)
 	PG_RETURN_INT64(n);
 }
 
-Datum
-throttle_jobs_retry_dead(PG_FUNCTION_ARGS)
+/*
+ * Deletes the dead letters older than their queue's retain_dead at `now`
+ * (a step of the maintenance pass); returns how many.  Connected to SPI,
+ * as the extension owner.
+ */
+int64
+tj_purge_expired_dead(TimestampTz now)
 {
-	return dead_letters_call(fcinfo, RETRY_ID);
+	Datum		values[1];
+	uint64		nqueues;
+	int64		purged = 0;
+
+	values[0] = TimestampTzGetDatum(now);
+	nqueues = tj_execute(&purge_expired_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 i = 0; i < nqueues; i++)
+	{
+		bool		isnull;
+		int64		n = DatumGetInt64(tj_get_datum(i, 2, &isnull));
+
+		tj_stats_dead_removed(DatumGetInt32(tj_get_datum(i, 1, &isnull)), n);
+		purged += n;
+	}
+	return purged;
 }
 
-Datum
-throttle_jobs_retry_dead_queue(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, RETRY_QUEUE);
-}
+/* Each SQL function named is the form of dead_letters_call given */
+#define DEAD_LETTERS_ENTRY(name, form) \
+	Datum name(PG_FUNCTION_ARGS) { return dead_letters_call(fcinfo, form); }
 
-Datum
-throttle_jobs_retry_dead_matching(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, RETRY_MATCHING);
-}
-
-Datum
-throttle_jobs_delete_dead(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, DELETE_ID);
-}
-
-Datum
-throttle_jobs_purge_dead(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, PURGE_QUEUE);
-}
-
-Datum
-throttle_jobs_purge_dead_matching(PG_FUNCTION_ARGS)
-{
-	return dead_letters_call(fcinfo, PURGE_MATCHING);
-}
+DEAD_LETTERS_ENTRY(throttle_jobs_retry_dead, RETRY_ID)
+DEAD_LETTERS_ENTRY(throttle_jobs_retry_dead_queue, RETRY_QUEUE)
+DEAD_LETTERS_ENTRY(throttle_jobs_retry_dead_matching, RETRY_MATCHING)
+DEAD_LETTERS_ENTRY(throttle_jobs_delete_dead, DELETE_ID)
+DEAD_LETTERS_ENTRY(throttle_jobs_purge_dead, PURGE_QUEUE)
+DEAD_LETTERS_ENTRY(throttle_jobs_purge_dead_matching, PURGE_MATCHING)

@@ -133,21 +133,20 @@ static TJStatement unique_stmt = {
  * concurrency key among the queue's live jobs (1 for a key with none), and
  * reservation orders by turn before run_at, so keys take turns.
  */
+#define NEXT_TURN_SQL(key_cond) \
+	"SELECT coalesce(pg_catalog.max(j.rr_rank), 0) + 1 FROM throttle_jobs.job j" \
+	" WHERE j.queue_id = $1 AND " key_cond " AND j.rr_rank > 0"
+
 static TJStatement rr_key_stmt = {
-	"SELECT coalesce(pg_catalog.max(j.rr_rank), 0) + 1 FROM throttle_jobs.job j"
-	" WHERE j.queue_id = $1 AND j.concurrency_key = $2 AND j.rr_rank > 0",
-	2, {INT4OID, TEXTOID}
+	NEXT_TURN_SQL("j.concurrency_key = $2"), 2, {INT4OID, TEXTOID}
 };
 
 static TJStatement rr_null_stmt = {
-	"SELECT coalesce(pg_catalog.max(j.rr_rank), 0) + 1 FROM throttle_jobs.job j"
-	" WHERE j.queue_id = $1 AND j.concurrency_key IS NULL AND j.rr_rank > 0",
-	1, {INT4OID}
+	NEXT_TURN_SQL("j.concurrency_key IS NULL"), 1, {INT4OID}
 };
 
 static TJStatement size_stmt = {
-	"SELECT pg_catalog.count(*) FROM"
-	" (SELECT 1 FROM throttle_jobs.job j WHERE j.queue_id = $1 LIMIT $2) s",
+	TJ_COUNT_JOBS_SQL("j.queue_id = $1"),
 	2, {INT4OID, INT8OID}
 };
 

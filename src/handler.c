@@ -1220,11 +1220,7 @@ throttle_jobs_run_jobs(PG_FUNCTION_ARGS)
 	tj_require_not_null(fcinfo, 1, "max_jobs");
 	tj_require_not_null(fcinfo, 2, "max_time");
 	max_jobs = PG_GETARG_INT32(1);
-	if (max_jobs < 1 || max_jobs > tj_max_batch_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("max_jobs must be between 1 and %d, not %d", tj_max_batch_size, max_jobs),
-				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
+	tj_check_max_jobs(max_jobs);
 	tj_check_interval(PG_GETARG_INTERVAL_P(2), "max_time", false);
 	max_usecs = tj_interval_usecs(PG_GETARG_INTERVAL_P(2));
 	refuse_temp_namespace();

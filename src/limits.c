@@ -565,8 +565,7 @@ take_holder_slot(const char *key, bool session)
 /* ---- state under the mutex (read and written with the latest snapshot) ---- */
 
 static TJStatement count_running_stmt = {
-	"SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j"
-	" WHERE j.concurrency_key = $1 AND j.state = 'running' LIMIT $2) s",
+	TJ_COUNT_JOBS_SQL("j.concurrency_key = $1 AND j.state = 'running'"),
 	2, {TEXTOID, INT8OID}
 };
 
@@ -960,6 +959,39 @@ tj_dead_letter_if_oversized(TJLimitCache *cache, int64 id, const char *rkey, int
 
 /* ---- try_acquire / acquire ---- */
 
+/* acquire()'s wait: a busy key (no time given) is polled this often (ms) */
+#define ACQUIRE_POLL_MS		10
+/* and wakes up at least this often (ms), even when a refused rate names a later time */
+#define ACQUIRE_MAX_SLEEP_MS 1000
+
+/* A positive span in microseconds as milliseconds, rounded up */
+static long
+usecs_to_ms_up(int64 usecs)
+{
+	return (long) ((usecs + 999) / 1000);
+}
+
+/* The key argument (0) of try_acquire_session and release */
+static char *
+session_key_arg(FunctionCallInfo fcinfo)
+{
+	tj_require_not_null(fcinfo, 0, "key");
+	tj_check_job_key(PG_GETARG_TEXT_PP(0), "key");
+	return text_to_cstring(PG_GETARG_TEXT_PP(0));
+}
+
+/*
+ * Counts the outcome of one try on a key (in the statistics when a limit
+ * governs the key: see acquire_once) and returns it.
+ */
+static bool
+count_try(const char *key, bool limited, bool granted)
+{
+	if (limited)
+		tj_stats_acquire(key, granted ? TJ_ACQ_ADMITTED : TJ_ACQ_REFUSED);
+	return granted;
+}
+
 static void
 check_acquire_args(FunctionCallInfo fcinfo, char **key, int32 *cost)
 {
@@ -1078,9 +1110,7 @@ throttle_jobs_try_acquire(PG_FUNCTION_ARGS)
 
 	check_acquire_args(fcinfo, &key, &cost);
 	granted = acquire_once(key, cost, false, &wait_until, &limited);
-	if (limited)
-		tj_stats_acquire(key, granted ? TJ_ACQ_ADMITTED : TJ_ACQ_REFUSED);
-	PG_RETURN_BOOL(granted);
+	PG_RETURN_BOOL(count_try(key, limited, granted));
 }
 
 /*
@@ -1097,14 +1127,10 @@ throttle_jobs_try_acquire_session(PG_FUNCTION_ARGS)
 	bool		limited = true;	/* a key held for the session has a cap */
 	bool		granted;
 
-	tj_require_not_null(fcinfo, 0, "key");
-	tj_check_job_key(PG_GETARG_TEXT_PP(0), "key");
-	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	key = session_key_arg(fcinfo);
 	granted = session_hold(key) != NULL ||
 		acquire_once(key, 1, true, &wait_until, &limited);
-	if (limited)
-		tj_stats_acquire(key, granted ? TJ_ACQ_ADMITTED : TJ_ACQ_REFUSED);
-	PG_RETURN_BOOL(granted);
+	PG_RETURN_BOOL(count_try(key, limited, granted));
 }
 
 /*
@@ -1119,9 +1145,7 @@ throttle_jobs_release(PG_FUNCTION_ARGS)
 	SessionHold *h;
 	LOCKTAG		tag;
 
-	tj_require_not_null(fcinfo, 0, "key");
-	tj_check_job_key(PG_GETARG_TEXT_PP(0), "key");
-	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	key = session_key_arg(fcinfo);
 	h = session_hold(key);
 	if (h == NULL)
 		PG_RETURN_BOOL(false);
@@ -1170,10 +1194,10 @@ throttle_jobs_acquire(PG_FUNCTION_ARGS)
 		}
 		if (!waited)
 			tj_stats_acquire(key, TJ_ACQ_WAITED);
-		/* a refused rate says when; a busy key is polled every 10 ms */
-		sleep_ms = wait_until > now ? (long) ((wait_until - now + 999) / 1000) : 10;
-		sleep_ms = Min(sleep_ms, (long) ((deadline - now + 999) / 1000));
-		sleep_ms = Min(sleep_ms, 1000L);	/* wake up at least every second */
+		/* a refused rate says when; a busy key is polled */
+		sleep_ms = wait_until > now ? usecs_to_ms_up(wait_until - now) : ACQUIRE_POLL_MS;
+		sleep_ms = Min(sleep_ms, usecs_to_ms_up(deadline - now));
+		sleep_ms = Min(sleep_ms, ACQUIRE_MAX_SLEEP_MS);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -7,7 +7,8 @@
  *		   its backoff, or dead-lettered when its attempts are used up.
  *		2. Throttled jobs whose key has free slots again, or whose rate
  *		   admission is due, are released (tj_release_throttled).
- *		3. Dead letters older than their queue's retain_dead are deleted.
+ *		3. Dead letters older than their queue's retain_dead are deleted
+ *		   (tj_purge_expired_dead).
  *		4. The archive's day partitions are created ahead of time and dropped
  *		   whole once past retention (throttle_jobs._maintain_archive).
  *		5. Rate limiter state of keys idle long enough that a fresh state
@@ -58,14 +59,6 @@ static TJStatement expired_stmt = {
 	" WHERE j.state = 'running' AND j.lease_until < $1"
 	" ORDER BY j.id LIMIT " CppAsString2(REAP_BATCH)
 	" FOR UPDATE OF j SKIP LOCKED",
-	1, {TIMESTAMPTZOID}
-};
-
-/* (counted per queue for the dead-letter gauge) */
-static TJStatement purge_dead_stmt = {
-	"WITH p AS (DELETE FROM throttle_jobs.job_dead d USING throttle_jobs.queue q"
-	"  WHERE q.id = d.queue_id AND d.died_at < $1 - q.retain_dead RETURNING d.queue_id)"
-	" SELECT p.queue_id, pg_catalog.count(*) FROM p GROUP BY p.queue_id",
 	1, {TIMESTAMPTZOID}
 };
 
@@ -134,7 +127,6 @@ void
 tj_maintain(TimestampTz now, TJMaintainResult *result)
 {
 	Datum		values[1];
-	uint64		npurged;
 	bool		isnull;
 
 	memset(result, 0, sizeof(*result));
@@ -167,14 +159,7 @@ tj_maintain(TimestampTz now, TJMaintainResult *result)
 	tj_notify_due(now);
 	result->rate_states_forgotten = tj_forget_idle_rate_state(now);
 
-	npurged = tj_execute(&purge_dead_stmt, values, NULL, false, 0, SPI_OK_SELECT);
-	for (uint64 i = 0; i < npurged; i++)
-	{
-		int64		n = DatumGetInt64(tj_get_datum(i, 2, &isnull));
-
-		tj_stats_dead_removed(DatumGetInt32(tj_get_datum(i, 1, &isnull)), n);
-		result->dead_letters_purged += n;
-	}
+	result->dead_letters_purged = tj_purge_expired_dead(now);
 
 	/* (queue_grant is new in 0.2.0: this library also serves 0.1.0) */
 	if (OidIsValid(get_relname_relid("queue_grant", get_namespace_oid("throttle_jobs", false))))

@@ -237,50 +237,34 @@ static TJStatement has_waiting_stmt = {
 
 /*
  * Parks the ready jobs of queue $4 that `cond` picks and nobody holds:
- * blocked_key $1, blocked_until $2, $3 for cond.
+ * blocked_key $1, blocked_until $2, $3 for cond; `released` is the
+ * assignment that clears released_at (empty on a 0.1.0 schema, which has
+ * no such column: see tj_schema_has_released_at).
  */
-#define PARK_SQL(cond) \
+#define PARK_SQL(cond, released) \
 	"WITH l AS MATERIALIZED (" \
 	"  SELECT j.id FROM throttle_jobs.job j" \
 	"   WHERE " cond " AND j.queue_id = $4 AND j.state = 'available'" \
 	"   FOR UPDATE SKIP LOCKED)" \
 	" UPDATE throttle_jobs.job j" \
-	"    SET state = 'throttled', blocked_key = $1, blocked_until = $2" PARK_RELEASED \
+	"    SET state = 'throttled', blocked_key = $1, blocked_until = $2" released \
 	"   FROM l WHERE j.id = l.id RETURNING j.queue_id"
-#define PARK_RELEASED ", released_at = NULL"
+
+/* A PARK_SQL statement NAME_stmt ($3 of type arg3), and its twin NAME_010_stmt for 0.1.0 */
+#define PARK_STMTS(name, cond, arg3, options) \
+	static TJStatement name##_stmt = { \
+		PARK_SQL(cond, ", released_at = NULL"), \
+		4, {TEXTOID, TIMESTAMPTZOID, arg3, INT4OID}, NULL, options}; \
+	static TJStatement name##_010_stmt = { \
+		PARK_SQL(cond, ""), \
+		4, {TEXTOID, TIMESTAMPTZOID, arg3, INT4OID}, NULL, options}
 
 /* The ready jobs of a blocked key in one queue ($3: now) */
-static TJStatement park_ckey_stmt = {
-	PARK_SQL("j.concurrency_key = $1 AND j.run_at <= $3"),
-	4, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}, NULL, TJ_GENERIC
-};
-
-static TJStatement park_rkey_stmt = {
-	PARK_SQL("j.rate_limit_key = $1 AND j.run_at <= $3"),
-	4, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}, NULL, TJ_GENERIC
-};
+PARK_STMTS(park_ckey, "j.concurrency_key = $1 AND j.run_at <= $3", TIMESTAMPTZOID, TJ_GENERIC);
+PARK_STMTS(park_rkey, "j.rate_limit_key = $1 AND j.run_at <= $3", TIMESTAMPTZOID, TJ_GENERIC);
 
 /* One job ($3: its id) */
-static TJStatement park_one_stmt = {
-	PARK_SQL("j.id = $3"), 4, {TEXTOID, TIMESTAMPTZOID, INT8OID, INT4OID}
-};
-
-/* The same three for a 0.1.0 schema (see tj_schema_has_released_at) */
-#undef PARK_RELEASED
-#define PARK_RELEASED ""
-static TJStatement park_ckey_010_stmt = {
-	PARK_SQL("j.concurrency_key = $1 AND j.run_at <= $3"),
-	4, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}, NULL, TJ_GENERIC
-};
-
-static TJStatement park_rkey_010_stmt = {
-	PARK_SQL("j.rate_limit_key = $1 AND j.run_at <= $3"),
-	4, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}, NULL, TJ_GENERIC
-};
-
-static TJStatement park_one_010_stmt = {
-	PARK_SQL("j.id = $3"), 4, {TEXTOID, TIMESTAMPTZOID, INT8OID, INT4OID}
-};
+PARK_STMTS(park_one, "j.id = $3", INT8OID, 0);
 
 static TJStatement note_stmt = {
 	"INSERT INTO throttle_jobs.key_recheck (key) VALUES ($1)",
@@ -295,17 +279,25 @@ static TJStatement take_notes_stmt = {
 	0, {InvalidOid}
 };
 
-/* Keys with waiting jobs after $1, in key order (a loose index scan) */
+/*
+ * The keys with waiting jobs, in key order from the first that `first` (a
+ * condition on j.blocked_key) admits: a loose index scan, one index probe
+ * per key.  The statement's WHERE clause may go on.
+ */
+#define WAITING_KEYS_SQL(first) \
+	"WITH RECURSIVE k AS (" \
+	"  (SELECT j.blocked_key FROM throttle_jobs.job j WHERE " first " AND " WAITING \
+	"    ORDER BY j.blocked_key LIMIT 1)" \
+	"  UNION ALL" \
+	"  SELECT (SELECT j.blocked_key FROM throttle_jobs.job j" \
+	"           WHERE j.blocked_key > k.blocked_key AND " WAITING \
+	"           ORDER BY j.blocked_key LIMIT 1)" \
+	"    FROM k WHERE k.blocked_key IS NOT NULL)" \
+	" SELECT k.blocked_key FROM k WHERE k.blocked_key IS NOT NULL"
+
+/* Keys with waiting jobs after $1 */
 static TJStatement waiting_keys_stmt = {
-	"WITH RECURSIVE k AS ("
-	"  (SELECT j.blocked_key FROM throttle_jobs.job j WHERE j.blocked_key > $1 AND " WAITING
-	"    ORDER BY j.blocked_key LIMIT 1)"
-	"  UNION ALL"
-	"  SELECT (SELECT j.blocked_key FROM throttle_jobs.job j"
-	"           WHERE j.blocked_key > k.blocked_key AND " WAITING
-	"           ORDER BY j.blocked_key LIMIT 1)"
-	"    FROM k WHERE k.blocked_key IS NOT NULL)"
-	" SELECT k.blocked_key FROM k WHERE k.blocked_key IS NOT NULL LIMIT " CppAsString2(SWEEP_KEYS),
+	WAITING_KEYS_SQL("j.blocked_key > $1") " LIMIT " CppAsString2(SWEEP_KEYS),
 	1, {TEXTOID}
 };
 
@@ -1001,16 +993,8 @@ static TJStatement release_oversized_stmt = {
 
 /* Keys with waiting jobs that limit key $1 (a key, or a template) covers */
 static TJStatement covered_keys_stmt = {
-	"WITH RECURSIVE k AS ("
-	"  (SELECT j.blocked_key FROM throttle_jobs.job j WHERE j.blocked_key IS NOT NULL AND " WAITING
-	"    ORDER BY j.blocked_key LIMIT 1)"
-	"  UNION ALL"
-	"  SELECT (SELECT j.blocked_key FROM throttle_jobs.job j"
-	"           WHERE j.blocked_key > k.blocked_key AND " WAITING
-	"           ORDER BY j.blocked_key LIMIT 1)"
-	"    FROM k WHERE k.blocked_key IS NOT NULL)"
-	" SELECT k.blocked_key FROM k"
-	"  WHERE k.blocked_key IS NOT NULL AND throttle_jobs._key_matches(k.blocked_key, $1)",
+	WAITING_KEYS_SQL("j.blocked_key IS NOT NULL")
+	" AND throttle_jobs._key_matches(k.blocked_key, $1)",
 	1, {TEXTOID}
 };
 

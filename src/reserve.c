@@ -196,6 +196,16 @@ static bool limits_seen = false;
 #define TJ_MAX_WALK 200000		/* rows one limited reservation walks at most */
 
 /*
+ * The jobs one limited reservation of max_jobs judges at most (walks to
+ * the admission check; each costs statements under its keys' mutexes):
+ * VISIT_BASE, so that a call for a few jobs still gets past a crowd of
+ * jobs whose keys other transactions are admitting for, plus VISIT_PER_JOB
+ * for each job asked for, so that the bound grows with the call.
+ */
+#define VISIT_BASE		1000
+#define VISIT_PER_JOB	10
+
+/*
  * Keys found blocked during one reservation, with when they may pass, each
  * as a concurrency key or as a rate key: one string may be both, for
  * different jobs, and parking a concurrency key leaves the jobs that have
@@ -628,7 +638,7 @@ reserve_limited(ReturnSetInfo *rsinfo, const TJQueue *queue, text *worker,
 				int32 max_jobs, TimestampTz now, TimestampTz lease_until)
 {
 	LimitedCall call = {0};
-	int64		max_visit = 1000 + 10 * (int64) max_jobs;
+	int64		max_visit = VISIT_BASE + VISIT_PER_JOB * (int64) max_jobs;
 	int32		first = Min(SCAN_BATCH, max_jobs + 3);
 	Candidate  *batch = palloc(sizeof(Candidate) * SCAN_BATCH);
 	TJHintRead	hints;
@@ -858,8 +868,8 @@ tj_check_worker_name(text *worker)
 	if (strncmp(name, TJ_WORKER_PREFIX, strlen(TJ_WORKER_PREFIX)) != 0)
 		return;
 	if (TJ_AM_BGWORKER &&
-		(strcmp(name, psprintf(TJ_WORKER_PREFIX "executor/%d", MyProcPid)) == 0 ||
-		 strcmp(name, psprintf(TJ_WORKER_PREFIX "maintenance/%d", MyProcPid)) == 0))
+		(strcmp(name, psprintf(TJ_EXECUTOR_NAME, MyProcPid)) == 0 ||
+		 strcmp(name, psprintf(TJ_MAINTENANCE_NAME, MyProcPid)) == 0))
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -867,6 +877,17 @@ tj_check_worker_name(text *worker)
 			 errdetail("Names that start with \"%s\" belong to the extension's own background workers.",
 					   TJ_WORKER_PREFIX),
 			 errhint("Choose another worker name, such as host/pid.")));
+}
+
+/* max_jobs of reserve() and run_jobs(): 1 to throttle_jobs.max_batch_size */
+void
+tj_check_max_jobs(int32 max_jobs)
+{
+	if (max_jobs < 1 || max_jobs > tj_max_batch_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("max_jobs must be between 1 and %d, not %d", tj_max_batch_size, max_jobs),
+				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
 }
 
 /*
@@ -879,11 +900,7 @@ tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease)
 	tj_refuse_xact_snapshot();	/* work.c */
 	tj_check_key(worker, "worker");
 	tj_check_worker_name(worker);
-	if (max_jobs < 1 || max_jobs > tj_max_batch_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("max_jobs must be between 1 and %d, not %d", tj_max_batch_size, max_jobs),
-				 errhint("throttle_jobs.max_batch_size sets the upper bound.")));
+	tj_check_max_jobs(max_jobs);
 	if (lease)
 		tj_check_lease(lease, "lease");
 }

@@ -86,12 +86,14 @@ PG_FUNCTION_INFO_V1(throttle_jobs_stats_forget);
 #define G_RUNNING	1
 #define G_DEAD		2
 #define G_COUNT		3
+#define G_NONE		(-1)		/* a job enters or leaves the counted states */
 
 /* Future ring: waiting jobs by run_at */
 #define FUT_USECS	((int64) 30 * USECS_PER_SEC)
 #define FUT_SLOTS	240			/* two hours */
 #define F_SCHEDULED 0
 #define F_RETRYING	1
+#define F_KIND(attempt) ((attempt) > 0 ? F_RETRYING : F_SCHEDULED)
 
 /* Window ring: recent events by commit time */
 #define WIN_USECS	((int64) 10 * USECS_PER_SEC)
@@ -405,6 +407,26 @@ pending_clear(void)
 	pending_keys.n = 0;
 }
 
+/*
+ * One transition of n jobs of a queue: counts event ev (TJ_EV_COUNT: none)
+ * and moves the jobs from gauge `from` to gauge `to` (G_NONE: they come
+ * from, or go to, no gauge).  Returns the queue's pending deltas.  The
+ * caller has checked that statistics are in shared memory.
+ */
+static PendingQueue *
+pending_move(int32 queue_id, int ev, int from, int to, int64 n)
+{
+	PendingQueue *p = pending_queue(queue_id);
+
+	if (ev != TJ_EV_COUNT)
+		p->events[ev] += n;
+	if (from != G_NONE)
+		p->gauges[from] -= n;
+	if (to != G_NONE)
+		p->gauges[to] += n;
+	return p;
+}
+
 /* ---- hooks called by the job transitions ---- */
 
 void
@@ -412,7 +434,7 @@ tj_stats_count(int32 queue_id, TJEvent ev, int64 n)
 {
 	if (tj_stats == NULL)
 		return;
-	pending_queue(queue_id)->events[ev] += n;
+	(void) pending_move(queue_id, ev, G_NONE, G_NONE, n);
 }
 
 void
@@ -423,9 +445,7 @@ tj_stats_enqueued(int32 queue_id, TimestampTz run_at, const char *blocked_key,
 
 	if (tj_stats == NULL)
 		return;
-	p = pending_queue(queue_id);
-	p->events[TJ_EV_ENQUEUED]++;
-	p->gauges[G_WAITING]++;
+	p = pending_move(queue_id, TJ_EV_ENQUEUED, G_NONE, G_WAITING, 1);
 	pending_future(queue_id, run_at, F_SCHEDULED, 1);
 	if (blocked_key)
 	{
@@ -440,15 +460,10 @@ void
 tj_stats_reserved(int32 queue_id, TimestampTz run_at, TimestampTz at,
 				  const char *ckey, const char *rkey)
 {
-	PendingQueue *p;
-
 	if (tj_stats == NULL)
 		return;
-	p = pending_queue(queue_id);
-	p->events[TJ_EV_RESERVED]++;
-	p->gauges[G_WAITING]--;
-	p->gauges[G_RUNNING]++;
-	pending_observe(p, H_WAIT, at - run_at);
+	pending_observe(pending_move(queue_id, TJ_EV_RESERVED, G_WAITING, G_RUNNING, 1),
+					H_WAIT, at - run_at);
 	if (ckey)
 		pending_key(ckey)->admitted = true;
 	if (rkey && (ckey == NULL || strcmp(ckey, rkey) != 0))
@@ -501,7 +516,8 @@ tj_stats_throttled_rows(const char *key, bool cap, SPITupleTable *rows, uint64 n
 		bool		isnull;
 		int32		qid = DatumGetInt32(SPI_getbinval(rows->vals[i], rows->tupdesc, 1, &isnull));
 
-		pending_queue(qid)->events[cap ? TJ_EV_THROTTLED_CAP : TJ_EV_THROTTLED_RATE]++;
+		(void) pending_move(qid, cap ? TJ_EV_THROTTLED_CAP : TJ_EV_THROTTLED_RATE,
+							G_NONE, G_NONE, 1);
 	}
 	pending_key(key)->throttled[cap ? 0 : 1] += nrows;
 }
@@ -509,35 +525,23 @@ tj_stats_throttled_rows(const char *key, bool cap, SPITupleTable *rows, uint64 n
 void
 tj_stats_completed(int32 queue_id, TimestampTz reserved_at, TimestampTz now)
 {
-	PendingQueue *p;
-
 	if (tj_stats == NULL)
 		return;
-	p = pending_queue(queue_id);
-	p->events[TJ_EV_COMPLETED]++;
-	p->gauges[G_RUNNING]--;
-	pending_observe(p, H_RUN, now - reserved_at);
+	pending_observe(pending_move(queue_id, TJ_EV_COMPLETED, G_RUNNING, G_NONE, 1),
+					H_RUN, now - reserved_at);
 }
 
 void
 tj_stats_failed(int32 queue_id, bool dead, TimestampTz run_at)
 {
-	PendingQueue *p;
-
 	if (tj_stats == NULL)
 		return;
-	p = pending_queue(queue_id);
-	p->events[TJ_EV_FAILED]++;
-	p->gauges[G_RUNNING]--;
+	(void) pending_move(queue_id, TJ_EV_FAILED, G_NONE, G_NONE, 1);
 	if (dead)
-	{
-		p->events[TJ_EV_DEAD_LETTERED]++;
-		p->gauges[G_DEAD]++;
-	}
+		(void) pending_move(queue_id, TJ_EV_DEAD_LETTERED, G_RUNNING, G_DEAD, 1);
 	else
 	{
-		p->events[TJ_EV_RETRIED]++;
-		p->gauges[G_WAITING]++;
+		(void) pending_move(queue_id, TJ_EV_RETRIED, G_RUNNING, G_WAITING, 1);
 		pending_future(queue_id, run_at, F_RETRYING, 1);
 	}
 }
@@ -545,34 +549,21 @@ tj_stats_failed(int32 queue_id, bool dead, TimestampTz run_at)
 void
 tj_stats_snoozed(int32 queue_id, TimestampTz run_at, int32 attempt)
 {
-	PendingQueue *p;
-
 	if (tj_stats == NULL)
 		return;
-	p = pending_queue(queue_id);
-	p->events[TJ_EV_SNOOZED]++;
-	p->gauges[G_RUNNING]--;
-	p->gauges[G_WAITING]++;
-	pending_future(queue_id, run_at, attempt > 0 ? F_RETRYING : F_SCHEDULED, 1);
+	(void) pending_move(queue_id, TJ_EV_SNOOZED, G_RUNNING, G_WAITING, 1);
+	pending_future(queue_id, run_at, F_KIND(attempt), 1);
 }
 
 /* A job was cancelled (admin.c): a running one, or a waiting one due at run_at */
 void
 tj_stats_cancelled(int32 queue_id, bool running, TimestampTz run_at, int32 attempt)
 {
-	PendingQueue *p;
-
 	if (tj_stats == NULL)
 		return;
-	p = pending_queue(queue_id);
-	p->events[TJ_EV_CANCELLED]++;
-	if (running)
-		p->gauges[G_RUNNING]--;
-	else
-	{
-		p->gauges[G_WAITING]--;
-		pending_future(queue_id, run_at, attempt > 0 ? F_RETRYING : F_SCHEDULED, -1);
-	}
+	(void) pending_move(queue_id, TJ_EV_CANCELLED, running ? G_RUNNING : G_WAITING, G_NONE, 1);
+	if (!running)
+		pending_future(queue_id, run_at, F_KIND(attempt), -1);
 }
 
 /* A waiting job due at old_run_at was made due now (retry_now, admin.c) */
@@ -581,22 +572,17 @@ tj_stats_run_now(int32 queue_id, TimestampTz old_run_at, int32 attempt)
 {
 	if (tj_stats == NULL)
 		return;
-	pending_future(queue_id, old_run_at, attempt > 0 ? F_RETRYING : F_SCHEDULED, -1);
+	pending_future(queue_id, old_run_at, F_KIND(attempt), -1);
 }
 
 /* A waiting job (not running) went to the dead letters without an attempt */
 void
 tj_stats_dead_lettered_waiting(int32 queue_id, TimestampTz run_at, int32 attempt)
 {
-	PendingQueue *p;
-
 	if (tj_stats == NULL)
 		return;
-	p = pending_queue(queue_id);
-	p->events[TJ_EV_DEAD_LETTERED]++;
-	p->gauges[G_WAITING]--;
-	p->gauges[G_DEAD]++;
-	pending_future(queue_id, run_at, attempt > 0 ? F_RETRYING : F_SCHEDULED, -1);
+	(void) pending_move(queue_id, TJ_EV_DEAD_LETTERED, G_WAITING, G_DEAD, 1);
+	pending_future(queue_id, run_at, F_KIND(attempt), -1);
 }
 
 void
@@ -604,20 +590,16 @@ tj_stats_dead_removed(int32 queue_id, int64 n)
 {
 	if (tj_stats == NULL)
 		return;
-	pending_queue(queue_id)->gauges[G_DEAD] -= n;
+	(void) pending_move(queue_id, TJ_EV_COUNT, G_DEAD, G_NONE, n);
 }
 
 /* n dead jobs went back to the live table (dead_letters.c) */
 void
 tj_stats_dead_retried(int32 queue_id, int64 n)
 {
-	PendingQueue *p;
-
 	if (tj_stats == NULL)
 		return;
-	p = pending_queue(queue_id);
-	p->gauges[G_DEAD] -= n;
-	p->gauges[G_WAITING] += n;
+	(void) pending_move(queue_id, TJ_EV_COUNT, G_DEAD, G_WAITING, n);
 }
 
 /* A queue was dropped: its entry goes at commit */
@@ -672,30 +654,47 @@ throttle_jobs_stats_note(PG_FUNCTION_ARGS)
 /* ---- applying deltas at commit ---- */
 
 /*
- * Finds (or, if create, adds) the entry of a queue of this database (0: of
- * the database itself).  Returns NULL when it is missing and the table
- * already holds throttle_jobs.stats_max_queues entries; the caller counts
- * what it could not keep.  Hold the lock (exclusive to create).
+ * Finds (or, if create, adds) the entry of key k in hash, an entry of
+ * entrysize bytes that begins with a key of keysize bytes.  Returns NULL
+ * when it is missing and the table already holds max_entries (full: the
+ * table keeps what it was sized for, never more; see the file header).  A
+ * new entry is zeroed past its key and *created set.  Hold the lock
+ * (exclusive to create).
+ */
+static void *
+shared_entry(HTAB *hash, const void *k, Size keysize, Size entrysize, int max_entries,
+			 bool create, bool *created)
+{
+	void	   *e = hash_search(hash, k, HASH_FIND, NULL);
+	bool		found;
+
+	*created = false;
+	if (e || !create || hash_get_num_entries(hash) >= max_entries)
+		return e;
+	e = hash_search(hash, k, HASH_ENTER_NULL, &found);
+	if (e && !found)
+	{
+		memset((char *) e + keysize, 0, entrysize - keysize);
+		*created = true;
+	}
+	return e;
+}
+
+/*
+ * The entry of a queue of this database (0: of the database itself), up to
+ * throttle_jobs.stats_max_queues (shared_entry); the caller counts what it
+ * could not keep.
  */
 static TJQueueStats *
 queue_entry(int32 queue_id, bool create)
 {
-	TJQueueStats *e;
-	TJQueueKey	k;
-	bool		found;
+	TJQueueKey	k = {MyDatabaseId, queue_id};
+	bool		created;
+	TJQueueStats *e = shared_entry(queue_hash, &k, sizeof(TJQueueKey), sizeof(TJQueueStats),
+								   tj_stats_max_queues, create, &created);
 
-	k.dbid = MyDatabaseId;
-	k.queue_id = queue_id;
-	e = hash_search(queue_hash, &k, HASH_FIND, NULL);
-	if (e || !create)
-		return e;
-	/* full: the table keeps what it was sized for, never more (see the file header) */
-	if (hash_get_num_entries(queue_hash) >= tj_stats_max_queues)
-		return NULL;
-	e = hash_search(queue_hash, &k, HASH_ENTER_NULL, &found);
-	if (e && !found)
+	if (created)
 	{
-		memset((char *) e + sizeof(TJQueueKey), 0, sizeof(TJQueueStats) - sizeof(TJQueueKey));
 		SpinLockInit(&e->mutex);
 		e->reset_at = GetCurrentTimestamp();
 	}
@@ -706,24 +705,17 @@ queue_entry(int32 queue_id, bool create)
 static TJKeyStats *
 key_entry(const char *key, bool create)
 {
-	TJKeyStats *e;
-	bool		found;
 	TJKeyKey	k;
+	bool		created;
+	TJKeyStats *e;
 
 	memset(&k, 0, sizeof(k));
 	k.dbid = MyDatabaseId;
 	strlcpy(k.key, key, sizeof(k.key));
-	e = hash_search(key_hash, &k, HASH_FIND, NULL);
-	if (e || !create)
-		return e;
-	if (hash_get_num_entries(key_hash) >= tj_stats_max_keys)
-		return NULL;
-	e = hash_search(key_hash, &k, HASH_ENTER_NULL, &found);
-	if (e && !found)
-	{
-		memset((char *) e + sizeof(TJKeyKey), 0, sizeof(TJKeyStats) - sizeof(TJKeyKey));
+	e = shared_entry(key_hash, &k, sizeof(TJKeyKey), sizeof(TJKeyStats), tj_stats_max_keys,
+					 create, &created);
+	if (created)
 		SpinLockInit(&e->mutex);
-	}
 	return e;
 }
 
@@ -979,6 +971,39 @@ copy_queues(int *n)
 	return out;
 }
 
+/*
+ * The rows of a set-returning function over the key entries of this
+ * database: put_row adds the row of one entry, a copy taken under its
+ * spinlock, to rsinfo's tuplestore.  (Up to stats_max_keys entries: rows
+ * are made one at a time, under the lock, rather than from a copy of all.)
+ */
+static Datum
+key_rows(FunctionCallInfo fcinfo, void (*put_row) (ReturnSetInfo *rsinfo, const TJKeyStats *c))
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS seq;
+	TJKeyStats *e;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (tj_stats == NULL)
+		return (Datum) 0;
+	LWLockAcquire(tj_stats->lock, LW_SHARED);
+	hash_seq_init(&seq, key_hash);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		TJKeyStats	c;
+
+		if (e->k.dbid != MyDatabaseId)
+			continue;
+		SpinLockAcquire(&e->mutex);
+		memcpy(&c, e, sizeof(c));
+		SpinLockRelease(&e->mutex);
+		put_row(rsinfo, &c);
+	}
+	LWLockRelease(tj_stats->lock);
+	return (Datum) 0;
+}
+
 static int64
 win_sum(const TJQueueStats *e, int w, int64 now_slot, int nslots)
 {
@@ -1159,42 +1184,28 @@ throttle_jobs_stats_histograms(PG_FUNCTION_ARGS)
  * last_throttled_at, throttled_since, last_admitted_at, for each key that
  * was throttled since the server started or the counters were reset.
  */
+static void
+put_key_throttled(ReturnSetInfo *rsinfo, const TJKeyStats *c)
+{
+	Datum		v[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
+
+	v[0] = CStringGetTextDatum(c->k.key);
+	v[1] = Int64GetDatum(c->throttled[0]);
+	v[2] = Int64GetDatum(c->throttled[1]);
+	v[3] = TimestampTzGetDatum(c->last_throttled_at);
+	nulls[3] = c->last_throttled_at == 0;
+	v[4] = TimestampTzGetDatum(c->throttled_since);
+	nulls[4] = c->throttled_since == 0;
+	v[5] = TimestampTzGetDatum(c->last_admitted_at);
+	nulls[5] = c->last_admitted_at == 0;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nulls);
+}
+
 Datum
 throttle_jobs_stats_keys(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	HASH_SEQ_STATUS seq;
-	TJKeyStats *e;
-
-	InitMaterializedSRF(fcinfo, 0);
-	if (tj_stats == NULL)
-		return (Datum) 0;
-	LWLockAcquire(tj_stats->lock, LW_SHARED);
-	hash_seq_init(&seq, key_hash);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		TJKeyStats	c;
-		Datum		v[6];
-		bool		nulls[6] = {false, false, false, false, false, false};
-
-		if (e->k.dbid != MyDatabaseId)
-			continue;
-		SpinLockAcquire(&e->mutex);
-		memcpy(&c, e, sizeof(c));
-		SpinLockRelease(&e->mutex);
-		v[0] = CStringGetTextDatum(c.k.key);
-		v[1] = Int64GetDatum(c.throttled[0]);
-		v[2] = Int64GetDatum(c.throttled[1]);
-		v[3] = TimestampTzGetDatum(c.last_throttled_at);
-		nulls[3] = c.last_throttled_at == 0;
-		v[4] = TimestampTzGetDatum(c.throttled_since);
-		nulls[4] = c.throttled_since == 0;
-		v[5] = TimestampTzGetDatum(c.last_admitted_at);
-		nulls[5] = c.last_admitted_at == 0;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nulls);
-	}
-	LWLockRelease(tj_stats->lock);
-	return (Datum) 0;
+	return key_rows(fcinfo, put_key_throttled);
 }
 
 /*
@@ -1202,36 +1213,22 @@ throttle_jobs_stats_keys(PG_FUNCTION_ARGS)
  * outcomes of try_acquire/acquire/try_acquire_session calls, for each key
  * that has an entry (throttled or acquired since start or reset).
  */
+static void
+put_key_acquires(ReturnSetInfo *rsinfo, const TJKeyStats *c)
+{
+	Datum		v[1 + TJ_ACQ_COUNT];
+	bool		nulls[1 + TJ_ACQ_COUNT] = {false};
+
+	v[0] = CStringGetTextDatum(c->k.key);
+	for (int i = 0; i < TJ_ACQ_COUNT; i++)
+		v[1 + i] = Int64GetDatum(c->acquires[i]);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nulls);
+}
+
 Datum
 throttle_jobs_stats_key_acquires(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	HASH_SEQ_STATUS seq;
-	TJKeyStats *e;
-
-	InitMaterializedSRF(fcinfo, 0);
-	if (tj_stats == NULL)
-		return (Datum) 0;
-	LWLockAcquire(tj_stats->lock, LW_SHARED);
-	hash_seq_init(&seq, key_hash);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		TJKeyStats	c;
-		Datum		v[1 + TJ_ACQ_COUNT];
-		bool		nulls[1 + TJ_ACQ_COUNT] = {false};
-
-		if (e->k.dbid != MyDatabaseId)
-			continue;
-		SpinLockAcquire(&e->mutex);
-		memcpy(&c, e, sizeof(c));
-		SpinLockRelease(&e->mutex);
-		v[0] = CStringGetTextDatum(c.k.key);
-		for (int i = 0; i < TJ_ACQ_COUNT; i++)
-			v[1 + i] = Int64GetDatum(c.acquires[i]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, nulls);
-	}
-	LWLockRelease(tj_stats->lock);
-	return (Datum) 0;
+	return key_rows(fcinfo, put_key_acquires);
 }
 
 /*
@@ -1455,7 +1452,7 @@ recount_due(TimestampTz now)
 	return due;
 }
 
-/* Applies one counted value; the rows of the current SPI result name queues. */
+/* The entry of a queue that exists, made if missing (counted when there is no room) */
 static TJQueueStats *
 recount_entry(int32 qid)
 {
@@ -1464,6 +1461,35 @@ recount_entry(int32 qid)
 	if (e == NULL)
 		tj_stats->queues_full++;
 	return e;
+}
+
+/* Column col of a row of a count's result (counts are never NULL) */
+static Datum
+count_column(SPITupleTable *rows, uint64 row, int col)
+{
+	bool		isnull;
+
+	return SPI_getbinval(rows->vals[row], rows->tupdesc, col, &isnull);
+}
+
+/* The entry of the queue a count's row names (its column 1), or NULL */
+static TJQueueStats *
+counted_entry(SPITupleTable *rows, uint64 row)
+{
+	return queue_entry(DatumGetInt32(count_column(rows, row, 1)), false);
+}
+
+/* Sets a gauge to the count in column col of a row (see counted_entry) */
+static void
+recount_gauge(SPITupleTable *rows, uint64 row, int col, int gauge)
+{
+	TJQueueStats *e = counted_entry(rows, row);
+
+	if (e == NULL)
+		return;
+	SpinLockAcquire(&e->mutex);
+	e->gauges[gauge] = DatumGetInt64(count_column(rows, row, col));
+	SpinLockRelease(&e->mutex);
 }
 
 /*
@@ -1520,11 +1546,7 @@ recount(TimestampTz now)
 		if (e->k.dbid != MyDatabaseId || e->k.queue_id == 0)
 			continue;
 		for (uint64 i = 0; i < nids && !exists; i++)
-		{
-			bool		isnull;
-
-			exists = DatumGetInt32(SPI_getbinval(ids->vals[i], ids->tupdesc, 1, &isnull)) == e->k.queue_id;
-		}
+			exists = DatumGetInt32(count_column(ids, i, 1)) == e->k.queue_id;
 		if (!exists)
 		{
 			hash_search(queue_hash, &e->k, HASH_REMOVE, NULL);
@@ -1539,51 +1561,27 @@ recount(TimestampTz now)
 		SpinLockRelease(&e->mutex);
 	}
 	for (uint64 i = 0; i < nids; i++)
-	{
-		bool		isnull;
-
-		(void) recount_entry(DatumGetInt32(SPI_getbinval(ids->vals[i], ids->tupdesc, 1, &isnull)));
-	}
+		(void) recount_entry(DatumGetInt32(count_column(ids, i, 1)));
 	for (n = 0; n < nlive; n++)
 	{
-		bool		isnull;
-
-		e = queue_entry(DatumGetInt32(SPI_getbinval(live->vals[n], live->tupdesc, 1, &isnull)), false);
-		if (e == NULL)
-			continue;
-		SpinLockAcquire(&e->mutex);
-		e->gauges[G_WAITING] = DatumGetInt64(SPI_getbinval(live->vals[n], live->tupdesc, 2, &isnull));
-		e->gauges[G_RUNNING] = DatumGetInt64(SPI_getbinval(live->vals[n], live->tupdesc, 3, &isnull));
-		SpinLockRelease(&e->mutex);
+		recount_gauge(live, n, 2, G_WAITING);
+		recount_gauge(live, n, 3, G_RUNNING);
 	}
 	for (n = 0; n < nfuture; n++)
 	{
-		bool		isnull;
-		bool		retry;
-		TimestampTz run_at;
-		int64		count;
+		bool		retry = DatumGetBool(count_column(future, n, 2));
+		TimestampTz run_at = DatumGetTimestampTz(count_column(future, n, 3));
+		int64		count = DatumGetInt64(count_column(future, n, 4));
 
-		e = queue_entry(DatumGetInt32(SPI_getbinval(future->vals[n], future->tupdesc, 1, &isnull)), false);
+		e = counted_entry(future, n);
 		if (e == NULL)
 			continue;
-		retry = DatumGetBool(SPI_getbinval(future->vals[n], future->tupdesc, 2, &isnull));
-		run_at = DatumGetTimestampTz(SPI_getbinval(future->vals[n], future->tupdesc, 3, &isnull));
-		count = DatumGetInt64(SPI_getbinval(future->vals[n], future->tupdesc, 4, &isnull));
 		SpinLockAcquire(&e->mutex);
 		fut_add(e, retry ? F_RETRYING : F_SCHEDULED, fut_slot(run_at), count, fslot);
 		SpinLockRelease(&e->mutex);
 	}
 	for (n = 0; n < ndead; n++)
-	{
-		bool		isnull;
-
-		e = queue_entry(DatumGetInt32(SPI_getbinval(dead->vals[n], dead->tupdesc, 1, &isnull)), false);
-		if (e == NULL)
-			continue;
-		SpinLockAcquire(&e->mutex);
-		e->gauges[G_DEAD] = DatumGetInt64(SPI_getbinval(dead->vals[n], dead->tupdesc, 2, &isnull));
-		SpinLockRelease(&e->mutex);
-	}
+		recount_gauge(dead, n, 2, G_DEAD);
 	e = recount_entry(0);
 	if (e)
 		e->based_at = now;

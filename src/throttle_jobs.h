@@ -68,6 +68,14 @@ typedef struct TJStatement
 /* A hot-path statement: always its generic plan */
 #define TJ_GENERIC CURSOR_OPT_GENERIC_PLAN
 
+/*
+ * SQL: the number of live jobs j that `cond` picks, counted up to $2 (a
+ * bigint) only: enough to compare with a bound, without counting them all.
+ */
+#define TJ_COUNT_JOBS_SQL(cond) \
+	"SELECT pg_catalog.count(*) FROM (SELECT 1 FROM throttle_jobs.job j" \
+	" WHERE " cond " LIMIT $2) s"
+
 extern SPIPlanPtr tj_plan(TJStatement *stmt);
 extern uint64 tj_execute(TJStatement *stmt, Datum *values, const char *nulls,
 						 bool read_only, long count, int expected);
@@ -261,6 +269,7 @@ extern bool tj_job_was_cancelled(int64 id, Oid role);
 /* dead_letters.c */
 extern bool tj_dead_letter(int64 id, bool running, TimestampTz now, const char *error,
 						   const char *reason);
+extern int64 tj_purge_expired_dead(TimestampTz now);
 
 /* maintain.c: one maintenance pass */
 typedef struct TJMaintainResult
@@ -291,6 +300,7 @@ extern void tj_refuse_xact_snapshot(void);
 
 /* reserve.c */
 extern void tj_check_worker_name(text *worker);
+extern void tj_check_max_jobs(int32 max_jobs);
 extern void tj_check_reserve_args(text *worker, int32 max_jobs, Interval *lease);
 extern void tj_reserve_jobs(ReturnSetInfo *rsinfo, text *queue_name, text *worker,
 							int32 max_jobs, Interval *lease);
@@ -329,7 +339,6 @@ typedef struct TJKeyLimit
 {
 	char	   *key;			/* the concrete key looked up */
 	bool		limited;		/* some limit governs it */
-	char	   *limit_key;		/* the limit's own key (the key, or a template) */
 	int32		max_running;	/* 0: no cap */
 	bool		has_rate;
 	TJRateLimit rate;

@@ -82,17 +82,27 @@ array_elements(ArrayType *arr, Oid elemtype, const char *what, Datum **elems)
 }
 
 /*
- * Checks done (argument 2) and lease_tokens (argument 3): equal lengths
- * within max_batch_size, no NULLs.  Returns the number of jobs and, in
- * *ids, done's elements.
+ * Checks the arguments that both forms of complete_and_reserve take: queue
+ * (argument 0), worker (1), done (2) and lease_tokens (3), max_jobs (at
+ * max_jobs_arg) and lease (the next one, NULL: the queue's).  done and
+ * lease_tokens: equal lengths within max_batch_size, no NULLs.  Returns
+ * the number of jobs and, in *ids, done's elements.
  */
 static int
-check_done(FunctionCallInfo fcinfo, Datum **ids)
+check_work_args(FunctionCallInfo fcinfo, int max_jobs_arg, Datum **ids)
 {
 	Datum	   *tokens;
 	int			nids;
 	int			ntokens;
 
+	tj_require_not_null(fcinfo, 0, "queue name");
+	tj_require_not_null(fcinfo, 1, "worker");
+	tj_require_not_null(fcinfo, 2, "done");
+	tj_require_not_null(fcinfo, 3, "lease_tokens");
+	tj_require_not_null(fcinfo, max_jobs_arg, "max_jobs");
+	tj_check_reserve_args(PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(max_jobs_arg),
+						  PG_ARGISNULL(max_jobs_arg + 1) ? NULL
+						  : PG_GETARG_INTERVAL_P(max_jobs_arg + 1));
 	nids = array_elements(PG_GETARG_ARRAYTYPE_P(2), INT8OID, "done", ids);
 	ntokens = array_elements(PG_GETARG_ARRAYTYPE_P(3), UUIDOID, "lease_tokens", &tokens);
 	if (nids != ntokens)
@@ -120,14 +130,7 @@ throttle_jobs_complete_and_reserve(PG_FUNCTION_ARGS)
 	int			nids;
 	TJCaller	caller;
 
-	tj_require_not_null(fcinfo, 0, "queue name");
-	tj_require_not_null(fcinfo, 1, "worker");
-	tj_require_not_null(fcinfo, 2, "done");
-	tj_require_not_null(fcinfo, 3, "lease_tokens");
-	tj_require_not_null(fcinfo, 4, "max_jobs");
-	tj_check_reserve_args(PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(4),
-						  PG_ARGISNULL(5) ? NULL : PG_GETARG_INTERVAL_P(5));
-	nids = check_done(fcinfo, &ids);
+	nids = check_work_args(fcinfo, 4, &ids);
 
 	InitMaterializedSRF(fcinfo, 0);
 
@@ -181,14 +184,7 @@ throttle_jobs_complete_and_reserve_ex(PG_FUNCTION_ARGS)
 	Datum		values[12];
 	bool		nulls[12];
 
-	tj_require_not_null(fcinfo, 0, "queue name");
-	tj_require_not_null(fcinfo, 1, "worker");
-	tj_require_not_null(fcinfo, 2, "done");
-	tj_require_not_null(fcinfo, 3, "lease_tokens");
-	tj_require_not_null(fcinfo, 5, "max_jobs");
-	tj_check_reserve_args(PG_GETARG_TEXT_PP(1), PG_GETARG_INT32(5),
-						  PG_ARGISNULL(6) ? NULL : PG_GETARG_INTERVAL_P(6));
-	nids = check_done(fcinfo, &ids);
+	nids = check_work_args(fcinfo, 5, &ids);
 	if (!PG_ARGISNULL(4))
 	{
 		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(4);
