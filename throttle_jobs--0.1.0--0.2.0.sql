@@ -1587,123 +1587,36 @@ CREATE OR REPLACE VIEW throttle_jobs.key_stats AS
 SELECT * FROM throttle_jobs.stats_key_rows();
 COMMENT ON VIEW throttle_jobs.key_stats IS 'Each limited key (templates expanded to live keys): cap and holders, rate, tokens or window use, next admission, throttled counts, adaptive factor, try_acquire/acquire outcomes.';
 
--- (the 0.1.0 function, with the throttle_jobs_key_acquires_total lines added)
-CREATE OR REPLACE FUNCTION throttle_jobs.metrics()
+-- metrics(): 0.1.0's function, kept under another name for metrics() alone,
+-- followed by the throttle_jobs_key_acquires_total lines (statistics in
+-- shared memory only, as the other counters).
+ALTER FUNCTION throttle_jobs.metrics() RENAME TO _metrics_010;
+REVOKE ALL ON FUNCTION throttle_jobs._metrics_010() FROM pg_monitor, throttle_jobs_admin;
+COMMENT ON FUNCTION throttle_jobs._metrics_010() IS 'Internal: the metrics of 0.1.0, for metrics().';
+
+CREATE FUNCTION throttle_jobs.metrics()
 RETURNS text
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	qs throttle_jobs.queue_stats[] := ARRAY(SELECT s FROM throttle_jobs.queue_stats s ORDER BY s.queue);
-	ks throttle_jobs.key_stats[] := ARRAY(SELECT k FROM throttle_jobs.key_stats k ORDER BY k.key);
-	shared boolean := (SELECT st.shared FROM throttle_jobs.stats_state() st);
-	out text[] := '{}';
-	g record;
-BEGIN
-	out := out || ARRAY[
-		'# HELP throttle_jobs_stats_shared Whether statistics are kept in shared memory (the library is preloaded).',
-		'# TYPE throttle_jobs_stats_shared gauge',
-		'throttle_jobs_stats_shared ' || CASE WHEN shared THEN '1' ELSE '0' END];
-
-	out := out || ARRAY['# HELP throttle_jobs_jobs Jobs per queue and state (available includes throttled jobs).',
-						'# TYPE throttle_jobs_jobs gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_jobs{queue="%s",state="%s"} %s',
-								 throttle_jobs._prom_label(s.queue), v.state, v.n)
-		FROM pg_catalog.unnest(qs) s,
-			 LATERAL (VALUES (1, 'available', s.available), (2, 'scheduled', s.scheduled),
-							 (3, 'running', s.running), (4, 'retrying', s.retrying),
-							 (5, 'dead', s.dead)) v(o, state, n)
-		WHERE v.n IS NOT NULL ORDER BY s.queue, v.o);
-
-	out := out || ARRAY['# HELP throttle_jobs_lag_seconds Age of the oldest ready job.',
-						'# TYPE throttle_jobs_lag_seconds gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_lag_seconds{queue="%s"} %s',
-								 throttle_jobs._prom_label(s.queue),
-								 pg_catalog.date_part('epoch', s.lag))
-		FROM pg_catalog.unnest(qs) s ORDER BY s.queue);
-
-	out := out || ARRAY['# HELP throttle_jobs_queue_paused Whether the queue is paused (1) or not (0).',
-						'# TYPE throttle_jobs_queue_paused gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_queue_paused{queue="%s"} %s',
-								 throttle_jobs._prom_label(s.queue), CASE WHEN s.paused THEN 1 ELSE 0 END)
-		FROM pg_catalog.unnest(qs) s ORDER BY s.queue);
-
-	out := out || ARRAY['# HELP throttle_jobs_queue_max_size The queue''s max_size (queues without one are left out).',
-						'# TYPE throttle_jobs_queue_max_size gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_queue_max_size{queue="%s"} %s',
-								 throttle_jobs._prom_label(s.queue), s.max_size)
-		FROM pg_catalog.unnest(qs) s WHERE s.max_size IS NOT NULL ORDER BY s.queue);
-
-	IF shared THEN
-		out := out || ARRAY['# HELP throttle_jobs_events_total Job events per queue since the server started or reset_stats().',
-							'# TYPE throttle_jobs_events_total counter'];
-		out := out || ARRAY(
-			SELECT pg_catalog.format('throttle_jobs_events_total{queue="%s",event="%s"} %s',
-									 throttle_jobs._prom_label(s.queue), v.event, v.n)
-			FROM pg_catalog.unnest(qs) s,
-				 LATERAL (VALUES (0, 'enqueued', s.enqueued), (1, 'reserved', s.reserved), (2, 'completed', s.completed), (3, 'failed', s.failed), (4, 'retried', s.retried), (5, 'dead_lettered', s.dead_lettered), (6, 'lease_expired', s.lease_expired), (7, 'throttled_cap', s.throttled_cap), (8, 'throttled_rate', s.throttled_rate), (9, 'dropped', s.dropped), (10, 'snoozed', s.snoozed), (11, 'cancelled', s.cancelled)) v(o, event, n)
-			ORDER BY s.queue, v.o);
-
-		out := out || throttle_jobs._prom_histogram('wait', 'throttle_jobs_wait_seconds',
-													'Time from ready (run_at) to start (reservation).');
-		out := out || throttle_jobs._prom_histogram('run', 'throttle_jobs_run_seconds',
-													'Time from start (reservation) to completion, of completed jobs.');
-
-		out := out || ARRAY['# HELP throttle_jobs_key_throttled_total Jobs held back by a key, by its cap (event="throttled_cap") or its rate (event="throttled_rate").',
-							'# TYPE throttle_jobs_key_throttled_total counter'];
-		out := out || ARRAY(
-			SELECT pg_catalog.format('throttle_jobs_key_throttled_total{key="%s",event="%s"} %s',
-									 throttle_jobs._prom_label(k.key), v.event, v.n)
-			FROM pg_catalog.unnest(ks) k,
-				 LATERAL (VALUES (1, 'throttled_cap', k.throttled_cap), (2, 'throttled_rate', k.throttled_rate)) v(o, event, n)
-			ORDER BY k.key, v.o);
-
-		out := out || ARRAY['# HELP throttle_jobs_key_throttled_seconds How long the key has held jobs back without admitting one (0: not throttled).',
-							'# TYPE throttle_jobs_key_throttled_seconds gauge'];
-		out := out || ARRAY(
-			SELECT pg_catalog.format('throttle_jobs_key_throttled_seconds{key="%s"} %s',
-									 throttle_jobs._prom_label(k.key),
-									 coalesce(pg_catalog.date_part('epoch', pg_catalog.now() - k.throttled_since), 0))
-			FROM pg_catalog.unnest(ks) k ORDER BY k.key);
-
-		out := out OPERATOR(pg_catalog.||) ARRAY['# HELP throttle_jobs_key_acquires_total Calls of try_acquire, acquire and try_acquire_session on a limited key: admitted (returned true), refused (try_acquire returned false), waited (acquire waited), timed_out (acquire returned false).',
-							'# TYPE throttle_jobs_key_acquires_total counter'];
-		out := out OPERATOR(pg_catalog.||) ARRAY(
-			SELECT pg_catalog.format('throttle_jobs_key_acquires_total{key="%s",event="%s"} %s',
-									 throttle_jobs._prom_label(k.key), v.event, v.n)
-			FROM pg_catalog.unnest(ks) k,
-				 LATERAL (VALUES (1, 'admitted', k.acquire_admitted), (2, 'refused', k.acquire_refused),
-								 (3, 'waited', k.acquire_waited), (4, 'timed_out', k.acquire_timed_out)) v(o, event, n)
-			ORDER BY k.key, v.o);
-	END IF;
-
-	-- one gauge per key_stats column, for the keys where it applies
-	FOR g IN SELECT * FROM (VALUES
-			(1, 'running', 'throttle_jobs_key_running', 'Running jobs holding a capped key.'),
-			(2, 'max_running', 'throttle_jobs_key_max_running', 'The concurrency cap in force for a key.'),
-			(3, 'tokens', 'throttle_jobs_key_tokens', 'Tokens left in a token bucket key.'),
-			(4, 'window_used', 'throttle_jobs_key_window_used', 'Admissions (cost units) used in a window key''s current window.'),
-			(5, 'adaptive_factor', 'throttle_jobs_key_adaptive_factor', 'Share of an adaptive rate limit in force.')
-		) v(o, col, metric, help) ORDER BY v.o
-	LOOP
-		out := out || ARRAY['# HELP ' || g.metric || ' ' || g.help, '# TYPE ' || g.metric || ' gauge'];
-		out := out || ARRAY(
-			SELECT pg_catalog.format('%s{key="%s"} %s', g.metric, throttle_jobs._prom_label(k.key),
-									 pg_catalog.to_jsonb(k) ->> g.col)
-			FROM pg_catalog.unnest(ks) k
-			WHERE pg_catalog.to_jsonb(k) ->> g.col IS NOT NULL
-			ORDER BY k.key);
-	END LOOP;
-	RETURN pg_catalog.array_to_string(out, E'\n') || E'\n';
-END
+SELECT throttle_jobs._metrics_010() OPERATOR(pg_catalog.||) CASE WHEN st.shared THEN
+	pg_catalog.array_to_string(ARRAY[
+		'# HELP throttle_jobs_key_acquires_total Calls of try_acquire, acquire and try_acquire_session on a limited key: admitted (returned true), refused (try_acquire returned false), waited (acquire waited), timed_out (acquire returned false).',
+		'# TYPE throttle_jobs_key_acquires_total counter']::pg_catalog.text[] OPERATOR(pg_catalog.||) ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_key_acquires_total{key="%s",event="%s"} %s',
+								 throttle_jobs._prom_label(k.key), v.event, v.n)
+		FROM throttle_jobs.key_stats k,
+			 LATERAL (VALUES (1, 'admitted', k.acquire_admitted), (2, 'refused', k.acquire_refused),
+							 (3, 'waited', k.acquire_waited), (4, 'timed_out', k.acquire_timed_out)) v(o, event, n)
+		ORDER BY k.key, v.o), E'\n') OPERATOR(pg_catalog.||) E'\n'
+	ELSE '' END
+FROM throttle_jobs.stats_state() st
 $$;
 COMMENT ON FUNCTION throttle_jobs.metrics() IS 'The statistics in Prometheus text exposition format (queue, key, state and event labels).';
+REVOKE ALL ON FUNCTION throttle_jobs.metrics() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.metrics() TO pg_monitor, throttle_jobs_admin;
 
 
 ------------------------------------------------------------------------------
