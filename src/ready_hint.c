@@ -60,6 +60,7 @@
 #include "commands/trigger.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -269,6 +270,8 @@ publish_locked(HintQueue *q, int16 priority, const TJReadyKey *key)
 bool
 tj_hints_enabled(void)
 {
+	static LocalTransactionId checked_in = InvalidLocalTransactionId;
+	static bool enabled = false;
 	Oid			nsp;
 	Oid			relid;
 	Relation	rel;
@@ -276,6 +279,9 @@ tj_hints_enabled(void)
 
 	if (hint_hash == NULL)
 		return false;
+	/* once a transaction: its reservations then hold a lock on the table */
+	if (checked_in == TJ_MY_LXID)
+		return enabled;
 	nsp = get_namespace_oid("throttle_jobs", true);
 	relid = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
 	if (!OidIsValid(relid))
@@ -292,7 +298,9 @@ tj_hints_enabled(void)
 			found++;
 	}
 	relation_close(rel, AccessShareLock);
-	return found == 3;
+	enabled = found == 3;
+	checked_in = TJ_MY_LXID;
+	return enabled;
 }
 
 /*
@@ -668,18 +676,24 @@ static void
 note_tuple(Relation rel, HeapTuple tuple, bool on_abort)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	bool		isnull;
-	Datum		state;
+	int			natts = desc->natts;
+	Datum	   *values = palloc(sizeof(Datum) * natts);
+	bool	   *nulls = palloc(sizeof(bool) * natts);
+	text	   *state;
 	TJReadyKey	key;
 
-	state = heap_getattr(tuple, att_state, desc, &isnull);
-	if (isnull || strcmp(TextDatumGetCString(state), "available") != 0)
+	/* one pass over the row: the columns it reads follow varlena ones */
+	heap_deform_tuple(tuple, desc, values, nulls);
+	if (nulls[att_state - 1])
 		return;
-	key.rr_rank = DatumGetInt64(heap_getattr(tuple, att_rr_rank, desc, &isnull));
-	key.run_at = DatumGetTimestampTz(heap_getattr(tuple, att_run_at, desc, &isnull));
-	key.id = DatumGetInt64(heap_getattr(tuple, att_id, desc, &isnull));
-	note_key(DatumGetInt32(heap_getattr(tuple, att_queue_id, desc, &isnull)),
-			 DatumGetInt16(heap_getattr(tuple, att_priority, desc, &isnull)),
+	state = DatumGetTextPP(values[att_state - 1]);
+	if (VARSIZE_ANY_EXHDR(state) != strlen("available") ||
+		memcmp(VARDATA_ANY(state), "available", strlen("available")) != 0)
+		return;
+	key.rr_rank = DatumGetInt64(values[att_rr_rank - 1]);
+	key.run_at = DatumGetTimestampTz(values[att_run_at - 1]);
+	key.id = DatumGetInt64(values[att_id - 1]);
+	note_key(DatumGetInt32(values[att_queue_id - 1]), DatumGetInt16(values[att_priority - 1]),
 			 on_abort, &key);
 }
 
