@@ -379,31 +379,6 @@ COMMENT ON TABLE throttle_jobs.queue_grant IS 'Per-queue privileges (produce, co
 SELECT pg_catalog.pg_extension_config_dump('throttle_jobs.queue_grant', '');
 REVOKE ALL ON throttle_jobs.queue_grant FROM PUBLIC;
 
--- The checks, for the internal functions below (granted to no one).
-CREATE FUNCTION throttle_jobs._require_queue(caller oid, queue text, privilege text)
-RETURNS integer
-AS 'MODULE_PATHNAME', 'throttle_jobs_require_queue'
-LANGUAGE C VOLATILE
-SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION throttle_jobs._require_queue(oid, text, text) IS 'Internal: a queue''s id, or an error unless the role holds the privilege on it.';
-
-CREATE FUNCTION throttle_jobs._require_job_queue(caller oid, queue_id integer, job bigint, privilege text)
-RETURNS void
-AS 'MODULE_PATHNAME', 'throttle_jobs_require_job_queue'
-LANGUAGE C VOLATILE
-SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION throttle_jobs._require_job_queue(oid, integer, bigint, text) IS 'Internal: an error unless the role holds the privilege on the queue of a job.';
-
-CREATE FUNCTION throttle_jobs._may_queue(caller oid, queue_id integer, privilege text)
-RETURNS boolean
-AS 'MODULE_PATHNAME', 'throttle_jobs_may_queue'
-LANGUAGE C STABLE
-SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION throttle_jobs._may_queue(oid, integer, text) IS 'Internal: whether the role holds the privilege on a queue.';
-REVOKE ALL ON FUNCTION throttle_jobs._require_queue(oid, text, text),
-	throttle_jobs._require_job_queue(oid, integer, bigint, text),
-	throttle_jobs._may_queue(oid, integer, text) FROM PUBLIC;
-
 -- The C entry points that take a queue or a job read the calling role
 -- (current_user where they are called) and then run as their owner, as
 -- SECURITY DEFINER did (src/privilege.c): SECURITY INVOKER from now on.
@@ -421,41 +396,20 @@ ALTER FUNCTION throttle_jobs.heartbeat(bigint, uuid, interval) SECURITY INVOKER;
 -- gives it the GUC nest level that keeps its caller: src/privilege.c.)
 ALTER FUNCTION throttle_jobs.run_jobs(text, integer, interval) SECURITY INVOKER;
 
--- The SQL-written functions that take a queue or a job: a public C wrapper
--- (SECURITY INVOKER) calls the internal SECURITY DEFINER function of the
--- same name with a leading underscore, with the calling role first, and
--- the internal function checks it.  (create_queue and alter_queue, which
--- did so in 0.1.0, are C through and through: src/queue.c.)
+-- The functions that take a queue or a job are C entry points, SECURITY
+-- INVOKER, that check the calling role (create_queue, alter_queue,
+-- pause_queue, resume_queue, grant_queue and revoke_queue: src/queue.c,
+-- src/privilege.c).  explain_job (src/explain.c) checks the caller and
+-- asks the C API for the governing limits, then has the internal function
+-- below word the report.
 
--- pause_queue, resume_queue: manage (drop_queue is C: src/queue.c).
-CREATE FUNCTION throttle_jobs._pause_queue(caller oid, name text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
-BEGIN
-	UPDATE throttle_jobs.queue q SET paused = true WHERE q.id OPERATOR(pg_catalog.=) qid;
-END
-$$;
-
-CREATE FUNCTION throttle_jobs._resume_queue(caller oid, name text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, name, 'manage');
-BEGIN
-	UPDATE throttle_jobs.queue q SET paused = false WHERE q.id OPERATOR(pg_catalog.=) qid;
-END
-$$;
-
--- explain_job: consume on the job's queue (live, dead or archived).
-CREATE FUNCTION throttle_jobs._explain_job(caller oid, id bigint)
+-- explain_job's report of job id, for a caller that may consume its queue
+-- (live, dead or archived): cap_limit and rate_limit are the limits that
+-- govern its concurrency key and, when it waits for a rate, its blocked key
+-- (NULL: none); the running holders of its concurrency key are listed by
+-- id for the queues in visible_queues, and only counted for the others.
+CREATE FUNCTION throttle_jobs._explain_job(id bigint, cap_limit text, rate_limit text,
+										   visible_queues integer[])
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
@@ -474,14 +428,10 @@ DECLARE
 	nholders bigint;
 	until timestamptz;
 BEGIN
-	IF id IS NULL THEN
-		RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
 	SELECT * INTO j FROM throttle_jobs.job x WHERE x.id = _explain_job.id;
 	IF NOT FOUND THEN
 		SELECT * INTO d FROM throttle_jobs.job_dead x WHERE x.id = _explain_job.id;
 		IF FOUND THEN
-			PERFORM throttle_jobs._require_job_queue(caller, d.queue_id, id, 'consume');
 			RETURN pg_catalog.jsonb_build_object('id', id, 'state', 'dead',
 				'reasons', pg_catalog.jsonb_build_array(pg_catalog.format('dead because %s', d.reason)),
 				'died_at', d.died_at, 'attempt', d.attempt,
@@ -490,7 +440,6 @@ BEGIN
 		SELECT x.state, x.finished_at, x.queue_id INTO a FROM throttle_jobs.job_archive x
 		WHERE x.id = _explain_job.id LIMIT 1;
 		IF FOUND THEN
-			PERFORM throttle_jobs._require_job_queue(caller, a.queue_id, id, 'consume');
 			RETURN pg_catalog.jsonb_build_object('id', id, 'state', a.state,
 				'reasons', pg_catalog.jsonb_build_array(pg_catalog.format('%s at %s', a.state, a.finished_at)),
 				'finished_at', a.finished_at);
@@ -498,7 +447,6 @@ BEGIN
 		RETURN pg_catalog.jsonb_build_object('id', id, 'state', 'unknown',
 			'reasons', pg_catalog.jsonb_build_array('no live, dead or archived job has this id'));
 	END IF;
-	PERFORM throttle_jobs._require_job_queue(caller, j.queue_id, id, 'consume');
 	SELECT * INTO q FROM throttle_jobs.queue x WHERE x.id = j.queue_id;
 
 	IF j.state = 'running' THEN
@@ -521,11 +469,11 @@ BEGIN
 	-- the concurrency cap of its key, whether or not it is parked yet
 	IF j.concurrency_key IS NOT NULL THEN
 		SELECT * INTO lim FROM throttle_jobs.key_limit l
-		WHERE l.key OPERATOR(pg_catalog.=) throttle_jobs._governing_limit(j.concurrency_key, false);
+		WHERE l.key OPERATOR(pg_catalog.=) cap_limit;
 		IF FOUND THEN
 			-- holders in queues the caller may not consume are only counted
 			SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('id', r.id, 'worker', r.worker) ORDER BY r.id)
-					   FILTER (WHERE throttle_jobs._may_queue(caller, r.queue_id, 'consume')),
+					   FILTER (WHERE r.queue_id OPERATOR(pg_catalog.=) ANY (visible_queues)),
 				   pg_catalog.count(*)
 			INTO holders, nholders FROM throttle_jobs.job r
 			WHERE r.state = 'running' AND r.concurrency_key = j.concurrency_key;
@@ -549,7 +497,7 @@ BEGIN
 	END IF;
 	IF j.state = 'throttled' AND j.blocked_until IS NOT NULL THEN
 		SELECT * INTO lim FROM throttle_jobs.key_limit l
-		WHERE l.key OPERATOR(pg_catalog.=) throttle_jobs._governing_limit(j.blocked_key, true);
+		WHERE l.key OPERATOR(pg_catalog.=) rate_limit;
 		reasons := reasons || pg_catalog.jsonb_build_array(CASE
 			WHEN j.blocked_until = 'infinity' THEN pg_catalog.format(
 				'its cost %s exceeds what rate key %s ever admits (%s per %s, limit %s)',
@@ -586,95 +534,8 @@ BEGIN
 END
 $$;
 
--- grant_queue, revoke_queue: manage.  The privilege to grant is checked
--- first, then the queue, then the role.
-CREATE FUNCTION throttle_jobs._check_privilege_name(privilege text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF privilege IS NULL THEN
-		RAISE EXCEPTION 'privilege must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF privilege OPERATOR(pg_catalog.<>) ALL (ARRAY['produce', 'consume', 'manage']::pg_catalog.text[]) THEN
-		RAISE EXCEPTION 'unknown queue privilege "%"', privilege
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'The queue privileges are ''produce'', ''consume'' and ''manage''.';
-	END IF;
-END
-$$;
-REVOKE ALL ON FUNCTION throttle_jobs._check_privilege_name(text) FROM PUBLIC;
-COMMENT ON FUNCTION throttle_jobs._check_privilege_name(text) IS 'Internal: refuses a name that is not a queue privilege.';
-
-CREATE FUNCTION throttle_jobs._grant_queue(caller oid, queue text, role regrole, privilege text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer;
-	probe text;
-BEGIN
-	PERFORM throttle_jobs._check_privilege_name(privilege);
-	qid := throttle_jobs._require_queue(caller, queue, 'manage');
-	IF role IS NULL THEN
-		RAISE EXCEPTION 'role must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid) THEN
-		RAISE EXCEPTION 'role with OID % does not exist', role::pg_catalog.oid
-			USING ERRCODE = 'undefined_object';
-	END IF;
-	INSERT INTO throttle_jobs.queue_grant AS g (queue_id, grantee, privilege, granted_by)
-	VALUES (qid, role, privilege, caller::pg_catalog.regrole)
-	ON CONFLICT ON CONSTRAINT queue_grant_pkey DO NOTHING;
-	-- a grantee needs EXECUTE on the functions that use the privilege
-	probe := CASE privilege
-		WHEN 'produce' THEN 'throttle_jobs.enqueue(text, jsonb, timestamptz, integer, integer, text, text, text, integer)'
-		WHEN 'consume' THEN 'throttle_jobs.reserve(text, text, integer, interval)'
-		ELSE 'throttle_jobs.pause_queue(text)' END;
-	IF NOT (pg_catalog.has_schema_privilege(role::pg_catalog.oid, 'throttle_jobs', 'USAGE')
-			AND pg_catalog.has_function_privilege(role::pg_catalog.oid, probe, 'EXECUTE')) THEN
-		RAISE NOTICE 'role % cannot use the throttle_jobs functions yet', role
-			USING HINT = pg_catalog.format('GRANT throttle_jobs_user TO %s;', role);
-	END IF;
-END
-$$;
-
-CREATE FUNCTION throttle_jobs._revoke_queue(caller oid, queue text, role regrole, privilege text)
-RETURNS boolean
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer;
-BEGIN
-	PERFORM throttle_jobs._check_privilege_name(privilege);
-	qid := throttle_jobs._require_queue(caller, queue, 'manage');
-	IF role IS NULL THEN
-		RAISE EXCEPTION 'role must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	DELETE FROM throttle_jobs.queue_grant g
-	WHERE g.queue_id OPERATOR(pg_catalog.=) qid
-	  AND g.grantee::pg_catalog.oid OPERATOR(pg_catalog.=) role::pg_catalog.oid
-	  AND g.privilege OPERATOR(pg_catalog.=) _revoke_queue.privilege;
-	RETURN FOUND;
-END
-$$;
-
-REVOKE ALL ON FUNCTION throttle_jobs._pause_queue(oid, text),
-	throttle_jobs._resume_queue(oid, text),
-	throttle_jobs._explain_job(oid, bigint),
-	throttle_jobs._grant_queue(oid, text, regrole, text),
-	throttle_jobs._revoke_queue(oid, text, regrole, text)
-	FROM PUBLIC;
-COMMENT ON FUNCTION throttle_jobs._pause_queue(oid, text) IS 'Internal: pause_queue on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._resume_queue(oid, text) IS 'Internal: resume_queue on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._explain_job(oid, bigint) IS 'Internal: explain_job on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._grant_queue(oid, text, regrole, text) IS 'Internal: grant_queue on behalf of a given role.';
-COMMENT ON FUNCTION throttle_jobs._revoke_queue(oid, text, regrole, text) IS 'Internal: revoke_queue on behalf of a given role.';
+REVOKE ALL ON FUNCTION throttle_jobs._explain_job(bigint, text, text, integer[]) FROM PUBLIC;
+COMMENT ON FUNCTION throttle_jobs._explain_job(bigint, text, text, integer[]) IS 'Internal: explain_job''s report, from what src/explain.c found.';
 
 -- The public functions: C wrappers around the internal ones, or (cancel
 -- and the dead letters: src/cancel.c, src/dead_letters.c) C themselves
@@ -687,13 +548,13 @@ SET search_path = pg_catalog, pg_temp;
 
 CREATE OR REPLACE FUNCTION throttle_jobs.pause_queue(name text)
 RETURNS void
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_pause_queue'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 
 CREATE OR REPLACE FUNCTION throttle_jobs.resume_queue(name text)
 RETURNS void
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_resume_queue'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 
@@ -726,20 +587,20 @@ SET search_path = pg_catalog, pg_temp;
 
 CREATE OR REPLACE FUNCTION throttle_jobs.explain_job(id bigint)
 RETURNS jsonb
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_explain_job'
 LANGUAGE C STABLE
 SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION throttle_jobs.grant_queue(queue text, role regrole, privilege text)
 RETURNS void
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_grant_queue'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION throttle_jobs.grant_queue(text, regrole, text) IS 'Grants a privilege (produce, consume or manage) on a queue to a role and its members; for those who manage the queue.';
 
 CREATE FUNCTION throttle_jobs.revoke_queue(queue text, role regrole, privilege text)
 RETURNS boolean
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_revoke_queue'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION throttle_jobs.revoke_queue(text, regrole, text) IS 'Revokes a privilege on a queue granted to a role by grant_queue; true if there was such a grant.';
@@ -1048,42 +909,9 @@ $$;
 -- again) and handler (external workers take the jobs).  Manage, like
 -- alter_queue; clearing a handler makes nothing run as the owner, so it
 -- does not need the owner as setting one does.
-CREATE FUNCTION throttle_jobs._reset_queue_options(caller oid, queue text, options text[])
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qid integer := throttle_jobs._require_queue(caller, queue, 'manage');
-	opt text;
-BEGIN
-	IF options IS NULL THEN
-		RAISE EXCEPTION 'options must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	FOREACH opt IN ARRAY options LOOP
-		IF opt IS NULL THEN
-			RAISE EXCEPTION 'option names must not be null' USING ERRCODE = 'null_value_not_allowed';
-		END IF;
-		IF opt OPERATOR(pg_catalog.<>) ALL (ARRAY['max_size', 'handler']::pg_catalog.text[]) THEN
-			RAISE EXCEPTION 'queue option "%" cannot be reset', opt
-				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'reset_queue_options() clears max_size and handler; alter_queue() sets the other options.';
-		END IF;
-	END LOOP;
-	UPDATE throttle_jobs.queue q SET
-		max_size = CASE WHEN 'max_size' OPERATOR(pg_catalog.=) ANY (options) THEN NULL ELSE q.max_size END,
-		handler = CASE WHEN 'handler' OPERATOR(pg_catalog.=) ANY (options) THEN NULL ELSE q.handler END,
-		handler_owner = CASE WHEN 'handler' OPERATOR(pg_catalog.=) ANY (options) THEN NULL ELSE q.handler_owner END
-	WHERE q.id OPERATOR(pg_catalog.=) qid;
-END
-$$;
-REVOKE ALL ON FUNCTION throttle_jobs._reset_queue_options(oid, text, text[]) FROM PUBLIC;
-COMMENT ON FUNCTION throttle_jobs._reset_queue_options(oid, text, text[]) IS 'Internal: reset_queue_options on behalf of a given role.';
-
 CREATE FUNCTION throttle_jobs.reset_queue_options(queue text, VARIADIC options text[])
 RETURNS void
-AS 'MODULE_PATHNAME', 'throttle_jobs_call_as_caller'
+AS 'MODULE_PATHNAME', 'throttle_jobs_reset_queue_options'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION throttle_jobs.reset_queue_options(text, text[]) IS 'Clears queue options that alter_queue cannot (max_size, handler); for those who manage the queue.';
@@ -1149,54 +977,6 @@ WHERE (SELECT pg_catalog.pg_has_role('throttle_jobs_admin'::pg_catalog.name, 'US
 COMMENT ON VIEW throttle_jobs.queues IS 'Queue definitions.';
 GRANT SELECT ON throttle_jobs.queues TO throttle_jobs_admin, throttle_jobs_user;
 
--- Checks a handler: a function or procedure taking one jsonb argument, not
--- in a temporary schema, that the queue's owner may execute (handlers run
--- as the owner).  A NOTICE when it has no search_path of its own: handlers
--- run with search_path = pg_catalog, pg_temp, where the unqualified names
--- of an ordinary function (insert into hlog ...) are not found.
-CREATE OR REPLACE FUNCTION throttle_jobs._check_handler(handler regprocedure, owner oid)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	p pg_catalog.pg_proc;
-BEGIN
-	IF handler IS NULL THEN
-		RETURN;
-	END IF;
-	SELECT * INTO p FROM pg_catalog.pg_proc f WHERE f.oid OPERATOR(pg_catalog.=) handler::pg_catalog.oid;
-	IF NOT FOUND OR p.pronargs OPERATOR(pg_catalog.<>) 1
-	   OR p.proargtypes[0] OPERATOR(pg_catalog.<>) 'pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid
-	   OR p.prokind OPERATOR(pg_catalog.<>) ALL ('{f,p}'::pg_catalog."char"[]) THEN
-		RAISE EXCEPTION 'handler % must take exactly one jsonb argument', handler
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Declare it as FUNCTION name(payload jsonb) or PROCEDURE name(payload jsonb).';
-	END IF;
-	IF pg_catalog.pg_is_other_temp_schema(p.pronamespace)
-	   OR p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema() THEN
-		RAISE EXCEPTION 'handler pg_temp.%(...) is a temporary function', p.proname
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Handlers outlive the session: create the function in a permanent schema.';
-	END IF;
-	IF NOT pg_catalog.has_function_privilege(owner, handler, 'EXECUTE') THEN
-		RAISE EXCEPTION 'role "%" may not execute handler %', owner::pg_catalog.regrole, handler
-			USING ERRCODE = 'insufficient_privilege',
-				  HINT = 'Handlers run as the queue''s owner, who needs EXECUTE on them.';
-	END IF;
-	-- SQL-standard bodies (BEGIN ATOMIC, RETURN) bind their names when
-	-- created, and C functions have none to look up
-	IF p.prosqlbody IS NULL
-	   AND p.prolang OPERATOR(pg_catalog.<>) ALL (ARRAY(SELECT l.oid FROM pg_catalog.pg_language l
-												   WHERE l.lanname OPERATOR(pg_catalog.=) ANY ('{c,internal}'::pg_catalog.name[])))
-	   AND NOT EXISTS (SELECT FROM pg_catalog.unnest(p.proconfig) s
-					   WHERE s OPERATOR(pg_catalog.^@) 'search_path=') THEN
-		RAISE NOTICE 'handler % has no SET search_path of its own', handler
-			USING DETAIL = 'Handlers run with search_path = pg_catalog, pg_temp: an unqualified table or function name in its body will not be found (SQLSTATE 42P01 or 42883).',
-				  HINT = pg_catalog.format('Schema-qualify every name in it, or ALTER FUNCTION %s SET search_path = <its schemas>, pg_temp.', handler);
-	END IF;
-END
-$$;
 
 -- create_queue and alter_queue (src/queue.c) store the handler's
 -- signature and its function's owner.
@@ -1641,10 +1421,11 @@ ALTER TABLE throttle_jobs.queue
 	ADD CONSTRAINT queue_backoff_factor_check CHECK (throttle_jobs._valid_backoff_factor(backoff_factor));
 
 -- create_queue and alter_queue do their work in C (src/queue.c), with the
--- queue-option signature written once (TJQueueArg): 0.1.0's internal
--- functions that repeated it go.
+-- queue-option signature written once (TJQueueArg) and the handler checked
+-- there: 0.1.0's internal functions that repeated them go.
 DROP FUNCTION throttle_jobs._create_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text);
 DROP FUNCTION throttle_jobs._alter_queue(oid, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, regprocedure, text);
+DROP FUNCTION throttle_jobs._check_handler(regprocedure, oid);
 DROP FUNCTION throttle_jobs._check_queue_options(boolean, text, bigint, text, integer, interval, double precision, interval, double precision, interval, interval, interval, text);
 
 
@@ -1809,123 +1590,36 @@ CREATE OR REPLACE VIEW throttle_jobs.key_stats AS
 SELECT * FROM throttle_jobs.stats_key_rows();
 COMMENT ON VIEW throttle_jobs.key_stats IS 'Each limited key (templates expanded to live keys): cap and holders, rate, tokens or window use, next admission, throttled counts, adaptive factor, try_acquire/acquire outcomes.';
 
--- (the 0.1.0 function, with the throttle_jobs_key_acquires_total lines added)
-CREATE OR REPLACE FUNCTION throttle_jobs.metrics()
+-- metrics(): 0.1.0's function, kept under another name for metrics() alone,
+-- followed by the throttle_jobs_key_acquires_total lines (statistics in
+-- shared memory only, as the other counters).
+ALTER FUNCTION throttle_jobs.metrics() RENAME TO _metrics_010;
+REVOKE ALL ON FUNCTION throttle_jobs._metrics_010() FROM pg_monitor, throttle_jobs_admin;
+COMMENT ON FUNCTION throttle_jobs._metrics_010() IS 'Internal: the metrics of 0.1.0, for metrics().';
+
+CREATE FUNCTION throttle_jobs.metrics()
 RETURNS text
-LANGUAGE plpgsql
+LANGUAGE sql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	qs throttle_jobs.queue_stats[] := ARRAY(SELECT s FROM throttle_jobs.queue_stats s ORDER BY s.queue);
-	ks throttle_jobs.key_stats[] := ARRAY(SELECT k FROM throttle_jobs.key_stats k ORDER BY k.key);
-	shared boolean := (SELECT st.shared FROM throttle_jobs.stats_state() st);
-	out text[] := '{}';
-	g record;
-BEGIN
-	out := out || ARRAY[
-		'# HELP throttle_jobs_stats_shared Whether statistics are kept in shared memory (the library is preloaded).',
-		'# TYPE throttle_jobs_stats_shared gauge',
-		'throttle_jobs_stats_shared ' || CASE WHEN shared THEN '1' ELSE '0' END];
-
-	out := out || ARRAY['# HELP throttle_jobs_jobs Jobs per queue and state (available includes throttled jobs).',
-						'# TYPE throttle_jobs_jobs gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_jobs{queue="%s",state="%s"} %s',
-								 throttle_jobs._prom_label(s.queue), v.state, v.n)
-		FROM pg_catalog.unnest(qs) s,
-			 LATERAL (VALUES (1, 'available', s.available), (2, 'scheduled', s.scheduled),
-							 (3, 'running', s.running), (4, 'retrying', s.retrying),
-							 (5, 'dead', s.dead)) v(o, state, n)
-		WHERE v.n IS NOT NULL ORDER BY s.queue, v.o);
-
-	out := out || ARRAY['# HELP throttle_jobs_lag_seconds Age of the oldest ready job.',
-						'# TYPE throttle_jobs_lag_seconds gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_lag_seconds{queue="%s"} %s',
-								 throttle_jobs._prom_label(s.queue),
-								 pg_catalog.date_part('epoch', s.lag))
-		FROM pg_catalog.unnest(qs) s ORDER BY s.queue);
-
-	out := out || ARRAY['# HELP throttle_jobs_queue_paused Whether the queue is paused (1) or not (0).',
-						'# TYPE throttle_jobs_queue_paused gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_queue_paused{queue="%s"} %s',
-								 throttle_jobs._prom_label(s.queue), CASE WHEN s.paused THEN 1 ELSE 0 END)
-		FROM pg_catalog.unnest(qs) s ORDER BY s.queue);
-
-	out := out || ARRAY['# HELP throttle_jobs_queue_max_size The queue''s max_size (queues without one are left out).',
-						'# TYPE throttle_jobs_queue_max_size gauge'];
-	out := out || ARRAY(
-		SELECT pg_catalog.format('throttle_jobs_queue_max_size{queue="%s"} %s',
-								 throttle_jobs._prom_label(s.queue), s.max_size)
-		FROM pg_catalog.unnest(qs) s WHERE s.max_size IS NOT NULL ORDER BY s.queue);
-
-	IF shared THEN
-		out := out || ARRAY['# HELP throttle_jobs_events_total Job events per queue since the server started or reset_stats().',
-							'# TYPE throttle_jobs_events_total counter'];
-		out := out || ARRAY(
-			SELECT pg_catalog.format('throttle_jobs_events_total{queue="%s",event="%s"} %s',
-									 throttle_jobs._prom_label(s.queue), v.event, v.n)
-			FROM pg_catalog.unnest(qs) s,
-				 LATERAL (VALUES (0, 'enqueued', s.enqueued), (1, 'reserved', s.reserved), (2, 'completed', s.completed), (3, 'failed', s.failed), (4, 'retried', s.retried), (5, 'dead_lettered', s.dead_lettered), (6, 'lease_expired', s.lease_expired), (7, 'throttled_cap', s.throttled_cap), (8, 'throttled_rate', s.throttled_rate), (9, 'dropped', s.dropped), (10, 'snoozed', s.snoozed), (11, 'cancelled', s.cancelled)) v(o, event, n)
-			ORDER BY s.queue, v.o);
-
-		out := out || throttle_jobs._prom_histogram('wait', 'throttle_jobs_wait_seconds',
-													'Time from ready (run_at) to start (reservation).');
-		out := out || throttle_jobs._prom_histogram('run', 'throttle_jobs_run_seconds',
-													'Time from start (reservation) to completion, of completed jobs.');
-
-		out := out || ARRAY['# HELP throttle_jobs_key_throttled_total Jobs held back by a key, by its cap (event="throttled_cap") or its rate (event="throttled_rate").',
-							'# TYPE throttle_jobs_key_throttled_total counter'];
-		out := out || ARRAY(
-			SELECT pg_catalog.format('throttle_jobs_key_throttled_total{key="%s",event="%s"} %s',
-									 throttle_jobs._prom_label(k.key), v.event, v.n)
-			FROM pg_catalog.unnest(ks) k,
-				 LATERAL (VALUES (1, 'throttled_cap', k.throttled_cap), (2, 'throttled_rate', k.throttled_rate)) v(o, event, n)
-			ORDER BY k.key, v.o);
-
-		out := out || ARRAY['# HELP throttle_jobs_key_throttled_seconds How long the key has held jobs back without admitting one (0: not throttled).',
-							'# TYPE throttle_jobs_key_throttled_seconds gauge'];
-		out := out || ARRAY(
-			SELECT pg_catalog.format('throttle_jobs_key_throttled_seconds{key="%s"} %s',
-									 throttle_jobs._prom_label(k.key),
-									 coalesce(pg_catalog.date_part('epoch', pg_catalog.now() - k.throttled_since), 0))
-			FROM pg_catalog.unnest(ks) k ORDER BY k.key);
-
-		out := out OPERATOR(pg_catalog.||) ARRAY['# HELP throttle_jobs_key_acquires_total Calls of try_acquire, acquire and try_acquire_session on a limited key: admitted (returned true), refused (try_acquire returned false), waited (acquire waited), timed_out (acquire returned false).',
-							'# TYPE throttle_jobs_key_acquires_total counter'];
-		out := out OPERATOR(pg_catalog.||) ARRAY(
-			SELECT pg_catalog.format('throttle_jobs_key_acquires_total{key="%s",event="%s"} %s',
-									 throttle_jobs._prom_label(k.key), v.event, v.n)
-			FROM pg_catalog.unnest(ks) k,
-				 LATERAL (VALUES (1, 'admitted', k.acquire_admitted), (2, 'refused', k.acquire_refused),
-								 (3, 'waited', k.acquire_waited), (4, 'timed_out', k.acquire_timed_out)) v(o, event, n)
-			ORDER BY k.key, v.o);
-	END IF;
-
-	-- one gauge per key_stats column, for the keys where it applies
-	FOR g IN SELECT * FROM (VALUES
-			(1, 'running', 'throttle_jobs_key_running', 'Running jobs holding a capped key.'),
-			(2, 'max_running', 'throttle_jobs_key_max_running', 'The concurrency cap in force for a key.'),
-			(3, 'tokens', 'throttle_jobs_key_tokens', 'Tokens left in a token bucket key.'),
-			(4, 'window_used', 'throttle_jobs_key_window_used', 'Admissions (cost units) used in a window key''s current window.'),
-			(5, 'adaptive_factor', 'throttle_jobs_key_adaptive_factor', 'Share of an adaptive rate limit in force.')
-		) v(o, col, metric, help) ORDER BY v.o
-	LOOP
-		out := out || ARRAY['# HELP ' || g.metric || ' ' || g.help, '# TYPE ' || g.metric || ' gauge'];
-		out := out || ARRAY(
-			SELECT pg_catalog.format('%s{key="%s"} %s', g.metric, throttle_jobs._prom_label(k.key),
-									 pg_catalog.to_jsonb(k) ->> g.col)
-			FROM pg_catalog.unnest(ks) k
-			WHERE pg_catalog.to_jsonb(k) ->> g.col IS NOT NULL
-			ORDER BY k.key);
-	END LOOP;
-	RETURN pg_catalog.array_to_string(out, E'\n') || E'\n';
-END
+SELECT throttle_jobs._metrics_010() OPERATOR(pg_catalog.||) CASE WHEN st.shared THEN
+	pg_catalog.array_to_string(ARRAY[
+		'# HELP throttle_jobs_key_acquires_total Calls of try_acquire, acquire and try_acquire_session on a limited key: admitted (returned true), refused (try_acquire returned false), waited (acquire waited), timed_out (acquire returned false).',
+		'# TYPE throttle_jobs_key_acquires_total counter']::pg_catalog.text[] OPERATOR(pg_catalog.||) ARRAY(
+		SELECT pg_catalog.format('throttle_jobs_key_acquires_total{key="%s",event="%s"} %s',
+								 throttle_jobs._prom_label(k.key), v.event, v.n)
+		FROM throttle_jobs.key_stats k,
+			 LATERAL (VALUES (1, 'admitted', k.acquire_admitted), (2, 'refused', k.acquire_refused),
+							 (3, 'waited', k.acquire_waited), (4, 'timed_out', k.acquire_timed_out)) v(o, event, n)
+		ORDER BY k.key, v.o), E'\n') OPERATOR(pg_catalog.||) E'\n'
+	ELSE '' END
+FROM throttle_jobs.stats_state() st
 $$;
 COMMENT ON FUNCTION throttle_jobs.metrics() IS 'The statistics in Prometheus text exposition format (queue, key, state and event labels).';
+REVOKE ALL ON FUNCTION throttle_jobs.metrics() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION throttle_jobs.metrics() TO pg_monitor, throttle_jobs_admin;
 
 
 ------------------------------------------------------------------------------

@@ -229,10 +229,9 @@ SET ROLE op_manager;
 SELECT throttle_jobs.alter_queue('op_h', handler => 'op_handler(jsonb)');
 RESET ROLE;
 -- The function is for admins and for per-queue grantees (through
--- throttle_jobs_user), not for PUBLIC; the internal one for no one.
+-- throttle_jobs_user), not for PUBLIC.
 SELECT has_function_privilege('throttle_jobs_admin', 'throttle_jobs.reset_queue_options(text, text[])', 'EXECUTE') AS admin,
        has_function_privilege('throttle_jobs_user', 'throttle_jobs.reset_queue_options(text, text[])', 'EXECUTE') AS "user",
-       has_function_privilege('op_stranger', 'throttle_jobs._reset_queue_options(oid, text, text[])', 'EXECUTE') AS internal,
        EXISTS (SELECT FROM pg_proc p, aclexplode(p.proacl) a
                WHERE p.oid = 'throttle_jobs.reset_queue_options(text, text[])'::regprocedure
                  AND a.grantee = 0) AS public;

@@ -141,7 +141,6 @@ INSERT INTO calls (call, stmt) VALUES
   ('DELETE job_dead', $$DELETE FROM throttle_jobs.job_dead$$),
   ('_check_interval', $$SELECT throttle_jobs._check_interval('1 day', 'x', true)$$),
   ('_queue_id', $$SELECT throttle_jobs._queue_id('priv_q')$$),
-  ('_check_handler', $$SELECT throttle_jobs._check_handler(NULL, 0)$$),
   ('_lock_queue', $$SELECT throttle_jobs._lock_queue('priv_q')$$),
   ('_maintain_archive', $$SELECT throttle_jobs._maintain_archive(now())$$),
   -- per-queue privileges (0.2.0): the capability roles keep their grants,
@@ -152,9 +151,7 @@ INSERT INTO calls (call, stmt) VALUES
   ('view queue_grants', $$SELECT * FROM throttle_jobs.queue_grants$$),
   ('SELECT queue_grant', $$SELECT * FROM throttle_jobs.queue_grant$$),
   ('INSERT queue_grant', $$INSERT INTO throttle_jobs.queue_grant (queue_id, grantee, privilege, granted_by) SELECT id, 'tj_nobody', 'manage', 'tj_nobody' FROM throttle_jobs.queue$$),
-  ('_require_queue', $$SELECT throttle_jobs._require_queue('tj_admin'::regrole, 'priv_q', 'manage')$$),
-  ('_grant_queue', $$SELECT throttle_jobs._grant_queue('tj_admin'::regrole, 'priv_q', 'tj_nobody', 'manage')$$),
-  ('_pause_queue', $$SELECT throttle_jobs._pause_queue('tj_admin'::regrole, 'priv_q')$$);
+  ('_explain_job', format('SELECT throttle_jobs._explain_job(%s, NULL, NULL, NULL)', :live_id));
 
 -- The same statements run as the extension owner (a superuser): all run,
 -- which shows that a refusal below comes from privileges alone.

@@ -267,11 +267,7 @@ throttle_jobs_set_queue_notify(PG_FUNCTION_ARGS)
 
 	tj_require_not_null(fcinfo, 0, "queue name");
 	tj_require_not_null(fcinfo, 1, "enabled");
-
-	tj_caller_enter(fcinfo, &caller);
-	SPI_connect();
-	tj_check_queue(caller.role, PG_GETARG_TEXT_PP(0), TJ_PRIV_MANAGE);
-	tj_lookup_queue(PG_GETARG_TEXT_PP(0), &queue);
+	tj_manage_queue(fcinfo, &caller, &queue);
 	values[0] = Int32GetDatum(queue.id);
 	values[1] = PG_GETARG_DATUM(0);
 	if (PG_GETARG_BOOL(1))

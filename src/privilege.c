@@ -29,11 +29,8 @@
  * through the (sub)transaction abort.  With the 0.1.0 declarations (SECURITY
  * DEFINER) the caller seen is the extension owner, who may do everything.
  *
- * The SQL-written functions that take a queue or a job (pause_queue,
- * explain_job, grant_queue, ...) have a public C wrapper
- * (throttle_jobs_call_as_caller) that calls the internal SECURITY DEFINER
- * function of the same name with a leading underscore, passing the calling
- * role first (as 0.1.0's create_queue and alter_queue do, queue.c).
+ * grant_queue and revoke_queue are below; the other entry points that
+ * manage a queue start with tj_manage_queue (queue.c).
  *
  * run_jobs checks its caller at the top (tj_run_jobs_check), and its job
  * loop asks tj_run_jobs_may_take before it takes a job of a queue, so that
@@ -46,6 +43,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -63,10 +61,8 @@
 
 #include "throttle_jobs.h"
 
-PG_FUNCTION_INFO_V1(throttle_jobs_call_as_caller);
-PG_FUNCTION_INFO_V1(throttle_jobs_require_queue);
-PG_FUNCTION_INFO_V1(throttle_jobs_require_job_queue);
-PG_FUNCTION_INFO_V1(throttle_jobs_may_queue);
+PG_FUNCTION_INFO_V1(throttle_jobs_grant_queue);
+PG_FUNCTION_INFO_V1(throttle_jobs_revoke_queue);
 
 /* The capability roles, in the order of the privilege bits */
 #define CAP_PRODUCER	0
@@ -310,6 +306,18 @@ check_result_queues(Oid role, uint64 n, int priv, int64 job)
 	SPI_freetuptable(SPI_tuptable);
 }
 
+/* check_result_queues of the rows stmt (GRANT_ROWS_SQL) selects for arg */
+static void
+check_queues_of(TJStatement *stmt, Oid role, Datum arg, int priv, int64 job)
+{
+	Datum		values[1];
+
+	if (tj_capable(role, priv))
+		return;
+	values[0] = arg;
+	check_result_queues(role, tj_execute(stmt, values, NULL, false, 0, SPI_OK_SELECT), priv, job);
+}
+
 /*
  * Raises insufficient_privilege unless `role` holds `priv` on the queue of
  * every live job among `ids` (an int8[]; ids that are not live are
@@ -319,26 +327,14 @@ check_result_queues(Oid role, uint64 n, int priv, int64 job)
 void
 tj_check_jobs(Oid role, Datum ids, int priv)
 {
-	Datum		values[1];
-
-	if (tj_capable(role, priv))
-		return;
-	values[0] = ids;
-	check_result_queues(role, tj_execute(&by_jobs_stmt, values, NULL, false, 0, SPI_OK_SELECT),
-						priv, 0);
+	check_queues_of(&by_jobs_stmt, role, ids, priv, 0);
 }
 
 /* tj_check_jobs for one job (an int8 datum) */
 void
 tj_check_job(Oid role, Datum id, int priv)
 {
-	Datum		values[1];
-
-	if (tj_capable(role, priv))
-		return;
-	values[0] = id;
-	check_result_queues(role, tj_execute(&by_job_stmt, values, NULL, false, 0, SPI_OK_SELECT),
-						priv, DatumGetInt64(id));
+	check_queues_of(&by_job_stmt, role, id, priv, DatumGetInt64(id));
 }
 
 /* The owner of the function fcinfo calls (SECURITY DEFINER's user) */
@@ -432,107 +428,11 @@ tj_caller_leave(const TJCaller *caller)
 	SetUserIdAndSecContext(caller->saved_userid, caller->saved_context);
 }
 
-/* ---- SQL-written functions: the wrapper and the checks they call ---- */
-
-typedef struct CallTarget
-{
-	FmgrInfo	flinfo;			/* the internal function */
-} CallTarget;
-
-/*
- * The internal function behind public function fn: the function of the same
- * schema named like fn with a leading underscore, whose arguments are an oid
- * (the caller) followed by fn's.
- */
-static Oid
-internal_function(Oid fn)
-{
-	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	Form_pg_proc proc;
-	Oid			argtypes[FUNC_MAX_ARGS];
-	List	   *name;
-	Oid			target;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for function %u", fn);
-	proc = (Form_pg_proc) GETSTRUCT(tup);
-	if (proc->pronargs + 1 > FUNC_MAX_ARGS)
-		elog(ERROR, "throttle_jobs: function %u has too many arguments", fn);
-	argtypes[0] = OIDOID;
-	memcpy(&argtypes[1], proc->proargtypes.values, sizeof(Oid) * proc->pronargs);
-	name = list_make2(makeString(get_namespace_name(proc->pronamespace)),
-					  makeString(psprintf("_%s", NameStr(proc->proname))));
-	target = LookupFuncName(name, proc->pronargs + 1, argtypes, false);
-	ReleaseSysCache(tup);
-	return target;
-}
-
-/*
- * A public SQL-written function that takes a queue or a job: calls its
- * internal SECURITY DEFINER function (see internal_function) with the
- * calling role first.  The call goes through fmgr, so the internal function
- * needs no EXECUTE grant and no one can call it by name to claim another
- * role.
- */
-Datum
-throttle_jobs_call_as_caller(PG_FUNCTION_ARGS)
-{
-	CallTarget *target = (CallTarget *) fcinfo->flinfo->fn_extra;
-	Datum		result;
-	LOCAL_FCINFO(call, FUNC_MAX_ARGS);
-
-	if (target == NULL)
-	{
-		target = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(CallTarget));
-		fmgr_info_cxt(internal_function(fcinfo->flinfo->fn_oid), &target->flinfo,
-					  fcinfo->flinfo->fn_mcxt);
-		fcinfo->flinfo->fn_extra = target;
-	}
-	InitFunctionCallInfoData(*call, &target->flinfo, fcinfo->nargs + 1,
-							 fcinfo->fncollation, NULL, NULL);
-	call->args[0].value = ObjectIdGetDatum(GetUserId());
-	call->args[0].isnull = false;
-	for (int i = 0; i < fcinfo->nargs; i++)
-		call->args[i + 1] = fcinfo->args[i];
-	result = FunctionCallInvoke(call);
-	fcinfo->isnull = call->isnull;
-	return result;
-}
-
 static int
 privilege_arg(FunctionCallInfo fcinfo, int argno)
 {
 	tj_require_not_null(fcinfo, argno, "privilege");
 	return tj_privilege_from_name(text_to_cstring(PG_GETARG_TEXT_PP(argno)));
-}
-
-/*
- * SQL: _require_queue(caller oid, queue text, privilege text) returns
- * integer: the queue's id, or undefined_object, or insufficient_privilege
- * unless caller holds the privilege on it.  For the internal functions.
- */
-Datum
-throttle_jobs_require_queue(PG_FUNCTION_ARGS)
-{
-	Oid			caller = PG_GETARG_OID(0);
-	int			priv;
-	Datum		values[1];
-	uint64		n;
-	bool		isnull;
-	int32		id;
-
-	tj_require_not_null(fcinfo, 1, "queue name");
-	priv = privilege_arg(fcinfo, 2);
-	values[0] = PG_GETARG_DATUM(1);
-	SPI_connect();
-	n = tj_execute(&by_name_stmt, values, NULL, false, 0, SPI_OK_SELECT);
-	if (n == 0)
-		unknown_queue(text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	id = DatumGetInt32(tj_get_datum(0, G_ID, &isnull));
-	if (!tj_capable(caller, priv) && (bits_of_rows(caller, 0, n) & priv) == 0)
-		refuse(caller, text_to_cstring(PG_GETARG_TEXT_PP(1)), priv, 0);
-	SPI_finish();
-	PG_RETURN_INT32(id);
 }
 
 /*
@@ -570,23 +470,6 @@ tj_check_queue_id(Oid role, int32 queue_id, int priv, int64 job)
 	(void) queue_id_allows(role, queue_id, priv, true, job);
 }
 
-/*
- * SQL: _require_job_queue(caller oid, queue_id integer, job bigint,
- * privilege text) returns void: insufficient_privilege (naming the job)
- * unless caller holds the privilege on the job's queue.
- */
-Datum
-throttle_jobs_require_job_queue(PG_FUNCTION_ARGS)
-{
-	int			priv;
-
-	tj_require_not_null(fcinfo, 1, "queue id");
-	tj_require_not_null(fcinfo, 2, "job id");
-	priv = privilege_arg(fcinfo, 3);
-	tj_check_queue_id(PG_GETARG_OID(0), PG_GETARG_INT32(1), priv, PG_GETARG_INT64(2));
-	PG_RETURN_VOID();
-}
-
 /* Whether `role` holds `priv` (one bit) on queue `queue_id`; connects to SPI. */
 bool
 tj_may_queue(Oid role, int32 queue_id, int priv)
@@ -594,15 +477,107 @@ tj_may_queue(Oid role, int32 queue_id, int priv)
 	return queue_id_allows(role, queue_id, priv, false, 0);
 }
 
-/* SQL: _may_queue(caller oid, queue_id integer, privilege text) returns boolean */
-Datum
-throttle_jobs_may_queue(PG_FUNCTION_ARGS)
+/* ---- grant_queue, revoke_queue ---- */
+
+static TJStatement grant_stmt = {
+	"INSERT INTO throttle_jobs.queue_grant AS g (queue_id, grantee, privilege, granted_by)"
+	" VALUES ($1, $2::pg_catalog.regrole, $3, $4::pg_catalog.regrole)"
+	" ON CONFLICT ON CONSTRAINT queue_grant_pkey DO NOTHING",
+	4, {INT4OID, OIDOID, TEXTOID, OIDOID}
+};
+
+static TJStatement revoke_stmt = {
+	"DELETE FROM throttle_jobs.queue_grant g"
+	" WHERE g.queue_id OPERATOR(pg_catalog.=) $1"
+	"   AND g.grantee::pg_catalog.oid OPERATOR(pg_catalog.=) $2"
+	"   AND g.privilege OPERATOR(pg_catalog.=) $3",
+	3, {INT4OID, OIDOID, TEXTOID}
+};
+
+/*
+ * grant_queue and revoke_queue (queue, role, privilege): the privilege
+ * name is checked first, then the queue (manage), then the role.  Fills
+ * values with the statements' parameters; returns connected to SPI, as the
+ * function's owner.
+ */
+static void
+grant_args(FunctionCallInfo fcinfo, TJCaller *caller, Datum *values)
 {
+	TJQueue		queue;
+
+	(void) privilege_arg(fcinfo, 2);
+	tj_manage_queue(fcinfo, caller, &queue);
+	tj_require_not_null(fcinfo, 1, "role");
+	values[0] = Int32GetDatum(queue.id);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = PG_GETARG_DATUM(2);
+	values[3] = ObjectIdGetDatum(caller->role);
+}
+
+/* The regrole output of role (its name, quoted where needed) */
+static char *
+role_text(Oid role)
+{
+	return DatumGetCString(DirectFunctionCall1(regroleout, ObjectIdGetDatum(role)));
+}
+
+/*
+ * grant_queue(queue, role, privilege) returns void: grants the privilege
+ * on the queue to the role (and its members); a NOTICE when the role
+ * cannot use the functions that need it yet.
+ */
+Datum
+throttle_jobs_grant_queue(PG_FUNCTION_ARGS)
+{
+	TJCaller	caller;
+	Datum		values[4];
+	Oid			role;
+	const char *probe;
 	int			priv;
 
-	tj_require_not_null(fcinfo, 1, "queue id");
+	grant_args(fcinfo, &caller, values);
+	role = PG_GETARG_OID(1);
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", role)));
+	tj_execute(&grant_stmt, values, NULL, false, 0, SPI_OK_INSERT);
+	SPI_finish();
+	/* a grantee needs EXECUTE on the functions that use the privilege */
 	priv = privilege_arg(fcinfo, 2);
-	PG_RETURN_BOOL(queue_id_allows(PG_GETARG_OID(0), PG_GETARG_INT32(1), priv, false, 0));
+	probe = priv == TJ_PRIV_PRODUCE ?
+		"throttle_jobs.enqueue(text, jsonb, timestamptz, integer, integer, text, text, text, integer)" :
+		priv == TJ_PRIV_CONSUME ? "throttle_jobs.reserve(text, text, integer, interval)" :
+		"throttle_jobs.pause_queue(text)";
+	if (!DatumGetBool(DirectFunctionCall3(has_schema_privilege_id_id, ObjectIdGetDatum(role),
+										  ObjectIdGetDatum(get_namespace_oid("throttle_jobs", false)),
+										  CStringGetTextDatum("USAGE"))) ||
+		tj_proc_aclcheck(DatumGetObjectId(DirectFunctionCall1(regprocedurein,
+															  CStringGetDatum(probe))),
+						 role, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(NOTICE,
+				(errmsg("role %s cannot use the throttle_jobs functions yet", role_text(role)),
+				 errhint("GRANT throttle_jobs_user TO %s;", role_text(role))));
+	tj_caller_leave(&caller);
+	PG_RETURN_VOID();
+}
+
+/*
+ * revoke_queue(queue, role, privilege) returns boolean: revokes a grant of
+ * grant_queue; whether there was one.
+ */
+Datum
+throttle_jobs_revoke_queue(PG_FUNCTION_ARGS)
+{
+	TJCaller	caller;
+	Datum		values[4];
+	uint64		n;
+
+	grant_args(fcinfo, &caller, values);
+	n = tj_execute(&revoke_stmt, values, NULL, false, 0, SPI_OK_DELETE);
+	SPI_finish();
+	tj_caller_leave(&caller);
+	PG_RETURN_BOOL(n > 0);
 }
 
 /* ---- run_jobs ---- */
