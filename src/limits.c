@@ -197,27 +197,34 @@ throttle_jobs_governing_limit(PG_FUNCTION_ARGS)
 }
 
 /*
- * SQL: _rate_governed_by(k text, lk text) returns boolean: whether the rate
- * of concrete key k is governed (or, lk just dropped, was) by limit key lk:
- * lk covers k and no limit with a rate that governs before it exists.
+ * Whether the rate of concrete key k is governed (or, lk just dropped,
+ * was) by limit key lk: lk covers k and no limit with a rate that governs
+ * before it exists.  Connected to SPI by the caller.  SQL:
+ * _rate_governed_by(k text, lk text) returns boolean.
  */
-Datum
-throttle_jobs_rate_governed_by(PG_FUNCTION_ARGS)
+bool
+tj_rate_governed_by(const char *key, const char *lk)
 {
-	char	   *key = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *lk = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	size_t		lklen = strlen(lk);
 	TJKeyLimit	limit;
 	char	   *rate_key;
-	bool		governed;
 
 	/* (the coverage rule of _key_matches: the key itself, or a template's prefix) */
 	if (strcmp(key, lk) != 0 &&
 		!(lklen > 0 && lk[lklen - 1] == '*' && strncmp(key, lk, lklen - 1) == 0))
-		PG_RETURN_BOOL(false);
-	SPI_connect();
+		return false;
 	lookup_limit(key, &limit, NULL, &rate_key);
-	governed = rate_key == NULL || strcmp(rate_key, lk) == 0 || !governs_before(key, rate_key, lk);
+	return rate_key == NULL || strcmp(rate_key, lk) == 0 || !governs_before(key, rate_key, lk);
+}
+
+Datum
+throttle_jobs_rate_governed_by(PG_FUNCTION_ARGS)
+{
+	bool		governed;
+
+	SPI_connect();
+	governed = tj_rate_governed_by(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+								   text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	SPI_finish();
 	PG_RETURN_BOOL(governed);
 }

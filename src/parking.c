@@ -972,15 +972,43 @@ tj_release_throttled(TimestampTz now)
 
 /* ---- after a limit changed ---- */
 
-static TJStatement reset_rate_stmt = {
-	"DELETE FROM throttle_jobs.key_rate_state s WHERE throttle_jobs._rate_governed_by(s.key, $1)",
+/*
+ * The keys with rate state or outcomes that limit key $1 covers; of them,
+ * reset_rate_keys forgets those whose rate it governs (tj_rate_governed_by).
+ */
+static TJStatement rate_keys_stmt = {
+	"SELECT s.key FROM throttle_jobs.key_rate_state s WHERE throttle_jobs._key_matches(s.key, $1)"
+	" UNION SELECT o.key FROM throttle_jobs.key_outcome o WHERE throttle_jobs._key_matches(o.key, $1)",
 	1, {TEXTOID}
 };
 
-static TJStatement reset_outcomes_stmt = {
-	"DELETE FROM throttle_jobs.key_outcome o WHERE throttle_jobs._rate_governed_by(o.key, $1)",
-	1, {TEXTOID}
+static TJStatement reset_rate_stmt = {
+	"WITH s AS (DELETE FROM throttle_jobs.key_rate_state s WHERE s.key = ANY ($1))"
+	" DELETE FROM throttle_jobs.key_outcome o WHERE o.key = ANY ($1)",
+	1, {TEXTARRAYOID}
 };
+
+/* Forgets the rate state and outcomes of the keys whose rate limit_key governs */
+static void
+reset_rate_keys(Datum limit_key)
+{
+	Datum		values[1] = {limit_key};
+	const char *lk = TextDatumGetCString(limit_key);
+	uint64		n = tj_execute(&rate_keys_stmt, values, NULL, false, 0, SPI_OK_SELECT);
+	char	  **keys = result_strings(n);
+	Datum	   *governed = palloc(sizeof(Datum) * Max(n, 1));
+	int			ngoverned = 0;
+
+	SPI_freetuptable(SPI_tuptable);
+	for (uint64 i = 0; i < n; i++)
+		if (tj_rate_governed_by(keys[i], lk))
+			governed[ngoverned++] = CStringGetTextDatum(keys[i]);
+	if (ngoverned == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(governed, ngoverned, TEXTOID, -1, false,
+												TYPALIGN_INT));
+	tj_execute(&reset_rate_stmt, values, NULL, false, 0, SPI_OK_DELETE);
+}
 
 /* Jobs waiting outside the lists (oversized) of keys under limit key $1 */
 static TJStatement release_oversized_stmt = {
@@ -1025,8 +1053,7 @@ throttle_jobs_limit_changed(PG_FUNCTION_ARGS)
 	tj_limits_changed();
 	if (PG_GETARG_BOOL(1))
 	{
-		tj_execute(&reset_rate_stmt, values, NULL, false, 0, SPI_OK_DELETE);
-		tj_execute(&reset_outcomes_stmt, values, NULL, false, 0, SPI_OK_DELETE);
+		reset_rate_keys(values[0]);
 	}
 	(void) tj_dead_letter_oversized(text_to_cstring(PG_GETARG_TEXT_PP(0)), now);
 	tj_execute(&release_oversized_stmt, values, NULL, false, 0, SPI_OK_UPDATE);

@@ -167,6 +167,7 @@ extern void tj_check_jobs(Oid role, Datum ids, int priv);
 extern void tj_check_job(Oid role, Datum id, int priv);
 extern void tj_check_queue_id(Oid role, int32 queue_id, int priv, int64 job);
 extern void tj_manage_queue(FunctionCallInfo fcinfo, TJCaller *caller, TJQueue *queue);
+extern bool tj_rate_governed_by(const char *key, const char *lk);
 extern bool tj_may_queue(Oid role, int32 queue_id, int priv);
 extern void tj_assign_run_jobs_caller(const char *newval, void *extra);
 extern void tj_run_jobs_check(Oid caller, text *queue);
