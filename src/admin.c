@@ -46,11 +46,9 @@ typedef struct NotifyQueue
 	char	   *channel;
 } NotifyQueue;
 
-static bool notify_loaded = false;
-static bool notify_callbacks_set = false;
+static TJTableCache notifying = TJ_TABLE_CACHE("queue_notify");
 static int	notify_n = 0;
 static NotifyQueue *notify_queues = NULL;	/* in TopMemoryContext */
-static Oid	notify_relid = InvalidOid;
 
 static TJStatement notify_list_stmt = {
 	"SELECT n.queue_id, n.channel FROM throttle_jobs.queue_notify n", 0, {0}
@@ -120,54 +118,18 @@ throttle_jobs_retry_now(PG_FUNCTION_ARGS)
 /* ---- wake-ups ---- */
 
 /* throttle_jobs.queue_notify, or InvalidOid before the 0.2.0 schema */
-static Oid
-queue_notify_relid(void)
-{
-	Oid			nsp;
-
-	if (OidIsValid(notify_relid))
-		return notify_relid;
-	nsp = get_namespace_oid("throttle_jobs", true);
-	notify_relid = OidIsValid(nsp) ? get_relname_relid("queue_notify", nsp) : InvalidOid;
-	return notify_relid;
-}
-
-static void
-forget_notify(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == notify_relid)
-	{
-		notify_loaded = false;
-		if (relid == InvalidOid)
-			notify_relid = InvalidOid;	/* the extension may have been made anew */
-	}
-}
-
-static void
-forget_notify_at_abort(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		forget_notify((Datum) 0, InvalidOid);
-}
-
 /* Reads the queues that notify, unless known.  Connected to SPI. */
 static void
 load_notify(void)
 {
 	uint64		n;
 
-	if (!notify_callbacks_set)
-	{
-		CacheRegisterRelcacheCallback(forget_notify, (Datum) 0);
-		RegisterXactCallback(forget_notify_at_abort, NULL);
-		notify_callbacks_set = true;
-	}
-	if (notify_loaded)
+	if (tj_table_cache_valid(&notifying))
 		return;
 	for (int i = 0; i < notify_n; i++)
 		pfree(notify_queues[i].channel);
 	notify_n = 0;
-	if (!OidIsValid(queue_notify_relid()))
+	if (!OidIsValid(tj_table_cache_relid(&notifying)))
 		return;					/* a 0.1.0 schema: nothing notifies; look again next time */
 	n = tj_execute(&notify_list_stmt, NULL, NULL, true, 0, SPI_OK_SELECT);
 	if (notify_queues != NULL)
@@ -184,7 +146,7 @@ load_notify(void)
 	}
 	notify_n = (int) n;
 	SPI_freetuptable(SPI_tuptable);
-	notify_loaded = true;
+	tj_table_cache_loaded(&notifying);
 }
 
 /*
@@ -275,8 +237,7 @@ throttle_jobs_set_queue_notify(PG_FUNCTION_ARGS)
 	else
 		tj_execute(&notify_off_stmt, values, NULL, false, 0, SPI_OK_DELETE);
 	/* every backend (this one at once) reads the list again */
-	forget_notify((Datum) 0, queue_notify_relid());
-	CacheInvalidateRelcacheByRelid(queue_notify_relid());
+	tj_table_cache_changed(&notifying);
 	SPI_finish();
 	tj_caller_leave(&caller);
 	PG_RETURN_VOID();

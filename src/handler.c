@@ -320,13 +320,11 @@ static bool
 schema_has_handler_owner(void)
 {
 	static bool seen = false;
-	Oid			nsp;
 	Oid			queue;
 
 	if (seen)
 		return true;
-	nsp = get_namespace_oid("throttle_jobs", true);
-	queue = OidIsValid(nsp) ? get_relname_relid("queue", nsp) : InvalidOid;
+	queue = tj_relid("queue");
 	seen = OidIsValid(queue) && get_attnum(queue, "handler_owner") != InvalidAttrNumber;
 	return seen;
 }

@@ -139,13 +139,11 @@ tj_schema_has_released_at(void)
 {
 	/* once seen it stays (an update adds it, nothing takes it away): no lookups on the hot path */
 	static bool seen = false;
-	Oid			nsp;
 	Oid			job;
 
 	if (seen)
 		return true;
-	nsp = get_namespace_oid("throttle_jobs", true);
-	job = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
+	job = tj_relid("job");
 	seen = OidIsValid(job) && get_attnum(job, "released_at") != InvalidAttrNumber;
 	return seen;
 }

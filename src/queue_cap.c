@@ -40,11 +40,9 @@
 
 PG_FUNCTION_INFO_V1(throttle_jobs_set_queue_max_running);
 
-static bool cap_loaded = false;
-static bool cap_callbacks_set = false;
+static TJTableCache caps = TJ_TABLE_CACHE("queue_max_running");
 static int	cap_n = 0;
 static char **cap_names = NULL;	/* in TopMemoryContext */
-static Oid	cap_relid = InvalidOid;
 
 static TJStatement cap_list_stmt = {
 	"SELECT q.name FROM throttle_jobs.queue_max_running m"
@@ -78,54 +76,18 @@ static TJStatement cap_clear_stmt = {
 };
 
 /* throttle_jobs.queue_max_running, or InvalidOid before the 0.2.0 schema */
-static Oid
-queue_cap_relid(void)
-{
-	Oid			nsp;
-
-	if (OidIsValid(cap_relid))
-		return cap_relid;
-	nsp = get_namespace_oid("throttle_jobs", true);
-	cap_relid = OidIsValid(nsp) ? get_relname_relid("queue_max_running", nsp) : InvalidOid;
-	return cap_relid;
-}
-
-static void
-forget_caps(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == cap_relid)
-	{
-		cap_loaded = false;
-		if (relid == InvalidOid)
-			cap_relid = InvalidOid; /* the extension may have been made anew */
-	}
-}
-
-static void
-forget_caps_at_abort(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		forget_caps((Datum) 0, InvalidOid);
-}
-
 /* Reads the names of the capped queues, unless known.  Connected to SPI. */
 static void
 load_caps(void)
 {
 	uint64		n;
 
-	if (!cap_callbacks_set)
-	{
-		CacheRegisterRelcacheCallback(forget_caps, (Datum) 0);
-		RegisterXactCallback(forget_caps_at_abort, NULL);
-		cap_callbacks_set = true;
-	}
-	if (cap_loaded)
+	if (tj_table_cache_valid(&caps))
 		return;
 	for (int i = 0; i < cap_n; i++)
 		pfree(cap_names[i]);
 	cap_n = 0;
-	if (!OidIsValid(queue_cap_relid()))
+	if (!OidIsValid(tj_table_cache_relid(&caps)))
 		return;					/* a 0.1.0 schema: no caps; look again next time */
 	n = tj_execute(&cap_list_stmt, NULL, NULL, true, 0, SPI_OK_SELECT);
 	if (cap_names != NULL)
@@ -137,7 +99,7 @@ load_caps(void)
 														SPI_tuptable->tupdesc, 1));
 	cap_n = (int) n;
 	SPI_freetuptable(SPI_tuptable);
-	cap_loaded = true;
+	tj_table_cache_loaded(&caps);
 }
 
 /*
@@ -177,7 +139,7 @@ tj_queue_cap_room(text *queue_name, int32 max_jobs)
 	SPI_freetuptable(SPI_tuptable);
 
 	/* another transaction is reserving from the queue right now: skip it */
-	if (!ConditionalLockDatabaseObject(queue_cap_relid(), (Oid) queue_id, 0, ExclusiveLock))
+	if (!ConditionalLockDatabaseObject(tj_table_cache_relid(&caps), (Oid) queue_id, 0, ExclusiveLock))
 		return 0;
 
 	values[0] = Int32GetDatum(queue_id);
@@ -198,7 +160,7 @@ tj_queue_cap_room(text *queue_name, int32 max_jobs)
 		 * find a slot that frees up.  A hold taken earlier in the
 		 * transaction (by a reservation that took jobs) stays.
 		 */
-		UnlockDatabaseObject(queue_cap_relid(), (Oid) queue_id, 0, ExclusiveLock);
+		UnlockDatabaseObject(tj_table_cache_relid(&caps), (Oid) queue_id, 0, ExclusiveLock);
 		return 0;
 	}
 	return (int32) Min((int64) max_jobs, cap - running);
@@ -237,8 +199,7 @@ tj_store_queue_max_running(Oid role, text *queue_name, int32 max_running)
 	else
 		tj_execute(&cap_clear_stmt, values, NULL, false, 0, SPI_OK_DELETE);
 	/* every backend (this one at once) reads the list again */
-	forget_caps((Datum) 0, queue_cap_relid());
-	CacheInvalidateRelcacheByRelid(queue_cap_relid());
+	tj_table_cache_changed(&caps);
 	SPI_finish();
 }
 

@@ -272,7 +272,6 @@ tj_hints_enabled(void)
 {
 	static LocalTransactionId checked_in = InvalidLocalTransactionId;
 	static bool enabled = false;
-	Oid			nsp;
 	Oid			relid;
 	Relation	rel;
 	int			found = 0;
@@ -282,8 +281,7 @@ tj_hints_enabled(void)
 	/* once a transaction: its reservations then hold a lock on the table */
 	if (checked_in == TJ_MY_LXID)
 		return enabled;
-	nsp = get_namespace_oid("throttle_jobs", true);
-	relid = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
+	relid = tj_relid("job");
 	if (!OidIsValid(relid))
 		return false;
 	rel = relation_open(relid, AccessShareLock);

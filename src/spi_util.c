@@ -13,9 +13,11 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 
 #include "executor/spi.h"
 #include "utils/datum.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
@@ -123,4 +125,81 @@ tj_catch_in_subxact(MemoryContext cxt, ResourceOwner owner)
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 	return edata;
+}
+
+/*
+ * Our table `relname` in schema throttle_jobs, or InvalidOid (a database
+ * whose schema is older, or has no extension).
+ */
+Oid
+tj_relid(const char *relname)
+{
+	Oid			nsp = get_namespace_oid("throttle_jobs", true);
+
+	return OidIsValid(nsp) ? get_relname_relid(relname, nsp) : InvalidOid;
+}
+
+/*
+ * A backend's copy of a small table (TJTableCache): forgotten when the
+ * table's relcache entry is invalidated (a change committed by any backend
+ * sends one, tj_table_cache_changed), at the end of an aborted transaction
+ * (which may have read rows it then lost), and with every relation (the
+ * extension may have been made anew).
+ */
+static void
+table_cache_inval(Datum arg, Oid relid)
+{
+	TJTableCache *c = (TJTableCache *) DatumGetPointer(arg);
+
+	if (relid == InvalidOid || relid == c->relid)
+	{
+		c->loaded = false;
+		if (relid == InvalidOid)
+			c->relid = InvalidOid;
+	}
+}
+
+static void
+table_cache_abort(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		table_cache_inval(PointerGetDatum(arg), InvalidOid);
+}
+
+/*
+ * Whether the backend's copy is current; when not, the caller reads the
+ * table (if tj_table_cache_relid finds it) and calls tj_table_cache_loaded.
+ */
+bool
+tj_table_cache_valid(TJTableCache *c)
+{
+	if (!c->callbacks_set)
+	{
+		CacheRegisterRelcacheCallback(table_cache_inval, PointerGetDatum(c));
+		RegisterXactCallback(table_cache_abort, c);
+		c->callbacks_set = true;
+	}
+	return c->loaded;
+}
+
+Oid
+tj_table_cache_relid(TJTableCache *c)
+{
+	if (!OidIsValid(c->relid))
+		c->relid = tj_relid(c->relname);
+	return c->relid;
+}
+
+void
+tj_table_cache_loaded(TJTableCache *c)
+{
+	c->loaded = true;
+}
+
+/* After this transaction changed the table: every backend (this one at once) reads it again */
+void
+tj_table_cache_changed(TJTableCache *c)
+{
+	c->loaded = false;
+	CacheInvalidateRelcacheByRelid(tj_table_cache_relid(c));
 }

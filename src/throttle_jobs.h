@@ -85,6 +85,23 @@ extern ErrorData *tj_catch_in_subxact(MemoryContext cxt, ResourceOwner owner);
 extern Datum tj_get_datum(uint64 row, int col, bool *isnull);
 extern Datum tj_get_datum_copy(uint64 row, int col, bool *isnull);
 
+/* spi_util.c: our tables by name, and backend copies of small ones */
+typedef struct TJTableCache
+{
+	const char *relname;
+	Oid			relid;			/* InvalidOid: not looked up yet */
+	bool		loaded;			/* the backend's copy is current */
+	bool		callbacks_set;
+} TJTableCache;
+
+#define TJ_TABLE_CACHE(relname) {(relname), InvalidOid, false, false}
+
+extern Oid	tj_relid(const char *relname);
+extern bool tj_table_cache_valid(TJTableCache *c);
+extern Oid	tj_table_cache_relid(TJTableCache *c);
+extern void tj_table_cache_loaded(TJTableCache *c);
+extern void tj_table_cache_changed(TJTableCache *c);
+
 /* validate.c: argument checks that raise clear errors */
 extern void tj_require_not_null(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int64 tj_interval_usecs(const Interval *iv);
